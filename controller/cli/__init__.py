@@ -1,0 +1,29 @@
+"""``canaryctl``: the operator's command line.
+
+Exit codes are part of the interface (scripts and CI use them):
+0 success / promote, 1 unexpected failure, 2 bad input, 3 rollback, 4 continue / undecided.
+"""
+
+from __future__ import annotations
+
+import click
+
+from controller import __version__
+
+from .validate_cmd import validate
+
+EXIT_OK = 0
+EXIT_BAD_INPUT = 2
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+@click.version_option(__version__, prog_name="canaryctl")
+def cli() -> None:
+    """Canary releases for LLM-powered services, decided by anytime-valid quality guards."""
+
+
+cli.add_command(validate)
+
+
+def main() -> None:
+    cli(prog_name="canaryctl")

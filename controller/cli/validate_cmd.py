@@ -1,0 +1,55 @@
+"""``canaryctl validate``: check CanaryRule manifests with no cluster."""
+
+from __future__ import annotations
+
+import json
+
+import click
+
+from controller.models.manifest import load_rules
+
+from .output import echo_err
+
+
+@click.command()
+@click.option(
+    "-f",
+    "--filename",
+    "files",
+    multiple=True,
+    required=True,
+    help="Manifest file or directory (repeatable; '-' reads stdin).",
+)
+@click.option("-o", "--output", type=click.Choice(["text", "json"]), default="text")
+def validate(files: tuple[str, ...], output: str) -> None:
+    """Validate CanaryRule manifests. Exit 0 when all are valid, 2 when any is not."""
+    rules, errors = load_rules(files)
+    if output == "json":
+        click.echo(
+            json.dumps(
+                {
+                    "valid": [
+                        {"file": r.file, "doc": r.doc, "name": r.rule.metadata.name} for r in rules
+                    ],
+                    "errors": [
+                        {
+                            "file": e.file,
+                            "doc": e.doc,
+                            "line": e.line,
+                            "path": e.path,
+                            "reason": e.reason,
+                        }
+                        for e in errors
+                    ],
+                },
+                indent=2,
+            )
+        )
+    else:
+        for r in rules:
+            click.echo(f"ok   {r.file}[{r.doc}]: CanaryRule {r.rule.metadata.name}")
+        for e in errors:
+            echo_err(f"error {e}")
+        if errors:
+            echo_err(f"{len(errors)} error(s); {len(rules)} valid rule(s)")
+    raise SystemExit(2 if errors else 0)

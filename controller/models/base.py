@@ -1,0 +1,71 @@
+"""Shared pydantic bases and small value types used across the models."""
+
+from __future__ import annotations
+
+import re
+from typing import Annotated
+
+from pydantic import AfterValidator, BaseModel, ConfigDict, WithJsonSchema
+from pydantic.alias_generators import to_camel
+
+_DURATION_RE = re.compile(r"^(?:(\d+(?:\.\d+)?)(ms|s|m|h|d))+$")
+_DURATION_PART = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|h|d)")
+_UNIT_SECONDS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
+DURATION_PATTERN = r"^([0-9]+(\.[0-9]+)?(ms|s|m|h|d))+$"
+
+
+def parse_duration(text: str) -> float:
+    """Seconds in a Go-style duration such as ``90s``, ``1m`` or ``1h30m`` (kubectl style)."""
+    text = text.strip()
+    if not text or not _DURATION_RE.match(text):
+        raise ValueError(
+            f"invalid duration {text!r}: use a number with a unit, e.g. 30s, 1m, 1h30m"
+        )
+    total = sum(float(n) * _UNIT_SECONDS[u] for n, u in _DURATION_PART.findall(text))
+    if total <= 0:
+        raise ValueError(f"duration {text!r} must be positive")
+    return total
+
+
+def _check_duration(text: str) -> str:
+    parse_duration(text)
+    return text
+
+
+Duration = Annotated[
+    str,
+    AfterValidator(_check_duration),
+    WithJsonSchema({"type": "string", "pattern": DURATION_PATTERN}),
+]
+"""A Go-style duration string, validated; convert with :func:`parse_duration`."""
+
+
+class FieldError(ValueError):
+    """A cross-field validation error that knows which field (relative path) it is about.
+
+    Pydantic keeps the original exception in the error's context, so the manifest
+    loader can join the model's location with ``path`` and name the exact field.
+    """
+
+    def __init__(self, path: str, reason: str) -> None:
+        super().__init__(f"{path}: {reason}" if path else reason)
+        self.path = path
+        self.reason = reason
+
+
+class KubeModel(BaseModel):
+    """Base for everything that lives in a Kubernetes object: camelCase on the wire,
+    snake_case in Python, and unknown fields rejected so a typo is named, not ignored."""
+
+    model_config = ConfigDict(
+        alias_generator=to_camel,
+        populate_by_name=True,
+        extra="forbid",
+        use_enum_values=False,
+    )
+
+
+class OpenModel(BaseModel):
+    """Base for camelCase objects the controller writes itself (status, evidence)."""
+
+    model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True, extra="ignore")

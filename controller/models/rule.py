@@ -1,0 +1,315 @@
+"""The CanaryRule custom resource: spec (what the user writes) and its validation.
+
+Sign convention for tolerances: ``tolerance`` is the worst change (canary minus
+baseline) the guard accepts, signed in the harmful direction. For a metric where
+higher is better (trusted completion, task success, F1) it is negative or zero
+("may drop by at most 2 points" is ``-0.02``); for a metric where lower is better
+(correction burden, fallback rate, policy failures, latency, cost) it is positive
+or zero. With ``relative: true`` it is a fraction of the baseline value.
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+from typing import Literal
+
+from pydantic import Field, model_validator
+
+from .base import Duration, FieldError, KubeModel, parse_duration
+from .sample import Risk
+
+
+class Metric(StrEnum):
+    TRUSTED_COMPLETION = "trustedCompletion"
+    TASK_SUCCESS = "taskSuccess"
+    CORRECTION_BURDEN = "correctionBurden"
+    FALLBACK_RATE = "fallbackRate"
+    POLICY_FAILURE_RATE = "policyFailureRate"
+    F1 = "f1"
+    LATENCY = "latency"
+    COST = "cost"
+    PROMETHEUS = "prometheus"
+
+    @property
+    def higher_is_better(self) -> bool:
+        return self in _HIGHER_IS_BETTER
+
+
+_HIGHER_IS_BETTER = frozenset({Metric.TRUSTED_COMPLETION, Metric.TASK_SUCCESS, Metric.F1})
+
+
+class TargetRef(KubeModel):
+    api_version: Literal["apps/v1"] = "apps/v1"
+    kind: Literal["Deployment"] = "Deployment"
+    name: str = Field(min_length=1, max_length=253)
+
+
+class EnvVar(KubeModel):
+    name: str = Field(min_length=1)
+    value: str = ""
+
+
+class CanarySpec(KubeModel):
+    """What the canary changes relative to the baseline Deployment's pod template."""
+
+    container: str | None = Field(
+        default=None, description="Container to change; defaults to the first container."
+    )
+    image: str | None = None
+    env: list[EnvVar] = Field(default_factory=list)
+    pod_labels: dict[str, str] = Field(default_factory=dict)
+    pod_annotations: dict[str, str] = Field(default_factory=dict)
+
+    @model_validator(mode="after")
+    def _changes_something(self) -> CanarySpec:
+        if not (self.image or self.env or self.pod_labels or self.pod_annotations):
+            raise FieldError(
+                "", "must change something: set image, env, podLabels or podAnnotations"
+            )
+        names = [e.name for e in self.env]
+        dup = sorted({n for n in names if names.count(n) > 1})
+        if dup:
+            raise FieldError("env", f"names must be unique, repeated: {', '.join(dup)}")
+        return self
+
+
+class Step(KubeModel):
+    weight: int = Field(ge=1, le=100, description="Canary share of traffic, in percent.")
+    pause: Duration | None = Field(
+        default=None, description="Minimum time to stay at this step even when guards pass."
+    )
+
+
+class GuardOverride(KubeModel):
+    """A stricter (or looser) tolerance for one queue or risk tier."""
+
+    queue: str | None = None
+    risk: Risk | None = None
+    tolerance: float
+
+    @model_validator(mode="after")
+    def _selects_something(self) -> GuardOverride:
+        if self.queue is None and self.risk is None:
+            raise FieldError("", "an override needs a queue or a risk")
+        return self
+
+
+class Guard(KubeModel):
+    name: str = Field(min_length=1, max_length=63, pattern=r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
+    metric: Metric
+    tolerance: float = Field(
+        description="Worst accepted change canary minus baseline, signed in the harmful direction."
+    )
+    relative: bool = Field(
+        default=False, description="Tolerance is a fraction of the baseline value."
+    )
+    group_by: list[Literal["queue", "risk"]] = Field(
+        default_factory=list,
+        description="Also test each queue / risk tier on its own (a spike in one queue matters).",
+    )
+    overrides: list[GuardOverride] = Field(default_factory=list)
+    query: str | None = Field(
+        default=None, description="For metric 'prometheus': the name of a metrics.queries entry."
+    )
+
+    @property
+    def higher_is_better(self) -> bool:
+        return self.metric.higher_is_better
+
+    def tolerance_for(self, queue: str | None = None, risk: str | None = None) -> float:
+        """Tolerance for one slice: the most specific override wins."""
+        for o in self.overrides:
+            if o.queue is not None and o.queue == queue and (o.risk is None or o.risk == risk):
+                return o.tolerance
+        for o in self.overrides:
+            if o.queue is None and o.risk is not None and o.risk == risk:
+                return o.tolerance
+        return self.tolerance
+
+
+class TrustedSpec(KubeModel):
+    """What makes a task completion trusted, beyond the judge's success verdict."""
+
+    max_correction_minutes: float = Field(default=5.0, ge=0)
+    latency_budget_ms: float | None = Field(default=None, gt=0)
+    cost_budget_usd: float | None = Field(default=None, gt=0)
+
+
+class AnalysisSpec(KubeModel):
+    interval: Duration = "1m"
+    min_samples_per_cohort: int = Field(default=100, ge=1)
+    max_duration: Duration = "2h"
+    alpha: float = Field(default=0.05, gt=0, lt=0.5, description="Family-wise false-rollback rate.")
+    on_inconclusive: Literal["hold", "rollback"] = Field(
+        default="hold", description="What to do when still inconclusive at maxDuration."
+    )
+    error_limit: int = Field(default=3, ge=1, description="Consecutive failed analyses tolerated.")
+    on_error_limit: Literal["pause", "rollback"] = "pause"
+    max_groups: int = Field(
+        default=8, ge=1, le=64, description="Queues/tiers tested separately; the rest are pooled."
+    )
+    trusted: TrustedSpec = Field(default_factory=TrustedSpec)
+    guards: list[Guard] = Field(min_length=1)
+
+    @model_validator(mode="after")
+    def _check(self) -> AnalysisSpec:
+        names = [g.name for g in self.guards]
+        dup = sorted({n for n in names if names.count(n) > 1})
+        if dup:
+            raise FieldError("guards", f"names must be unique, repeated: {', '.join(dup)}")
+        if parse_duration(self.max_duration) < parse_duration(self.interval):
+            raise FieldError("maxDuration", "must be at least one interval")
+        return self
+
+
+class SecretKeyRef(KubeModel):
+    name: str = Field(min_length=1)
+    key: str = Field(default="api-key", min_length=1)
+
+
+class JudgeBudget(KubeModel):
+    max_calls_per_interval: int | None = Field(default=None, ge=1)
+    max_cost_usd_per_interval: float | None = Field(default=None, gt=0)
+
+
+class JudgeSpec(KubeModel):
+    """The LLM judge: any OpenAI-compatible endpoint."""
+
+    model: str = Field(min_length=1)
+    base_url: str | None = Field(default=None, description="OpenAI-compatible base URL.")
+    api_key_secret_ref: SecretKeyRef | None = None
+    mode: Literal["fast", "thorough"] = "fast"
+    samples_per_interval: int = Field(default=50, ge=1)
+    threshold: float = Field(default=0.7, ge=0, le=1, description="Score at which a task succeeds.")
+    temperature: float = Field(
+        default=0.1, gt=0, description="Aggregation strictness: low leans to the weakest criterion."
+    )
+    policy: str | None = Field(default=None, description="Policy text to check answers against.")
+    decision_labels: list[str] = Field(
+        default_factory=list, description="Labels to extract as the system's decision (for F1)."
+    )
+    min_kappa: float | None = Field(default=None, ge=-1, le=1)
+    timeout_seconds: float = Field(default=30.0, gt=0)
+    max_retries: int = Field(default=3, ge=0, le=10)
+    concurrency: int = Field(default=8, ge=1, le=256)
+    budget: JudgeBudget = Field(default_factory=JudgeBudget)
+
+
+class PromQuery(KubeModel):
+    """PromQL templates for one cohort-level signal.
+
+    Placeholders (``string.Template`` syntax): ``${cohort}``, ``${queue}``,
+    ``${namespace}``, ``${rule}``, ``${interval}``.
+    """
+
+    name: str = Field(min_length=1)
+    events: str = Field(min_length=1, description="Count of harmful events for one cohort.")
+    total: str | None = Field(
+        default=None,
+        description="Count of requests for one cohort; without it the traffic share is used.",
+    )
+
+
+class MetricsSpec(KubeModel):
+    prometheus_url: str | None = None
+    timeout_seconds: float = Field(default=10.0, gt=0)
+    queries: list[PromQuery] = Field(default_factory=list)
+
+
+class TrafficRouting(KubeModel):
+    type: Literal["replicaRatio"] = "replicaRatio"
+
+
+class CanaryRuleSpec(KubeModel):
+    target_ref: TargetRef
+    canary: CanarySpec
+    steps: list[Step] = Field(min_length=1)
+    analysis: AnalysisSpec
+    judge: JudgeSpec | None = None
+    metrics: MetricsSpec = Field(default_factory=MetricsSpec)
+    traffic_routing: TrafficRouting = Field(default_factory=TrafficRouting)
+
+    @model_validator(mode="after")
+    def _cross_field(self) -> CanaryRuleSpec:
+        weights = [s.weight for s in self.steps]
+        for i in range(1, len(weights)):
+            if weights[i] <= weights[i - 1]:
+                raise FieldError(
+                    f"steps[{i}].weight",
+                    f"{weights[i]} must be greater than the previous step's {weights[i - 1]}: "
+                    "weights must increase",
+                )
+        query_names = {q.name for q in self.metrics.queries}
+        for i, g in enumerate(self.analysis.guards):
+            where = f"analysis.guards[{i}]"
+            _check_tolerance_sign(where + ".tolerance", g.tolerance, g.higher_is_better)
+            for j, o in enumerate(g.overrides):
+                _check_tolerance_sign(
+                    f"{where}.overrides[{j}].tolerance", o.tolerance, g.higher_is_better
+                )
+            if g.metric is Metric.PROMETHEUS:
+                if not g.query:
+                    raise FieldError(f"{where}.query", "is required for metric 'prometheus'")
+                if g.query not in query_names:
+                    raise FieldError(
+                        f"{where}.query",
+                        f"{g.query!r} names no metrics.queries entry"
+                        f" (have: {', '.join(sorted(query_names)) or 'none'})",
+                    )
+                if not self.metrics.prometheus_url:
+                    raise FieldError(
+                        "metrics.prometheusUrl", f"is required: guard {g.name!r} reads Prometheus"
+                    )
+            elif g.query:
+                raise FieldError(f"{where}.query", "is only for metric 'prometheus'")
+            if g.relative and g.tolerance < -1:
+                raise FieldError(f"{where}.tolerance", "a relative drop cannot exceed -1 (100%)")
+        return self
+
+
+def _check_tolerance_sign(where: str, tolerance: float, higher_is_better: bool) -> None:
+    if higher_is_better and tolerance > 0:
+        raise FieldError(
+            where,
+            f"{tolerance} has the wrong sign: for a higher-is-better metric it is the accepted "
+            "drop, so it must be <= 0 (e.g. -0.02 for 2 points)",
+        )
+    if not higher_is_better and tolerance < 0:
+        raise FieldError(
+            where,
+            f"{tolerance} has the wrong sign: for a lower-is-better metric it is the accepted "
+            "increase, so it must be >= 0",
+        )
+
+
+class ObjectMeta(KubeModel):
+    model_config = KubeModel.model_config | {"extra": "allow"}
+
+    name: str = Field(min_length=1, max_length=253, pattern=r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$")
+    namespace: str | None = None
+    labels: dict[str, str] = Field(default_factory=dict)
+    annotations: dict[str, str] = Field(default_factory=dict)
+    generation: int | None = None
+    resource_version: str | None = None
+    uid: str | None = None
+
+
+class CanaryRule(KubeModel):
+    """A whole CanaryRule object as applied by users (status is optional and read-only)."""
+
+    model_config = KubeModel.model_config | {"extra": "forbid"}
+
+    api_version: str
+    kind: Literal["CanaryRule"]
+    metadata: ObjectMeta
+    spec: CanaryRuleSpec
+    status: dict[str, object] | None = None
+
+    @model_validator(mode="after")
+    def _api_version(self) -> CanaryRule:
+        from controller import API_GROUP, API_VERSION
+
+        want = f"{API_GROUP}/{API_VERSION}"
+        if self.api_version != want:
+            raise FieldError("apiVersion", f"must be {want!r}, got {self.api_version!r}")
+        return self

@@ -1,0 +1,70 @@
+"""The sample record (DESIGN §5): one real interaction from one cohort."""
+
+from __future__ import annotations
+
+from enum import StrEnum
+from typing import Any
+
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
+
+from .verdict import RecordedVerdict
+
+
+class Cohort(StrEnum):
+    BASELINE = "baseline"
+    CANARY = "canary"
+
+
+class Risk(StrEnum):
+    LOW = "low"
+    MEDIUM = "medium"
+    HIGH = "high"
+
+
+class Turn(BaseModel):
+    """One conversational turn; extra keys (tool calls, names) are kept."""
+
+    model_config = ConfigDict(extra="allow")
+    role: str
+    content: str
+
+
+Conversation = str | list[Turn]
+
+
+class Sample(BaseModel):
+    """One interaction. Unknown fields are kept but ignored (forward compatibility)."""
+
+    model_config = ConfigDict(extra="allow")
+
+    id: str = Field(min_length=1, description="Unique idempotency key; duplicates are dropped.")
+    rule: str = Field(min_length=1)
+    cohort: Cohort
+    ts: AwareDatetime
+    queue: str = Field(default="default", min_length=1)
+    risk: Risk = Risk.LOW
+    input: Conversation
+    output: Conversation
+    latency_ms: float = Field(ge=0)
+    cost_usd: float = Field(ge=0)
+    fallback: bool
+    policy_violation: bool | None = None
+    decision: str | None = None
+    label: str | None = None
+    task: str | None = None
+    correction_minutes: float | None = Field(default=None, ge=0)
+    judge: RecordedVerdict | None = None
+
+    def extras(self) -> dict[str, Any]:
+        """Fields the record carried that the schema does not know."""
+        return dict(self.model_extra or {})
+
+
+class Feedback(BaseModel):
+    """Delayed human feedback, joined to a sample by id."""
+
+    model_config = ConfigDict(extra="allow")
+
+    id: str = Field(min_length=1)
+    correction_minutes: float | None = Field(default=None, ge=0)
+    label: str | None = None

@@ -1,0 +1,56 @@
+"""``canaryctl validate``: exit codes and messages, run as a user runs it."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import yaml
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def canaryctl(*args: str, stdin: str | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-c", "from controller.cli import main; main()", *args],
+        capture_output=True,
+        text=True,
+        input=stdin,
+        cwd=ROOT,
+        timeout=60,
+    )
+
+
+def test_valid_rules_exit_zero() -> None:
+    result = canaryctl("validate", "-f", "rules/")
+    assert result.returncode == 0, result.stderr
+    assert "CanaryRule support-assistant" in result.stdout
+
+
+def test_invalid_rule_exits_two_and_names_file_doc_and_field(tmp_path: Path) -> None:
+    doc = yaml.safe_load((ROOT / "rules" / "minimal.yaml").read_text())
+    doc["spec"]["steps"] = [{"weight": 50}, {"weight": 20}]
+    path = tmp_path / "bad.yaml"
+    path.write_text(yaml.safe_dump(doc))
+    result = canaryctl("validate", "-f", str(path), "-f", "rules/minimal.yaml")
+    assert result.returncode == 2
+    assert f"{path}[0]: spec.steps[1].weight:" in result.stderr
+    assert "Traceback" not in result.stderr
+    assert "CanaryRule faq-bot" in result.stdout
+
+
+def test_json_output_and_stdin() -> None:
+    text = (ROOT / "rules" / "minimal.yaml").read_text().replace("0.02", "-0.02")
+    result = canaryctl("validate", "-f", "-", "-o", "json", stdin=text)
+    assert result.returncode == 2
+    report = json.loads(result.stdout)
+    assert report["errors"][0]["path"] == "spec.analysis.guards[0].tolerance"
+    assert report["errors"][0]["file"] == "<stdin>"
+
+
+def test_missing_file_is_one_clear_line(tmp_path: Path) -> None:
+    result = canaryctl("validate", "-f", str(tmp_path / "nope.yaml"))
+    assert result.returncode == 2
+    assert "cannot read" in result.stderr and "Traceback" not in result.stderr
