@@ -57,6 +57,9 @@ class CanaryRuleStatus(OpenModel):
     )
     current_step: int = 0
     weight: int = 0
+    total_replicas: int | None = Field(
+        default=None, description="Replicas of the target before the rollout; split by weight."
+    )
     started_at: datetime | None = None
     step_started_at: datetime | None = None
     last_analysis_at: datetime | None = None

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from enum import StrEnum
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -38,6 +39,17 @@ class CriterionVerdict(BaseModel):
     reason: str = ""
 
 
+class JudgeUsage(BaseModel):
+    """What judging one sample cost: calls made (retries and repairs included), tokens
+    from the endpoint's ``usage`` and the estimated cost. ``cached`` means no call was paid."""
+
+    calls: int = Field(default=0, ge=0)
+    prompt_tokens: int = Field(default=0, ge=0)
+    completion_tokens: int = Field(default=0, ge=0)
+    cost_usd: float = Field(default=0.0, ge=0.0)
+    cached: bool = False
+
+
 class RecordedVerdict(BaseModel):
     """A verdict as carried in a sample record (for replay) or stored by the judge.
 
@@ -56,3 +68,37 @@ class RecordedVerdict(BaseModel):
     policy_violation: bool | None = None
     policy_reason: str | None = None
     decision: str | None = None
+    mode: str | None = Field(default=None, description="Judge mode: fast or thorough.")
+    usage: JudgeUsage | None = None
+
+
+class Unjudged(BaseModel):
+    """A sample the judge could not score (budget, malformed answers, endpoint errors).
+
+    Deliberately has no score and no success flag: an unjudged sample must never be
+    counted as a success or as a zero score; it is left out of task-success statistics.
+    """
+
+    reason: str = Field(description="Short machine-readable reason, e.g. budget, malformed.")
+    detail: str = ""
+    model: str = "unknown"
+    prompt_version: str | None = None
+    usage: JudgeUsage = Field(default_factory=JudgeUsage)
+
+
+def soft_min_score(scores: list[float], temperature: float) -> float:
+    """Temperature-controlled soft aggregation of criterion scores into one task score.
+
+    ``score = -T * ln( (1/m) * sum_i exp(-s_i / T) )`` — a soft minimum. As ``T -> 0``
+    it tends to the weakest criterion (strict); as ``T -> inf`` to the mean (lenient).
+    It always lies between the minimum and the mean of the scores. Computed with the
+    log-sum-exp shift so tiny temperatures do not underflow.
+    """
+    if not scores:
+        raise ValueError("at least one criterion score is needed")
+    if temperature <= 0:
+        raise ValueError("temperature must be positive")
+    low = min(scores)
+    shifted = [math.exp(-(s - low) / temperature) for s in scores]
+    value = low - temperature * math.log(sum(shifted) / len(scores))
+    return min(1.0, max(0.0, value))
