@@ -19,7 +19,14 @@ from .rule import (
 )
 from .sample import Cohort, Feedback, Risk, Sample, Turn
 from .status import HISTORY_LIMIT, CanaryRuleStatus, Condition, DecisionRecord, Phase
-from .verdict import LEVEL_SCORES, CriterionVerdict, Level, RecordedVerdict
+from .verdict import (
+    LEVEL_SCORES,
+    CriterionVerdict,
+    JudgeUsage,
+    Level,
+    RecordedVerdict,
+    Unjudged,
+)
 
 __all__ = [
     "HISTORY_LIMIT",
@@ -41,6 +48,7 @@ __all__ = [
     "GuardOverride",
     "GuardResult",
     "JudgeSpec",
+    "JudgeUsage",
     "Level",
     "Metric",
     "MetricsSpec",
@@ -54,5 +62,6 @@ __all__ = [
     "TargetRef",
     "TrustedSpec",
     "Turn",
+    "Unjudged",
     "parse_duration",
 ]

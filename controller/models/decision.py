@@ -33,6 +33,7 @@ class GuardResult(OpenModel):
     metric: str
     queue: str | None = None
     risk: str | None = None
+    task: str | None = Field(default=None, description="Task kind (per-task F1 slices).")
     outcome: Outcome
     n_baseline: int = 0
     n_canary: int = 0
@@ -53,6 +54,8 @@ class GuardResult(OpenModel):
             return f"queue={self.queue}"
         if self.risk is not None:
             return f"risk={self.risk}"
+        if self.task is not None:
+            return f"task={self.task}"
         return "all"
 
 
