@@ -10,6 +10,7 @@ import click
 
 from controller import __version__
 
+from .analyze_cmd import analyze
 from .validate_cmd import validate
 
 EXIT_OK = 0
@@ -23,6 +24,7 @@ def cli() -> None:
 
 
 cli.add_command(validate)
+cli.add_command(analyze)
 
 
 def main() -> None:

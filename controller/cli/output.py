@@ -5,6 +5,15 @@ from __future__ import annotations
 import sys
 
 import click
+from rich.console import Console
+
+PIPE_WIDTH = 160
+
+
+def console(stderr: bool = False) -> Console:
+    """A rich console; when output is piped or captured, wide enough for the tables."""
+    probe = Console(stderr=stderr)
+    return probe if probe.is_terminal else Console(stderr=stderr, width=PIPE_WIDTH)
 
 
 def echo_err(message: str) -> None:

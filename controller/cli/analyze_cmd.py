@@ -1,0 +1,180 @@
+"""``canaryctl analyze``: replay recorded samples through the decision engine, no cluster."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import click
+from rich.table import Table
+
+from controller.models import Action, GuardResult, Outcome, parse_duration
+from controller.models.manifest import load_rules
+from controller.replay import ReplayResult, replay
+from controller.sources.samples_io import LoadReport, load_samples
+
+from .output import console, echo_err, fail
+
+EXIT_CODES = {Action.PROMOTE: 0, Action.ROLLBACK: 3, Action.CONTINUE: 4}
+OUTCOME_STYLE = {
+    Outcome.PASS: "green",
+    Outcome.FAIL: "bold red",
+    Outcome.INCONCLUSIVE: "yellow",
+    Outcome.NO_DATA: "dim",
+    Outcome.ERROR: "magenta",
+}
+
+
+def _num(x: float | None, digits: int = 4) -> str:
+    return "-" if x is None else f"{x:.{digits}g}"
+
+
+def guards_table(guards: list[GuardResult], title: str | None = None) -> Table:
+    """One row per guard and slice: outcome, n per cohort, estimates, delta and bounds."""
+    table = Table(title=title, show_lines=False, header_style="bold")
+    for col in ("guard", "slice", "outcome", "n base/canary", "baseline", "canary"):
+        table.add_column(col)
+    for col in ("delta", "bounds", "tolerance"):
+        table.add_column(col, justify="right")
+    for g in guards:
+        tol = f"{g.tolerance:+.4g}{' rel' if g.relative else ''}"
+        no_bounds = g.lower is None and g.upper is None
+        bounds = "-" if no_bounds else f"[{_num(g.lower)}, {_num(g.upper)}]"
+        table.add_row(
+            g.name,
+            g.slice_label,
+            f"[{OUTCOME_STYLE[g.outcome]}]{g.outcome.value}[/]",
+            f"{g.n_baseline}/{g.n_canary}",
+            _num(g.baseline),
+            _num(g.canary),
+            _num(g.delta),
+            bounds,
+            tol,
+        )
+    return table
+
+
+def _report_json(report: LoadReport) -> dict[str, Any]:
+    return {
+        "source": report.source,
+        "accepted": report.accepted,
+        "skipped": dict(report.skipped),
+        "out_of_order": report.out_of_order,
+        "messages": report.messages,
+        "messages_dropped": report.messages_dropped,
+    }
+
+
+def result_json(name: str, result: ReplayResult, reports: list[LoadReport]) -> dict[str, Any]:
+    d = result.decision
+    return {
+        "rule": name,
+        "decision": d.action.value,
+        "reason": d.reason,
+        "decided_at": result.decided_at.isoformat() if result.decided_at else None,
+        "looks": result.looks,
+        "samples_seen": result.seen,
+        "guards": [g.model_dump(mode="json") for g in d.guards],
+        "skipped": dict(result.skipped),
+        "inputs": [_report_json(r) for r in reports],
+    }
+
+
+@click.command()
+@click.argument("rule_file", type=click.Path(dir_okay=False))
+@click.option(
+    "--samples",
+    "sample_files",
+    multiple=True,
+    required=True,
+    type=click.Path(dir_okay=False),
+    help="Samples as JSON Lines or a JSON array (repeatable).",
+)
+@click.option("--name", help="Which CanaryRule in RULE_FILE, when it holds several.")
+@click.option("--interval", help="Look this often (default: the rule's analysis.interval).")
+@click.option("-o", "--output", type=click.Choice(["table", "json"]), default="table")
+def analyze(
+    rule_file: str,
+    sample_files: tuple[str, ...],
+    name: str | None,
+    interval: str | None,
+    output: str,
+) -> None:
+    """Replay recorded samples through the decision engine, looking every interval.
+
+    Stops at the first rollback or promote, or at the end of the data.
+    Exit codes: 0 promote, 3 rollback, 4 continue, 2 bad input.
+    """
+    rules, errors = load_rules([rule_file])
+    for e in errors:
+        echo_err(f"error {e}")
+    if errors:
+        fail(f"{rule_file} is not a valid CanaryRule manifest", 2)
+    if name:
+        rules = [r for r in rules if r.rule.metadata.name == name]
+    if len(rules) != 1:
+        fail(f"{rule_file} holds {len(rules)} matching rules; choose one with --name", 2)
+    rule = rules[0].rule
+    try:
+        interval_s = parse_duration(interval) if interval else None
+    except ValueError as exc:
+        fail(f"--interval: {exc}", 2)
+
+    samples = []
+    reports = []
+    for path in sample_files:
+        got, report = load_samples(path)
+        samples.extend(got)
+        reports.append(report)
+    seen_ids: set[str] = set()
+    unique = []
+    cross_file_dups = 0
+    for s in samples:
+        if s.id in seen_ids:
+            cross_file_dups += 1
+            continue
+        seen_ids.add(s.id)
+        unique.append(s)
+
+    result = replay(rule.spec, rule.metadata.name, unique, interval_seconds=interval_s)
+    if cross_file_dups:
+        result.skipped["duplicate id across files"] += cross_file_dups
+    usable = sum(result.seen.values())
+
+    _print_input_problems(reports, result)
+    if usable == 0:
+        fail(f"no usable samples for rule {rule.metadata.name!r}: nothing to analyse", 2)
+    if output == "json":
+        click.echo(json.dumps(result_json(rule.metadata.name, result, reports), indent=2))
+    else:
+        _print_table(rule.metadata.name, result)
+    raise SystemExit(EXIT_CODES[result.decision.action])
+
+
+def _print_input_problems(reports: list[LoadReport], result: ReplayResult) -> None:
+    """Every skipped line with file:line and field, on stderr (also in JSON mode)."""
+    err = console(stderr=True)
+    for report in reports:
+        if not report.ok:
+            err.print(f"[yellow]input[/] {report.summary()}", highlight=False)
+            for message in report.messages:
+                err.print(f"  {message}", highlight=False, markup=False)
+            if report.messages_dropped:
+                err.print(f"  ... and {report.messages_dropped} more", highlight=False)
+    for reason, n in result.skipped.items():
+        err.print(f"[yellow]skipped[/] {n} samples: {reason}", highlight=False)
+
+
+def _print_table(name: str, result: ReplayResult) -> None:
+    out = console()
+    d = result.decision
+    out.print(guards_table(d.guards, title=f"CanaryRule {name}"))
+    colour = {Action.PROMOTE: "green", Action.ROLLBACK: "bold red", Action.CONTINUE: "yellow"}
+    when = result.decided_at.isoformat() if result.decided_at else "-"
+    out.print(
+        f"[{colour[d.action]}]decision: {d.action.value}[/] at {when} after "
+        f"{result.seen['baseline']} baseline / {result.seen['canary']} canary samples "
+        f"({result.looks} looks)",
+        highlight=False,
+    )
+    out.print(f"reason: {d.reason}", highlight=False, markup=False)

@@ -1,0 +1,339 @@
+"""Reading sample and feedback files (JSON Lines or a JSON array) without ever raising.
+
+One bad line must not cost the rest of a file: every line is parsed on its own, and a
+rejected record becomes a one-line message naming the file, the line and the field
+(``samples.jsonl:12: field 'cohort': Input should be 'baseline' or 'canary'``). The same
+parser serves files (``canaryctl analyze``) and request bodies (the ingestion API).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections import Counter
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+from typing import Any, TypeVar
+
+from pydantic import BaseModel, ValidationError
+
+from controller.models import Feedback, Sample
+
+MAX_MESSAGES = 50
+"""Messages kept per report; the rest are only counted, so a huge bad file stays cheap."""
+
+MAX_FIELD_ERRORS = 3
+"""Field errors spelled out per rejected record."""
+
+# Skip reasons (keys of LoadReport.skipped).
+INVALID_JSON = "invalid_json"
+NOT_AN_OBJECT = "not_an_object"
+INVALID_RECORD = "invalid_record"
+DUPLICATE = "duplicate"
+ENCODING = "encoding"
+
+M = TypeVar("M", bound=BaseModel)
+
+# Pydantic names the member of a union that failed (``input.str``, ``input.list[Turn]``);
+# users think in fields, so those tags are dropped from the path.
+_UNION_TAG = re.compile(r"^(str|int|float|bool|list|dict|none|[A-Za-z_]+\[.*\])$")
+_NOISE = re.compile(r"^(Value error|Assertion failed), ")
+
+
+@dataclass
+class LoadReport:
+    """What happened to each record of one input: counts by outcome and capped messages."""
+
+    source: str
+    accepted: int = 0
+    skipped: Counter[str] = field(default_factory=Counter)
+    blank_lines: int = 0
+    out_of_order: int = 0
+    empty: bool = False
+    messages: list[str] = field(default_factory=list)
+    messages_dropped: int = 0
+    max_messages: int = MAX_MESSAGES
+
+    @property
+    def total_skipped(self) -> int:
+        return sum(self.skipped.values())
+
+    @property
+    def ok(self) -> bool:
+        """True when every record was accepted and there was at least one."""
+        return not self.empty and self.total_skipped == 0
+
+    def note(self, message: str) -> None:
+        if len(self.messages) < self.max_messages:
+            self.messages.append(message)
+        else:
+            self.messages_dropped += 1
+
+    def skip(self, reason: str, message: str) -> None:
+        self.skipped[reason] += 1
+        self.note(message)
+
+    def summary(self) -> str:
+        """One line for logs and the CLI."""
+        parts = [f"{self.source}: {self.accepted} accepted"]
+        parts += [f"{n} {reason.replace('_', ' ')}" for reason, n in sorted(self.skipped.items())]
+        if self.out_of_order:
+            parts.append(f"{self.out_of_order} out of time order (kept)")
+        if self.empty:
+            parts.append("no records")
+        return ", ".join(parts)
+
+
+def _path(loc: tuple[int | str, ...]) -> str:
+    out = ""
+    for part in loc:
+        if isinstance(part, int):
+            out += f"[{part}]"
+        elif not _UNION_TAG.match(part) and not part.startswith("function-"):
+            out += ("." if out else "") + part
+    return out or "record"
+
+
+def format_validation_error(exc: ValidationError) -> str:
+    """One line naming each failing field: ``field 'cohort': Input should be ...``."""
+    seen: dict[str, list[str]] = {}
+    for err in exc.errors(include_url=False):
+        reason = "required field is missing" if err["type"] == "missing" else err["msg"]
+        reason = _NOISE.sub("", reason).splitlines()[0] if reason else err["type"]
+        reasons = seen.setdefault(_path(err["loc"]), [])
+        if reason not in reasons:
+            reasons.append(reason)
+    items = [f"field {path!r}: {' / '.join(reasons)}" for path, reasons in seen.items()]
+    extra = len(items) - MAX_FIELD_ERRORS
+    text = "; ".join(items[:MAX_FIELD_ERRORS])
+    return text + (f" (and {extra} more)" if extra > 0 else "")
+
+
+def _lines(data: bytes | str) -> Iterator[tuple[int, str | None]]:
+    """(line number, text) for each line; text is None when the line is not UTF-8."""
+    if isinstance(data, str):
+        for number, line in enumerate(data.split("\n"), start=1):
+            yield number, line
+        return
+    if data.startswith(b"\xef\xbb\xbf"):
+        data = data[3:]
+    for number, raw in enumerate(data.split(b"\n"), start=1):
+        try:
+            yield number, raw.decode("utf-8")
+        except UnicodeDecodeError:
+            yield number, None
+
+
+def _as_text(data: bytes | str) -> str | None:
+    if isinstance(data, str):
+        return data.removeprefix("\ufeff")
+    try:
+        return data.decode("utf-8-sig")
+    except UnicodeDecodeError:
+        return None
+
+
+def _describe(value: Any) -> str:
+    if isinstance(value, list):
+        return "an array"
+    if isinstance(value, str):
+        return "a string"
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "a boolean"
+    return "a number"
+
+
+def _line_of(text: str, offset: int) -> int:
+    return text.count("\n", 0, offset) + 1
+
+
+def _array_items(text: str, report: LoadReport) -> Iterator[tuple[int, Any]]:
+    """(line, value) for each element of a top-level JSON array, parsed one at a time so
+    a bad element is named by its line; a syntax error ends the array (no resync point)."""
+    decoder = json.JSONDecoder()
+    pos = text.index("[") + 1
+    expect_value = True
+    while True:
+        while pos < len(text) and text[pos] in " \t\r\n":
+            pos += 1
+        if pos >= len(text):
+            report.skip(INVALID_JSON, f"{report.source}:{_line_of(text, pos)}: unterminated array")
+            return
+        ch = text[pos]
+        if ch == "]":
+            rest = text[pos + 1 :].strip()
+            if rest:
+                report.skip(
+                    INVALID_JSON,
+                    f"{report.source}:{_line_of(text, pos + 1)}: extra data after the array",
+                )
+            return
+        if ch == "," and not expect_value:
+            pos += 1
+            expect_value = True
+            continue
+        if not expect_value:
+            report.skip(
+                INVALID_JSON,
+                f"{report.source}:{_line_of(text, pos)}: expected ',' or ']' between records;"
+                " the rest of the array is skipped",
+            )
+            return
+        try:
+            value, end = decoder.raw_decode(text, pos)
+        except json.JSONDecodeError as exc:
+            report.skip(
+                INVALID_JSON,
+                f"{report.source}:{exc.lineno}: invalid JSON: {exc.msg} (column {exc.colno});"
+                " the rest of the array is skipped",
+            )
+            return
+        except RecursionError:
+            report.skip(INVALID_JSON, f"{report.source}:{_line_of(text, pos)}: nested too deeply")
+            return
+        yield _line_of(text, pos), value
+        pos = end
+        expect_value = False
+
+
+def _json_lines(data: bytes | str, report: LoadReport) -> Iterator[tuple[int, Any]]:
+    for number, line in _lines(data):
+        where = f"{report.source}:{number}"
+        if line is None:
+            report.skip(ENCODING, f"{where}: not valid UTF-8")
+            continue
+        if not line.strip():
+            report.blank_lines += 1
+            continue
+        try:
+            value = json.loads(line)
+        except json.JSONDecodeError as exc:
+            report.skip(INVALID_JSON, f"{where}: invalid JSON: {exc.msg} (column {exc.colno})")
+            continue
+        except RecursionError:
+            report.skip(INVALID_JSON, f"{where}: invalid JSON: nested too deeply")
+            continue
+        yield number, value
+
+
+def _values(data: bytes | str, report: LoadReport) -> Iterator[tuple[int, Any]]:
+    """Pick the format: a document whose first non-blank character is '[' is one JSON
+    array; anything else is JSON Lines."""
+    head = data.lstrip()[:1]
+    if head in ("[", b"["):
+        text = _as_text(data)
+        if text is None:
+            report.skip(ENCODING, f"{report.source}:1: a JSON array must be valid UTF-8")
+            return
+        yield from _array_items(text, report)
+        return
+    if isinstance(data, bytes) and data.startswith(b"\xef\xbb\xbf["):
+        yield from _values(data[3:], report)
+        return
+    yield from _json_lines(data, report)
+
+
+def _parse(
+    data: bytes | str, source: str, model: type[M], *, dedup: bool, max_messages: int
+) -> tuple[list[M], LoadReport, list[int]]:
+    report = LoadReport(source=source, max_messages=max_messages)
+    records: list[M] = []
+    lines: list[int] = []
+    first_line: dict[str, int] = {}
+    for number, value in _values(data, report):
+        where = f"{source}:{number}"
+        if not isinstance(value, dict):
+            report.skip(NOT_AN_OBJECT, f"{where}: expected a JSON object, got {_describe(value)}")
+            continue
+        try:
+            record = model.model_validate(value)
+        except ValidationError as exc:
+            report.skip(INVALID_RECORD, f"{where}: {format_validation_error(exc)}")
+            continue
+        except (RecursionError, ValueError, TypeError) as exc:  # defensive: never raise
+            report.skip(INVALID_RECORD, f"{where}: {type(exc).__name__}: {exc}"[:300])
+            continue
+        if dedup:
+            rid = str(getattr(record, "id", ""))
+            if rid in first_line:
+                report.skip(
+                    DUPLICATE,
+                    f"{where}: duplicate id {rid!r} (first at line {first_line[rid]}), dropped",
+                )
+                continue
+            first_line[rid] = number
+        records.append(record)
+        lines.append(number)
+    report.accepted = len(records)
+    if not records and report.total_skipped == 0:
+        report.empty = True
+        report.note(f"{source}: no records")
+    return records, report, lines
+
+
+def parse_samples(
+    data: bytes | str, source: str = "<input>", *, max_messages: int = MAX_MESSAGES
+) -> tuple[list[Sample], LoadReport]:
+    """Samples from JSON Lines or a JSON array; never raises on bad input.
+
+    Duplicated ids are dropped (the first record wins). Timestamps going backwards are
+    reported (``out_of_order``) but the records are kept: replay sorts by ``ts``.
+    """
+    samples, report, lines = _parse(data, source, Sample, dedup=True, max_messages=max_messages)
+    latest: datetime | None = None
+    latest_line = 0
+    for sample, number in zip(samples, lines, strict=True):
+        if latest is not None and sample.ts < latest:
+            report.out_of_order += 1
+            report.note(
+                f"{source}:{number}: ts {sample.ts.isoformat()} is earlier than line "
+                f"{latest_line}'s {latest.isoformat()}; kept (replay sorts by ts)"
+            )
+        else:
+            latest, latest_line = sample.ts, number
+    return samples, report
+
+
+def parse_feedback(
+    data: bytes | str, source: str = "<input>", *, max_messages: int = MAX_MESSAGES
+) -> tuple[list[Feedback], LoadReport]:
+    """Feedback records; never raises. Several records for one id are all kept, in
+    order: each is a later correction of the same sample (the store merges them)."""
+    records, report, _ = _parse(data, source, Feedback, dedup=False, max_messages=max_messages)
+    return records, report
+
+
+def _read(path: str | Path) -> tuple[bytes | None, str, str | None]:
+    name = Path(path).name if str(path) != "-" else "<stdin>"
+    try:
+        return Path(path).read_bytes(), name, None
+    except OSError as exc:
+        return None, name, f"{path}: cannot read: {exc.strerror or exc}"
+
+
+def load_samples(
+    path: str | Path, *, max_messages: int = MAX_MESSAGES
+) -> tuple[list[Sample], LoadReport]:
+    """Samples from a file; an unreadable file is a report, not an exception."""
+    data, name, error = _read(path)
+    if data is None:
+        report = LoadReport(source=name, empty=True, max_messages=max_messages)
+        report.note(error or f"{name}: cannot read")
+        return [], report
+    return parse_samples(data, name, max_messages=max_messages)
+
+
+def load_feedback(
+    path: str | Path, *, max_messages: int = MAX_MESSAGES
+) -> tuple[list[Feedback], LoadReport]:
+    """Feedback from a file; an unreadable file is a report, not an exception."""
+    data, name, error = _read(path)
+    if data is None:
+        report = LoadReport(source=name, empty=True, max_messages=max_messages)
+        report.note(error or f"{name}: cannot read")
+        return [], report
+    return parse_feedback(data, name, max_messages=max_messages)
