@@ -1,7 +1,9 @@
 """``canaryctl``: the operator's command line.
 
 Exit codes are part of the interface (scripts and CI use them):
-0 success / promote, 1 unexpected failure, 2 bad input, 3 rollback, 4 continue / undecided.
+0 success / promote, 1 unexpected failure, 2 bad input, 3 rollback (or rolled back /
+failed, for ``watch``), 4 continue / undecided / timed out, 5 cluster unreachable,
+6 not found, 7 permission denied, 8 conflicting action.
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ import click
 from controller import __version__
 
 from .analyze_cmd import analyze
+from .cluster_cmds import COMMANDS as CLUSTER_COMMANDS
 from .validate_cmd import validate
 
 EXIT_OK = 0
@@ -25,6 +28,8 @@ def cli() -> None:
 
 cli.add_command(validate)
 cli.add_command(analyze)
+for _command in CLUSTER_COMMANDS:
+    cli.add_command(_command)
 
 
 def main() -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sys
+from typing import NoReturn
 
 import click
 from rich.console import Console
@@ -20,7 +21,7 @@ def echo_err(message: str) -> None:
     click.echo(message, err=True)
 
 
-def fail(message: str, code: int = 2) -> None:
+def fail(message: str, code: int = 2) -> NoReturn:
     """One clear line on stderr and a distinct exit code; never a traceback for user errors."""
     echo_err(f"canaryctl: {message}")
     sys.exit(code)

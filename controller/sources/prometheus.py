@@ -246,7 +246,7 @@ class PrometheusSource:
 
     def instant(self, promql: str, *, at: datetime | None = None) -> Value | PromError:
         """Run one instant query; never raises."""
-        params: dict[str, str] = {"timeout": f"{max(self.timeout_seconds, 0.001):.3f}s"}
+        params: dict[str, str] = {"timeout": promql_duration(max(self.timeout_seconds, 0.001))}
         if at is not None:
             params["time"] = f"{at.timestamp():.3f}"
         try:

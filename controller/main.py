@@ -1,0 +1,206 @@
+"""``canary-controller`` (also ``python -m controller``): the controller process.
+
+Settings come from flags, each with an environment fallback (the Helm chart sets both).
+Kubernetes access: in-cluster config inside a pod, else kubeconfig (``--kubeconfig``,
+``KUBECONFIG`` or ``~/.kube/config``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import signal
+import socket
+import threading
+from collections.abc import Sequence
+from pathlib import Path
+
+from controller.actuator import secrets
+from controller.actuator.client import Kube, connect
+from controller.actuator.errors import KubeError
+from controller.actuator.lease import LeaderElector
+from controller.judge import Budget, JudgeSettings, judge_samples
+from controller.judge.core import Judged
+from controller.models import CanaryRule, Sample, Unjudged, parse_duration
+from controller.observability import (
+    JUDGE_CALLS,
+    JUDGE_COST,
+    JUDGE_UNJUDGED,
+    LEADER,
+    configure_logging,
+    register_secret,
+)
+from controller.sources.prometheus import PrometheusSource
+from controller.sources.store import SampleStore, Verdict
+
+from .api import ApiServer
+from .reconciler.manager import Manager
+from .reconciler.rollout import Deps, JudgeFor
+from .reconciler.tick import JudgeFn
+
+log = logging.getLogger("controller")
+
+
+def _env(name: str, default: str | None = None) -> str | None:
+    value = os.environ.get(name)
+    return value if value not in (None, "") else default
+
+
+def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(prog="canary-controller", description=__doc__.splitlines()[0])
+    p.add_argument("--namespace", default=_env("WATCH_NAMESPACE"),
+                   help="Watch one namespace (default: all; env WATCH_NAMESPACE).")
+    p.add_argument("--host", default=_env("CANARY_HOST", "0.0.0.0"))
+    p.add_argument("--port", type=int, default=int(_env("CANARY_PORT", "8080") or 8080),
+                   help="HTTP port for /v1/samples, /v1/feedback, /metrics, /healthz, /readyz.")
+    p.add_argument("--store", default=_env("CANARY_STORE", "/data/samples.db"),
+                   help="SQLite file of the sample store (on a volume in the chart).")
+    p.add_argument("--judge-cache", default=_env("CANARY_JUDGE_CACHE"),
+                   help="Verdict cache file (default: next to the store).")
+    p.add_argument("--leader-elect", action=argparse.BooleanOptionalAction,
+                   default=(_env("CANARY_LEADER_ELECT", "true") or "true").lower() == "true")
+    p.add_argument("--lease-name", default=_env("CANARY_LEASE_NAME", "llm-canary-controller"))
+    p.add_argument("--lease-namespace", default=_env("POD_NAMESPACE", "default"))
+    p.add_argument("--identity", default=_env("POD_NAME", socket.gethostname()))
+    p.add_argument("--lease-seconds", type=float, default=15.0,
+                   help="Lease duration; a dead leader is replaced after at most this long.")
+    p.add_argument("--renew-seconds", type=float, default=10.0,
+                   help="A leader that could not renew for this long stops acting.")
+    p.add_argument("--retry-seconds", type=float, default=2.0)
+    p.add_argument("--kubeconfig", default=_env("KUBECONFIG"))
+    p.add_argument("--context", default=None)
+    p.add_argument("--resync", type=float, default=300.0, help="Seconds between full resyncs.")
+    p.add_argument("--analysis-interval", default=_env("CANARY_ANALYSIS_INTERVAL"),
+                   help="Override every rule's analysis interval (demos and tests).")
+    p.add_argument("--log-level", default=_env("LOG_LEVEL", "info"))
+    return p.parse_args(argv)
+
+
+def judge_factory(kube: Kube, cache_path: str) -> JudgeFor:
+    """``rule -> (judge function, reason it cannot judge)``; keys are read per call so a
+    rotated Secret is picked up, and every key is registered for log redaction."""
+
+    def judge_for(rule: CanaryRule) -> tuple[JudgeFn | None, str | None]:
+        spec = rule.spec.judge
+        if spec is None:
+            return None, "no_judge"
+        key: str | None = None
+        if spec.api_key_secret_ref is not None:
+            ref = spec.api_key_secret_ref
+            try:
+                key = secrets.read_secret_key(kube, rule.metadata.namespace or "default",
+                                              ref.name, ref.key)
+            except KubeError as exc:
+                return None, f"api_key_unavailable: Secret {ref.name}/{ref.key}: {exc.reason}"
+        else:
+            key = _env("OPENAI_API_KEY")
+        if key is None and spec.base_url is None:
+            return None, "api_key_missing"
+        register_secret(key)
+        interval = parse_duration(rule.spec.analysis.interval)
+        settings = JudgeSettings.from_spec(spec, interval_seconds=interval)
+        name = rule.metadata.name
+
+        def judge(samples: Sequence[Sample]) -> list[Verdict]:
+            budget = Budget(max_calls=spec.budget.max_calls_per_interval,
+                            max_cost_usd=spec.budget.max_cost_usd_per_interval,
+                            interval_seconds=interval)
+            run = judge_samples(list(samples), settings, api_key=key or "none",
+                                cache=cache_path, budget=budget)
+            out: list[Verdict] = []
+            for r in run.results:
+                if isinstance(r, Judged):
+                    out.append(r.verdict)
+                elif isinstance(r, Unjudged):
+                    out.append(r)
+                else:
+                    out.append(Unjudged(reason="error", detail="no result"))
+            t = run.totals
+            JUDGE_CALLS.labels(name, "paid").inc(t.calls)
+            JUDGE_CALLS.labels(name, "cached").inc(t.cache_hits)
+            JUDGE_COST.labels(name).inc(t.cost_usd)
+            for reason, n in t.unjudged.items():
+                JUDGE_UNJUDGED.labels(name, reason).inc(n)
+            return out
+
+        return judge, None
+
+    return judge_for
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parse_args(argv)
+    configure_logging(args.log_level)
+    token = _env("CANARY_INGEST_TOKEN")
+    register_secret(token)
+    kube = connect(args.kubeconfig, args.context)
+    store = SampleStore(args.store)
+    cache_path = args.judge_cache or str(Path(args.store).with_name("judge-cache.sqlite"))
+    interval = parse_duration(args.analysis_interval) if args.analysis_interval else None
+
+    leading = threading.Event()
+    elector: LeaderElector | None = None
+    if args.leader_elect:
+        elector = LeaderElector(kube, args.lease_namespace, args.lease_name, args.identity,
+                                lease_seconds=args.lease_seconds,
+                                renew_seconds=args.renew_seconds,
+                                retry_seconds=args.retry_seconds)
+
+    def is_leader() -> bool:
+        """Checked before every write: a lease not renewed in time stops us at once."""
+        return leading.is_set() and (elector is None or elector.is_leader)
+    prom_cache: dict[tuple[str, float], PrometheusSource] = {}
+
+    def prometheus_for(rule: CanaryRule) -> PrometheusSource | None:
+        m = rule.spec.metrics
+        if not m.prometheus_url:
+            return None
+        key = (m.prometheus_url, m.timeout_seconds)
+        if key not in prom_cache:
+            prom_cache[key] = PrometheusSource(m.prometheus_url, timeout_seconds=m.timeout_seconds)
+        return prom_cache[key]
+
+    deps = Deps(kube=kube, store=store, is_leader=is_leader,
+                judge_for=judge_factory(kube, cache_path), prometheus_for=prometheus_for)
+    manager = Manager(deps, namespace=args.namespace, resync_seconds=args.resync,
+                      interval_override=interval)
+    api = ApiServer(store, host=args.host, port=args.port, is_leader=is_leader,
+                    is_ready=manager.synced.is_set, token=token)
+    api.start()
+    log.info("serving HTTP on %s:%d", args.host, api.port)
+
+    stop = threading.Event()
+
+    def on_started() -> None:
+        log.info("became the leader (%s)", args.identity)
+        leading.set()
+        LEADER.set(1)
+        manager.start()
+
+    def on_stopped() -> None:
+        if leading.is_set():
+            log.warning("lost the leader lease: stopped acting")
+        leading.clear()
+        LEADER.set(0)
+        manager.stop()
+
+    if elector is not None:
+        elector.start(on_started, on_stopped)
+    else:
+        on_started()
+
+    def shutdown(signum: int, _frame: object) -> None:
+        log.info("signal %d: shutting down", signum)
+        stop.set()
+
+    signal.signal(signal.SIGTERM, shutdown)
+    signal.signal(signal.SIGINT, shutdown)
+    stop.wait()
+    if elector is not None:
+        elector.stop()
+    on_stopped()
+    api.stop()
+    store.close()
+    log.info("stopped")
+    return 0

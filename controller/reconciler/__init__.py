@@ -1,0 +1,1 @@
+"""Wiring: per-rule reconcile and analysis ticks, watches, scheduling, leadership."""

@@ -1,0 +1,222 @@
+"""Pure parts of the judge: aggregation, calibration statistics, interleaving, parsing."""
+
+from __future__ import annotations
+
+import math
+from datetime import UTC, datetime, timedelta
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from controller.judge import (
+    DEFAULT_PRICE,
+    Confusion,
+    Price,
+    Redactor,
+    aggregate,
+    calibrate,
+    cohen_kappa,
+    estimate_cost,
+    extract_json,
+    interleave,
+    interleaved_order,
+    judge_trusted,
+    parse_retry_after,
+    price_for,
+)
+from controller.judge.budget import Budget, BudgetExhausted
+from controller.judge.schemas import ChecksAnswer, Stage, VerdictsAnswer, check_answer, json_schema
+from controller.models import JudgeSpec, Level, Sample
+from tests.support.fake_openai import sample_record
+
+L = Level
+
+
+class TestAggregate:
+    def test_known_values(self) -> None:
+        # -T ln((e^{-1/T} + e^{-0.3/T}) / 2), worked by hand.
+        assert aggregate([L.FULLY, L.MINOR], 0.1) == pytest.approx(0.369224, abs=1e-6)
+        assert aggregate([L.FULLY, L.MINOR], 1.0) == pytest.approx(0.589961, abs=1e-6)
+        assert aggregate([L.MOSTLY], 0.1) == pytest.approx(0.9)
+        assert aggregate([L.FULLY, L.FULLY, L.FULLY], 0.05) == pytest.approx(1.0)
+        assert aggregate([L.NONE, L.NONE], 3.0) == pytest.approx(0.0)
+
+    def test_limits(self) -> None:
+        levels = [L.FULLY, L.PARTIALLY, L.MINOR]
+        assert aggregate(levels, 1e-4) == pytest.approx(0.3, abs=1e-3)  # weakest criterion
+        assert aggregate(levels, 1e4) == pytest.approx((1.0 + 0.7 + 0.3) / 3, abs=1e-3)  # mean
+
+    def test_threshold_example(self) -> None:
+        # One partial criterion passes a 0.7 threshold; one minor criterion does not.
+        assert aggregate([L.FULLY, L.PARTIALLY], 0.1) >= 0.7
+        assert aggregate([L.FULLY, L.FULLY, L.MINOR], 0.1) < 0.7
+
+    @given(
+        st.lists(st.sampled_from(list(Level)), min_size=1, max_size=3),
+        st.floats(min_value=0.01, max_value=100),
+        st.floats(min_value=0.01, max_value=100),
+    )
+    def test_between_min_and_mean_and_monotone(
+        self, levels: list[Level], t1: float, t2: float
+    ) -> None:
+        scores = [lv.score for lv in levels]
+        lo, hi = sorted((t1, t2))
+        a, b = aggregate(levels, lo), aggregate(levels, hi)
+        for value in (a, b):
+            assert min(scores) - 1e-9 <= value <= sum(scores) / len(scores) + 1e-9
+            assert 0.0 <= value <= 1.0
+        assert a <= b + 1e-9  # lower temperature is stricter
+
+
+class TestCalibration:
+    def test_kappa_textbook_example(self) -> None:
+        # Wikipedia's worked example: 20 yes/yes, 5 yes/no, 10 no/yes, 15 no/no -> 0.4.
+        assert cohen_kappa(Confusion(tp=20, fp=5, fn=10, tn=15)) == pytest.approx(0.4)
+
+    def test_kappa_perfect_and_undefined(self) -> None:
+        assert cohen_kappa(Confusion(tp=3, tn=2)) == pytest.approx(1.0)
+        assert cohen_kappa(Confusion(tp=5)) is None  # both raters constant
+        assert cohen_kappa(Confusion()) is None
+
+    @given(st.lists(st.tuples(st.booleans(), st.booleans()), min_size=1, max_size=60))
+    def test_kappa_matches_definition(self, pairs: list[tuple[bool, bool]]) -> None:
+        judge = [j for j, _ in pairs]
+        human = [h for _, h in pairs]
+        c = Confusion.from_pairs(judge, human)
+        n = len(pairs)
+        po = sum(j == h for j, h in pairs) / n
+        pj, ph = sum(judge) / n, sum(human) / n
+        pe = pj * ph + (1 - pj) * (1 - ph)
+        k = cohen_kappa(c)
+        if math.isclose(pe, 1.0):
+            assert k is None
+        else:
+            assert k is not None and k == pytest.approx((po - pe) / (1 - pe))
+            assert -1.0 - 1e-9 <= k <= 1.0 + 1e-9
+
+    def test_calibrate_figures_and_unjudged(self) -> None:
+        judge = [True, True, False, None, False, True]
+        human = [True, False, False, True, True, True]
+        judge_scores = [0.9, 0.8, 0.2, None, 0.5, 1.0]
+        human_scores = [1.0, 0.0, 0.0, 1.0, None, 1.0]
+        cal = calibrate(judge, human, judge_scores, human_scores)
+        assert cal.confusion == Confusion(tp=2, fp=1, fn=1, tn=1)
+        assert cal.unjudged == 1 and cal.unjudged_rate == pytest.approx(1 / 6)
+        assert cal.agreement == pytest.approx(3 / 5)
+        assert cal.precision == pytest.approx(2 / 3)
+        assert cal.recall == pytest.approx(2 / 3)
+        assert cal.f1 == pytest.approx(2 / 3)
+        assert cal.score_mae == pytest.approx((0.1 + 0.8 + 0.2 + 0.0) / 4)
+
+    def test_judge_trusted(self) -> None:
+        spec = JudgeSpec(model="m", min_kappa=0.6)
+        assert judge_trusted(0.7, spec)[0]
+        ok, reason = judge_trusted(0.5, spec)
+        assert not ok and "0.50" in reason and "minKappa 0.60" in reason
+        assert not judge_trusted(None, spec)[0]
+        assert judge_trusted(None, JudgeSpec(model="m"))[0]
+
+
+def _samples(cohorts: str) -> list[Sample]:
+    names = {"b": "baseline", "c": "canary"}
+    return [
+        Sample.model_validate(sample_record(f"{ch}{i}", cohort=names[ch]))
+        for i, ch in enumerate(cohorts)
+    ]
+
+
+class TestInterleave:
+    def test_equal_counts_alternate(self) -> None:
+        out = interleave(_samples("bbbccc"))
+        assert [s.cohort.value[0] for s in out] == list("bcbcbc")
+        assert [s.id for s in out] == ["b0", "c3", "b1", "c4", "b2", "c5"]
+
+    @given(st.lists(st.sampled_from("bc"), min_size=1, max_size=40))
+    def test_every_prefix_is_proportional(self, groups: list[str]) -> None:
+        order = interleaved_order(groups)
+        assert sorted(order) == list(range(len(groups)))
+        n_b = groups.count("b")
+        for k in range(1, len(order) + 1):
+            seen_b = sum(groups[i] == "b" for i in order[:k])
+            assert abs(seen_b - k * n_b / len(groups)) <= 1.0 + 1e-9
+        # original order kept within each group
+        for g in "bc":
+            idx = [i for i in order if groups[i] == g]
+            assert idx == sorted(idx)
+
+
+class TestParsingAndCost:
+    def test_extract_json(self) -> None:
+        assert extract_json('{"a": 1}') == {"a": 1}
+        assert extract_json('Sure!\n```json\n{"a": {"b": 2}}\n```') == {"a": {"b": 2}}
+        with pytest.raises(ValueError, match="not valid JSON"):
+            extract_json('{"a": 1')
+
+    def test_retry_after(self) -> None:
+        assert parse_retry_after({"retry-after": "2"}) == 2.0
+        assert parse_retry_after({"retry-after-ms": "250"}) == 0.25
+        assert parse_retry_after({}) is None
+        assert parse_retry_after({"retry-after": "soon"}) is None
+        when = (datetime.now(UTC) + timedelta(seconds=30)).strftime("%a, %d %b %Y %H:%M:%S GMT")
+        got = parse_retry_after({"retry-after": when})
+        assert got is not None and 25 <= got <= 31
+
+    def test_prices(self) -> None:
+        assert price_for("gpt-4o-mini-2024-07-18").input_per_mtok == 0.15  # longest prefix
+        assert price_for("llama3:8b") == DEFAULT_PRICE
+        override = Price.parse("0,0")
+        assert price_for("gpt-4o", override) == override
+        assert estimate_cost(1_000_000, 500_000, Price.parse("1,2")) == pytest.approx(2.0)
+        with pytest.raises(ValueError):
+            Price.parse("1")
+
+    def test_redactor(self) -> None:
+        key = "sk-test-ABCDEFGHIJKLMNOP"
+        r = Redactor(key)
+        assert key not in r(f"Incorrect API key provided: {key}.")
+        assert "sk-test-ABCDEF" not in r("Incorrect API key provided: sk-test-ABCDEF***MNOP")
+        assert Redactor(None)("unchanged") == "unchanged"
+
+
+class TestSchemasAndBudget:
+    def test_contextual_checks(self) -> None:
+        verdicts = VerdictsAnswer.model_validate(
+            {"verdicts": [{"criterion": "c", "verdict": "Fully", "reason": "r"}]}
+        )
+        assert verdicts.verdicts[0].verdict is Level.FULLY
+        with pytest.raises(ValueError, match="exactly 2 verdicts"):
+            check_answer(verdicts, policy=False, labels=(), n_criteria=2)
+        with pytest.raises(ValueError, match="not one of"):
+            check_answer(ChecksAnswer(decision="maybe"), policy=False, labels=("yes", "no"))
+        with pytest.raises(ValueError, match="policy_violation"):
+            check_answer(ChecksAnswer(), policy=True, labels=())
+
+    def test_strict_schema_shape(self) -> None:
+        schema = json_schema(Stage.FAST, True, ("approve", "reject"))
+        assert schema["additionalProperties"] is False
+        assert set(schema["required"]) == set(schema["properties"])
+        assert schema["properties"]["decision"]["enum"] == ["approve", "reject", None]
+        assert "policy_violation" not in json_schema(Stage.FAST, False, ())["properties"]
+
+    def test_budget_window(self) -> None:
+        now = [0.0]
+        budget = Budget(max_calls=3, interval_seconds=60, clock=lambda: now[0])
+        r = budget.reserve(2)
+        r.record_call(0.0)
+        r.record_call(0.0)
+        r.close()
+        with pytest.raises(BudgetExhausted, match="call budget of 3"):
+            budget.reserve(2)
+        budget.reserve(1).close()  # unused reservation is given back
+        budget.reserve(1)
+        now[0] = 61.0
+        budget.reserve(2)  # new interval
+
+    def test_cost_budget(self) -> None:
+        budget = Budget(max_cost_usd=0.01)
+        r = budget.reserve(1)
+        r.record_call(0.02)
+        r.close()
+        with pytest.raises(BudgetExhausted, match="cost budget"):
+            budget.reserve(1)

@@ -1,0 +1,241 @@
+"""The analysis tick: store changes → judge → Prometheus → statistics → decision.
+
+Uses a real SQLite store and (for the Prometheus guard) a real Prometheus on 127.0.0.1
+scraping an exporter the test drives. The judge is a plain function with the tick's
+judge interface (the OpenAI client path is tested in tests/test_judge_*.py).
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Iterator, Sequence
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from controller.models import (
+    Action,
+    CanaryRule,
+    CanaryRuleStatus,
+    Feedback,
+    Outcome,
+    RecordedVerdict,
+    Sample,
+    Unjudged,
+)
+from controller.reconciler.tick import run_tick
+from controller.sources.prometheus import PrometheusSource
+from controller.sources.store import SampleStore, Verdict
+from tests.support.exporter import Exporter
+from tests.support.prometheus import PrometheusServer, run_prometheus
+
+T0 = datetime(2026, 11, 22, 12, 0, tzinfo=UTC)
+
+RULE: dict[str, Any] = {
+    "apiVersion": "canary.llmops.dev/v1alpha1",
+    "kind": "CanaryRule",
+    "metadata": {"name": "bot", "namespace": "default"},
+    "spec": {
+        "targetRef": {"name": "bot"},
+        "canary": {"image": "bot:2"},
+        "steps": [{"weight": 50}],
+        "analysis": {
+            "interval": "1m",
+            "minSamplesPerCohort": 50,
+            "guards": [
+                {"name": "success", "metric": "taskSuccess", "tolerance": -0.05},
+                {"name": "correction", "metric": "correctionBurden", "tolerance": 0.5},
+            ],
+        },
+        "judge": {"model": "m", "samplesPerInterval": 40},
+    },
+}
+
+
+def rule(**spec_changes: Any) -> CanaryRule:
+    raw = copy.deepcopy(RULE)
+    raw["spec"].update(spec_changes)
+    return CanaryRule.model_validate(raw)
+
+
+def sample(i: int, cohort: str, *, minutes: float | None = None, ts: datetime = T0) -> Sample:
+    return Sample.model_validate({
+        "id": f"{cohort}-{i}", "rule": "bot", "cohort": cohort, "ts": ts.isoformat(),
+        "input": f"q{i}", "output": f"a{i}", "latency_ms": 100, "cost_usd": 0.001,
+        "fallback": False, "correction_minutes": minutes,
+    })
+
+
+class ScriptedJudge:
+    """Scores every sample 1.0, except the canary's when ``bad_canary``; counts calls."""
+
+    def __init__(self, bad_canary: bool = False) -> None:
+        self.bad_canary = bad_canary
+        self.seen: list[str] = []
+
+    def __call__(self, samples: Sequence[Sample]) -> list[Verdict]:
+        self.seen.extend(s.id for s in samples)
+        return [RecordedVerdict(score=0.0 if self.bad_canary and s.cohort.value == "canary"
+                                else 1.0, model="m") for s in samples]
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> Iterator[SampleStore]:
+    with SampleStore(tmp_path / "s.db") as s:
+        yield s
+
+
+def started() -> CanaryRuleStatus:
+    return CanaryRuleStatus(phase="Progressing", started_at=T0 - timedelta(minutes=1),
+                            step_started_at=T0 - timedelta(minutes=1))
+
+
+def tick(r: CanaryRule, status: CanaryRuleStatus, store: SampleStore, **kw: Any) -> Any:
+    kw.setdefault("now", T0 + timedelta(minutes=5))
+    kw.setdefault("deadline_reached", False)
+    kw.setdefault("canary_share", 0.5)
+    return run_tick(r, status, store=store, **kw)
+
+
+def test_judges_at_most_samples_per_interval_balanced_and_never_twice(store: SampleStore
+                                                                       ) -> None:
+    store.insert_many([sample(i, c) for i in range(50) for c in ("baseline", "canary")])
+    judge = ScriptedJudge()
+    res = tick(rule(), started(), store, judge=judge)
+    assert len(judge.seen) == 40
+    assert sum(i.startswith("canary") for i in judge.seen) == 20  # both cohorts alike
+    assert (res.judged, res.unjudged, res.new_samples) == (40, 60, 100)
+    stored = store.get(judge.seen[0])
+    assert stored is not None and isinstance(stored.verdict, RecordedVerdict)
+    left = store.get(next(f"{c}-{i}" for i in range(50) for c in ("baseline", "canary")
+                          if f"{c}-{i}" not in judge.seen))
+    assert left is not None and isinstance(left.verdict, Unjudged)
+    assert left.verdict.reason == "not_sampled"
+    # the next tick sees nothing new and judges nothing
+    status = started().model_copy(update={"statistics": res.statistics})
+    again = tick(rule(), status, store, judge=judge)
+    assert len(judge.seen) == 40 and again.new_samples == 0
+
+
+def test_unjudged_never_counts_as_success_or_failure(store: SampleStore) -> None:
+    store.insert_many([sample(i, c) for i in range(80) for c in ("baseline", "canary")])
+    res = tick(rule(), started(), store, judge=None, judge_error="api_key_missing")
+    success = next(g for g in res.decision.guards if g.name == "success")
+    assert success.outcome is Outcome.NO_DATA
+    assert (success.n_baseline, success.n_canary) == (0, 0)
+    assert res.decision.action is Action.CONTINUE
+    stored = store.get("canary-0")
+    assert stored is not None and isinstance(stored.verdict, Unjudged)
+    assert stored.verdict.reason == "api_key_missing"
+
+
+def test_a_bad_canary_is_rolled_back_and_a_good_one_promoted(store: SampleStore) -> None:
+    r = rule(judge={"model": "m", "samplesPerInterval": 1000})
+    store.insert_many([sample(i, c) for i in range(200) for c in ("baseline", "canary")])
+    bad = tick(r, started(), store, judge=ScriptedJudge(bad_canary=True))
+    assert bad.decision.action is Action.ROLLBACK
+    assert "success" in bad.decision.reason
+
+
+def test_restart_resumes_from_status_without_double_counting(store: SampleStore) -> None:
+    r = rule()
+    store.insert_many([sample(i, c, minutes=1.0) for i in range(30) for c in ("baseline",
+                                                                               "canary")])
+    first = tick(r, started(), store, judge=ScriptedJudge())
+    # the status round-trips through JSON, as through the API server
+    persisted = CanaryRuleStatus.model_validate(
+        started().model_copy(update={"statistics": first.statistics}).model_dump(
+            mode="json", by_alias=True))
+    store.insert_many([sample(i, c, minutes=1.0) for i in range(30, 60)
+                       for c in ("baseline", "canary")])
+    second = tick(r, persisted, store, judge=ScriptedJudge())
+    corr = next(g for g in second.decision.guards if g.name == "correction")
+    assert (corr.n_baseline, corr.n_canary) == (60, 60)
+    # a lost status write: the same tick re-run from the old status gives the same result
+    replay = tick(r, persisted, store, judge=ScriptedJudge())
+    assert replay.statistics == second.statistics
+
+
+def test_delayed_feedback_replaces_the_samples_contribution(store: SampleStore) -> None:
+    r = rule()
+    store.insert_many([sample(i, c, minutes=1.0) for i in range(30) for c in ("baseline",
+                                                                               "canary")])
+    first = tick(r, started(), store, judge=ScriptedJudge())
+    store.apply_feedback_many([Feedback(id=f"canary-{i}", correction_minutes=9.0)
+                               for i in range(30)])
+    status = started().model_copy(update={"statistics": first.statistics})
+    second = tick(r, status, store, judge=ScriptedJudge())
+    corr = next(g for g in second.decision.guards if g.name == "correction")
+    assert corr.n_canary == 30  # replaced, not added
+    assert corr.canary == pytest.approx(9.0)
+    assert corr.baseline == pytest.approx(1.0)
+
+
+def test_samples_from_before_the_rollout_are_ignored(store: SampleStore) -> None:
+    old = T0 - timedelta(hours=1)
+    store.insert_many([sample(i, "canary", ts=old) for i in range(10)])
+    res = tick(rule(), started(), store, judge=ScriptedJudge())
+    assert res.decision.n_canary == 0
+
+
+# -- Prometheus ------------------------------------------------------------------------
+
+PROM_GUARD = {"name": "errors", "metric": "prometheus", "query": "fallbacks",
+              "tolerance": 0.02}
+QUERY = {
+    "name": "fallbacks",
+    "events": 'sum(increase(llm_fallback_total{cohort="${cohort}"}[${interval}]))',
+    "total": 'sum(increase(llm_requests_total{cohort="${cohort}"}[${interval}]))',
+}
+
+
+@pytest.fixture(scope="module")
+def prom(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Exporter, PrometheusServer]]:
+    exporter = Exporter()
+    exporter.start()
+    try:
+        with run_prometheus([exporter.target], workdir=tmp_path_factory.mktemp("prom")) as server:
+            yield exporter, server
+    finally:
+        exporter.stop()
+
+
+def prom_rule(url: str) -> CanaryRule:
+    raw = yaml.safe_load(yaml.safe_dump(RULE))
+    raw["spec"]["analysis"]["guards"] = [PROM_GUARD]
+    raw["spec"]["metrics"] = {"prometheusUrl": url, "timeoutSeconds": 2, "queries": [QUERY]}
+    return CanaryRule.model_validate(raw)
+
+
+def test_prometheus_outage_is_an_error_and_never_promotes(store: SampleStore) -> None:
+    r = prom_rule("http://127.0.0.1:9")  # nothing listens on the discard port
+    with PrometheusSource("http://127.0.0.1:9", timeout_seconds=1) as source:
+        res = tick(r, started(), store, prometheus=source)
+    (g,) = res.decision.guards
+    assert g.outcome is Outcome.ERROR
+    assert res.decision.action is Action.CONTINUE
+
+
+def test_prometheus_counts_feed_the_guard(store: SampleStore,
+                                          prom: tuple[Exporter, PrometheusServer]) -> None:
+    exporter, server = prom
+    for cohort in ("baseline", "canary"):
+        exporter.touch(cohort)
+    server.wait_for('count(llm_fallback_total) + count(llm_requests_total)',
+                    lambda r: bool(r) and float(r[0]["value"][1]) == 4)  # zeros scraped first
+    exporter.record("baseline", requests=4000, fallbacks=40)
+    exporter.record("canary", requests=4000, fallbacks=800)
+    for cohort in ("baseline", "canary"):  # increase() needs two scrapes after the jump
+        server.wait_for(f'sum(increase(llm_requests_total{{cohort="{cohort}"}}[5m]))',
+                        lambda r: bool(r) and float(r[0]["value"][1]) > 0)
+    r = prom_rule(server.url)
+    now = datetime.now(UTC)
+    status = started().model_copy(update={"step_started_at": now - timedelta(minutes=5)})
+    with PrometheusSource(server.url, timeout_seconds=5) as source:
+        res = tick(r, status, store, prometheus=source, now=now)
+    (g,) = res.decision.guards
+    assert g.outcome is Outcome.FAIL, (g.reason, res.notes)
+    assert res.decision.action is Action.ROLLBACK
