@@ -1376,6 +1376,7 @@ def _applied_fields(applied: JSON) -> JSON:
 class EmulatorServer(ThreadingHTTPServer):
     daemon_threads = True
     allow_reuse_address = True
+    request_queue_size = 128  # many clients connect at once (pools, watches, benchmarks)
 
     def __init__(self, emulator: Emulator, port: int = 0) -> None:
         self.emulator = emulator
@@ -1513,7 +1514,7 @@ def running_emulator(directory: str | Path | None = None, *, deployment_delay: f
             log.close()
 
 
-try:
+if "pytest" in sys.modules:  # the standalone server skips importing pytest (start-up time)
     import pytest
 
     @pytest.fixture(scope="module")
@@ -1521,9 +1522,6 @@ try:
         """One emulator process per test module (``emu.reset()`` between tests if needed)."""
         with running_emulator(tmp_path_factory.mktemp("kube")) as emu:
             yield emu
-
-except ImportError:  # running as a standalone server without pytest
-    pass
 
 
 def main(argv: list[str] | None = None) -> int:
