@@ -150,6 +150,11 @@ class _Builder:
     def record(
         self, action: str, reason: str, *, manual: bool = False, failing: list[str] | None = None
     ) -> None:
+        history = self.status.history
+        if action == "hold" and history and history[-1].action == "hold":
+            # Consecutive holds collapse into the latest one, so that a long wait does not
+            # push the decisions that matter out of the bounded history.
+            history.pop()
         self.status.history.append(
             DecisionRecord(
                 time=self.now,

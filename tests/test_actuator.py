@@ -34,7 +34,7 @@ from controller.actuator.errors import (
 from controller.actuator.lease import LeaderElector
 from controller.engine import canary_revision
 from controller.models import CanaryRule
-from tests.support.kube_emulator import EmulatorHandle, running_emulator, write_kubeconfig
+from controller.playground.kube_emulator import EmulatorHandle, running_emulator, write_kubeconfig
 
 GV = "canary.llmops.dev/v1alpha1"
 

@@ -16,8 +16,8 @@ from click.testing import CliRunner
 from controller.cli.judge_cmd import judge
 from controller.judge import Judge, JudgeSettings, judge_samples
 from controller.models import Sample, Unjudged
+from controller.playground.fake_openai import FakeOpenAI, sample_record
 from controller.sources.samples_io import load_samples
-from tests.support.fake_openai import FakeOpenAI, sample_record
 
 KEY = "sk-test-VERYSECRET-0123456789abcdef"
 

@@ -1,4 +1,4 @@
-"""The judge against a real local OpenAI-compatible server (tests/support/fake_openai.py)."""
+"""The judge against a real local OpenAI-compatible server (controller/playground)."""
 
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ import pytest
 
 from controller.judge import Judge, Judged, JudgeResult, JudgeSettings, calls_per_sample
 from controller.models import Level, Sample, Unjudged
-from tests.support.fake_openai import Failure, FakeOpenAI, sample_record
+from controller.playground.fake_openai import Failure, FakeOpenAI, sample_record
 
 
 @pytest.fixture(scope="module")

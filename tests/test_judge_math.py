@@ -28,7 +28,7 @@ from controller.judge import (
 from controller.judge.budget import Budget, BudgetExhausted
 from controller.judge.schemas import ChecksAnswer, Stage, VerdictsAnswer, check_answer, json_schema
 from controller.models import JudgeSpec, Level, Sample
-from tests.support.fake_openai import sample_record
+from controller.playground.fake_openai import sample_record
 
 L = Level
 

@@ -17,7 +17,7 @@ import pytest
 from kubernetes import client, config, watch
 from kubernetes.client.exceptions import ApiException
 
-from tests.support.kube_emulator import (
+from controller.playground.kube_emulator import (
     EmulatorHandle,
     merge_patch,
     running_emulator,

@@ -26,10 +26,10 @@ from controller.models import (
     Sample,
     Unjudged,
 )
+from controller.playground.exporter import Exporter
 from controller.reconciler.tick import run_tick
 from controller.sources.prometheus import PrometheusSource
 from controller.sources.store import SampleStore, Verdict
-from tests.support.exporter import Exporter
 from tests.support.prometheus import PrometheusServer, run_prometheus
 
 T0 = datetime(2026, 11, 22, 12, 0, tzinfo=UTC)

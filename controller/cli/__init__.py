@@ -14,6 +14,7 @@ from controller import __version__
 
 from .analyze_cmd import analyze
 from .cluster_cmds import COMMANDS as CLUSTER_COMMANDS
+from .demo_cmd import demo
 from .validate_cmd import validate
 
 EXIT_OK = 0
@@ -28,6 +29,7 @@ def cli() -> None:
 
 cli.add_command(validate)
 cli.add_command(analyze)
+cli.add_command(demo)
 for _command in CLUSTER_COMMANDS:
     cli.add_command(_command)
 

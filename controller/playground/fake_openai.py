@@ -22,7 +22,7 @@ output), ``api_key`` (401 otherwise, echoing the offending key as some servers d
 Without ``response_format`` the answer is wrapped in prose and a code fence, as chat
 models do, to exercise extraction.
 
-Run standalone: ``python -m tests.support.fake_openai --latency 0.3`` prints
+Run standalone: ``python -m controller.playground.fake_openai --latency 0.3`` prints
 ``PORT <n>`` and serves until killed.
 """
 

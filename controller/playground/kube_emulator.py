@@ -50,10 +50,10 @@ first and then fails, like a lost response); ``GET|DELETE /_emulator/requests[?s
 ``/_emulator/disconnect-watches``; ``GET|POST /_emulator/config`` (``deploymentDelay``,
 ``bookmarkInterval``, ``historyLimit``).
 
-Run: ``python tests/support/kube_emulator.py --port 0 --kubeconfig /tmp/kubeconfig`` (it
-prints ``listening on http://127.0.0.1:PORT``), or ``with running_emulator() as emu:`` /
-the ``kube_emulator`` fixture (``pytest_plugins = ["tests.support.kube_emulator"]``),
-which start it as a subprocess on a free port and give ``emu.kubeconfig``.
+Run: ``python -m controller.playground.kube_emulator --port 0 --kubeconfig /tmp/kubeconfig``
+(it prints ``listening on http://127.0.0.1:PORT``), or ``with running_emulator() as emu:``,
+which starts it as a subprocess on a free port and gives ``emu.kubeconfig``. It lives in
+the package (not only in tests) because ``canaryctl demo`` runs the controller against it.
 """
 
 from __future__ import annotations
@@ -1512,16 +1512,6 @@ def running_emulator(directory: str | Path | None = None, *, deployment_delay: f
                 proc.kill()
                 proc.wait(5)
             log.close()
-
-
-if "pytest" in sys.modules:  # the standalone server skips importing pytest (start-up time)
-    import pytest
-
-    @pytest.fixture(scope="module")
-    def kube_emulator(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EmulatorHandle]:
-        """One emulator process per test module (``emu.reset()`` between tests if needed)."""
-        with running_emulator(tmp_path_factory.mktemp("kube")) as emu:
-            yield emu
 
 
 def main(argv: list[str] | None = None) -> int:

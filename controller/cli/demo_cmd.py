@@ -1,0 +1,77 @@
+"""``canaryctl demo``: a playground rollout on this machine (see controller.playground.demo)."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+import click
+from rich.live import Live
+
+from controller.models import Phase
+
+from .cluster_cmds import EXIT_ROLLED_BACK, watch_view
+from .output import console, fail
+
+
+@click.command()
+@click.option("--scenario", type=click.Choice(["healthy", "regression", "fallback-spike"]),
+              default="regression", show_default=True)
+@click.option("--no-tty", is_flag=True, help="No live view (for scripts and CI).")
+@click.option("-o", "--output", type=click.Choice(["table", "json"]), default="table")
+@click.option("--timeout", type=float, default=120.0, show_default=True,
+              help="Give up after this many seconds.")
+@click.option("--keep", type=click.Path(file_okay=False, path_type=Path), default=None,
+              help="Keep logs and state in this directory (default: a temporary one).")
+def demo(scenario: str, no_tty: bool, output: str, timeout: float, keep: Path | None) -> None:
+    """Run a whole canary rollout locally: Kubernetes API emulator, the real controller,
+    a scripted OpenAI-compatible judge, synthetic traffic, and Prometheus if installed.
+
+    Exit 0 when the canary is promoted, 3 when it is rolled back.
+    """
+    from controller.playground.demo import run_demo, summary
+
+    live_view = not no_tty and output == "table" and sys.stdout.isatty()
+    err = console(stderr=True)
+
+    def say(message: str) -> None:
+        err.print(f"[dim]{message}[/]", highlight=False)
+
+    live: Live | None = None
+    last = [""]
+
+    def on_update(obj: dict[str, Any]) -> None:
+        nonlocal live
+        if live_view:
+            if live is None:
+                live = Live(watch_view(obj), console=console(), refresh_per_second=4)
+                live.start()
+            live.update(watch_view(obj))
+        elif output == "table":
+            st = obj.get("status") or {}
+            line = f"{st.get('phase', 'Pending')} weight {st.get('weight', 0)}%: " \
+                   f"{st.get('message', '')}"
+            if line != last[0]:
+                last[0] = line
+                click.echo(line[:200], err=True)
+
+    try:
+        result = run_demo(scenario, on_update=on_update, timeout=timeout, keep=keep, say=say)
+    except (RuntimeError, OSError) as exc:
+        fail(f"demo could not run: {exc}", 1)
+    finally:
+        if live is not None:
+            live.stop()
+    if output == "json":
+        click.echo(json.dumps(summary(result), indent=2, default=str))
+    else:
+        if not live_view:
+            say("final state:")
+        console().print(f"[bold]{result.phase.value}[/] after {result.seconds:.0f}s, "
+                        f"{result.samples_sent} samples "
+                        f"({'with' if result.prometheus else 'without'} Prometheus)")
+    if not result.phase.terminal:
+        fail(f"timed out after {timeout:.0f}s in phase {result.phase.value}", 4)
+    raise SystemExit(0 if result.phase is Phase.SUCCEEDED else EXIT_ROLLED_BACK)
