@@ -15,6 +15,7 @@ from controller import __version__
 from .analyze_cmd import analyze
 from .cluster_cmds import COMMANDS as CLUSTER_COMMANDS
 from .demo_cmd import demo
+from .judge_cmd import judge
 from .validate_cmd import validate
 
 EXIT_OK = 0
@@ -30,6 +31,7 @@ def cli() -> None:
 cli.add_command(validate)
 cli.add_command(analyze)
 cli.add_command(demo)
+cli.add_command(judge)
 for _command in CLUSTER_COMMANDS:
     cli.add_command(_command)
 
