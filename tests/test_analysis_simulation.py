@@ -1,0 +1,267 @@
+"""Monte Carlo checks of the guarantees (DESIGN §3), looking at every interval.
+
+- A/A at the tolerance boundary: the fraction of streams whose harmful-side bound EVER
+  crosses the tolerance (after the burn-in decide.py applies) stays ≤ alpha, for every
+  test family, including rare events and a 5% canary share.
+- Family-wise: whole rollouts through RuleStatistics + evaluate with a multi-guard,
+  multi-queue rule roll back a healthy canary at most alpha of the time.
+- Power: large regressions are caught within a stated sample budget.
+
+Streams are simulated thousands at a time with the vectorised functions; hypothesis
+draws the scenario (rate, share, alpha) and the seed, derandomised so CI is repeatable.
+The bound: observed rate ≤ alpha + 3 Monte Carlo standard errors.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from controller.analysis import RuleStatistics, alpha_split, evaluate, guard_dimensions
+from controller.analysis.decide import BURN_IN
+from controller.analysis.sequential import (
+    diff_means_t,
+    diff_proportions,
+    f1_difference,
+    rate_ratio_cs,
+)
+from controller.models import Action, CanaryRuleSpec, Cohort, RecordedVerdict, Risk, Sample
+from controller.models.manifest import load_rules
+
+RUNS = 2000
+LOOK_EVERY = 40  # samples over both cohorts between looks
+LOOKS = 60
+M = 200  # minSamplesPerCohort (where the mixture is tuned)
+SIM = settings(max_examples=6, deadline=None, derandomize=True)
+
+
+def slack(alpha: float, runs: int = RUNS) -> float:
+    return alpha + 3.0 * math.sqrt(alpha * (1.0 - alpha) / runs)
+
+
+def cohort_counts(rng: np.random.Generator, share: float) -> tuple[np.ndarray, np.ndarray]:
+    """Cumulative (canary, baseline) sample counts per look: shape (LOOKS, RUNS)."""
+    canary = rng.binomial(LOOK_EVERY, share, size=(LOOKS, RUNS)).cumsum(axis=0)
+    return canary, LOOK_EVERY * np.arange(1, LOOKS + 1)[:, None] - canary
+
+
+def ever(cross: np.ndarray, nc: np.ndarray, nb: np.ndarray, burn: int = BURN_IN) -> float:
+    """Share of runs whose bound crossed at some look with both cohorts past burn-in."""
+    ok = (nc >= min(burn, M)) & (nb >= min(burn, M))
+    return float(np.any(cross & ok, axis=0).mean())
+
+
+@SIM
+@given(p=st.sampled_from([0.02, 0.1, 0.5, 0.9]), share=st.sampled_from([0.05, 0.2, 0.5]),
+       alpha=st.sampled_from([0.05, 0.01]), seed=st.integers(0, 2**31 - 1))
+def test_proportions_aa_at_the_tolerance_boundary(p: float, share: float, alpha: float,
+                                                   seed: int) -> None:
+    """Lower-is-better rate (fallback): true change exactly +tol; FAIL iff lower > tol."""
+    rng = np.random.default_rng(seed)
+    tol = min(0.02, 1 - p)
+    nc, nb = cohort_counts(rng, share)
+    inc_c = np.diff(np.vstack([np.zeros((1, RUNS)), nc]), axis=0).astype(int)
+    inc_b = np.diff(np.vstack([np.zeros((1, RUNS)), nb]), axis=0).astype(int)
+    xc = rng.binomial(inc_c, p + tol).cumsum(axis=0)
+    xb = rng.binomial(inc_b, p).cumsum(axis=0)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        cs = diff_proportions(xc, nc, xb, nb, 1.0, alpha, M)
+    rate = ever(cs.lower > tol, nc, nb)
+    assert rate <= slack(alpha), f"false rollback rate {rate:.4f} > alpha {alpha}"
+
+
+@SIM
+@given(sigma=st.sampled_from([0.3, 0.8]), share=st.sampled_from([0.05, 0.5]),
+       relative=st.booleans(), alpha=st.sampled_from([0.05, 0.01]),
+       seed=st.integers(0, 2**31 - 1))
+def test_t_test_aa_for_skewed_continuous_metrics(sigma: float, share: float, relative: bool,
+                                                 alpha: float, seed: int) -> None:
+    """Latency-like lognormal data; the canary sits exactly at the tolerance (absolute
+    +0.5 units, or +10% with a relative tolerance); FAIL iff lower > threshold."""
+    rng = np.random.default_rng(seed)
+    nc, nb = cohort_counts(rng, share)
+    n_max = LOOK_EVERY * LOOKS
+    base = rng.lognormal(0.0, sigma, size=(n_max, RUNS))
+    canary = rng.lognormal(0.0, sigma, size=(n_max, RUNS))
+    mean = math.exp(sigma**2 / 2)
+    if relative:
+        k, thr = 1.1, 0.0
+        canary *= 1.1
+    else:
+        k, thr = 1.0, 0.5 * mean
+        canary += 0.5 * mean
+    cols = np.arange(RUNS)
+    sums = {id(x): (x.cumsum(axis=0), (x * x).cumsum(axis=0)) for x in (base, canary)}
+
+    def moments(x: np.ndarray, n: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        s1, s2 = sums[id(x)]
+        idx = np.maximum(n - 1, 0)
+        a, b = s1[idx, cols], s2[idx, cols]
+        nn = np.maximum(n, 1)
+        mu = a / nn
+        var = np.maximum(b / nn - mu * mu, 0.0) * nn / np.maximum(nn - 1, 1)
+        return mu, var
+
+    crossed = np.zeros(RUNS, dtype=bool)
+    for look in range(LOOKS):
+        c, b = nc[look], nb[look]
+        mc, vc = moments(canary, c)
+        mb, vb = moments(base, b)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            cs = diff_means_t(mc, vc, c, mb, vb, b, k, alpha, M)
+        ok = (c >= min(BURN_IN, M)) & (b >= min(BURN_IN, M))
+        crossed |= ok & (cs.lower > thr)
+    rate = float(crossed.mean())
+    assert rate <= slack(alpha), f"false rollback rate {rate:.4f} > alpha {alpha}"
+
+
+@SIM
+@given(accuracy=st.sampled_from([0.7, 0.9]), share=st.sampled_from([0.1, 0.5]),
+       seed=st.integers(0, 2**31 - 1))
+def test_f1_aa(accuracy: float, share: float, seed: int) -> None:
+    """Identical classifiers (3 classes); FAIL iff the upper bound < tolerance 0 ... i.e.
+    the canary is confidently worse at all: the strictest boundary."""
+    alpha = 0.05
+    rng = np.random.default_rng(seed)
+    runs, looks, every = 1000, 30, 80
+    k_cls = 3
+    truth = np.full((k_cls, k_cls), (1 - accuracy) / (k_cls - 1) / k_cls)
+    np.fill_diagonal(truth, accuracy / k_cls)
+    flat = truth.ravel()
+    cc = np.zeros((runs, k_cls * k_cls))
+    cb = np.zeros((runs, k_cls * k_cls))
+    crossed = np.zeros(runs, dtype=bool)
+    for _ in range(looks):
+        n_c = rng.binomial(every, share, size=runs)
+        cc += np.array([rng.multinomial(n, flat) for n in n_c])
+        cb += np.array([rng.multinomial(every - n, flat) for n in n_c])
+        with np.errstate(divide="ignore", invalid="ignore"):  # runs with an empty cohort
+            cs = f1_difference(cc.reshape(runs, k_cls, k_cls),
+                               cb.reshape(runs, k_cls, k_cls), 1.0, alpha, M)
+        ok = (cc.sum(axis=1) >= BURN_IN) & (cb.sum(axis=1) >= BURN_IN)
+        crossed |= ok & (cs.upper < 0.0)
+    rate = float(crossed.mean())
+    assert rate <= slack(alpha, runs), f"false rollback rate {rate:.4f} > alpha {alpha}"
+
+
+@SIM
+@given(share=st.sampled_from([0.05, 0.25, 0.5]), rate_b=st.sampled_from([0.005, 0.05]),
+       seed=st.integers(0, 2**31 - 1))
+def test_event_count_ratio_aa(share: float, rate_b: float, seed: int) -> None:
+    """Prometheus-style counts with a known share; the canary's event rate is exactly
+    (1 + tol) times the baseline's; FAIL iff the lower bound on the ratio > 1 + tol."""
+    alpha, tol = 0.05, 0.2
+    rng = np.random.default_rng(seed)
+    requests_per_look = 400
+    xc = np.zeros(RUNS)
+    xb = np.zeros(RUNS)
+    crossed = np.zeros(RUNS, dtype=bool)
+    for _ in range(LOOKS):
+        xc += rng.poisson(requests_per_look * share * rate_b * (1 + tol), size=RUNS)
+        xb += rng.poisson(requests_per_look * (1 - share) * rate_b, size=RUNS)
+        cs = rate_ratio_cs(xc, xb, share, alpha, M)
+        crossed |= cs.lower > 1 + tol
+    rate = float(crossed.mean())
+    assert rate <= slack(alpha), f"false rollback rate {rate:.4f} > alpha {alpha}"
+
+
+# -- family-wise, end to end --------------------------------------------------------------
+
+SUPPORT_RULE: CanaryRuleSpec = load_rules(["rules/support-assistant.yaml"])[0][0].rule.spec
+QUEUES = ("general", "billing", "technical", "refunds")
+
+
+def _samples(rng: np.random.Generator, n: int, cohort: Cohort, start: int) -> list[Sample]:
+    queue = rng.choice(len(QUEUES), size=n, p=[0.47, 0.25, 0.2, 0.08])
+    risk = rng.choice(3, size=n, p=[0.6, 0.3, 0.1])
+    success = rng.random(n) < 0.9
+    label = rng.integers(0, 3, size=n)
+    decision = np.where(rng.random(n) < 0.88, label, rng.integers(0, 3, size=n))
+    labels = ("approve", "review", "reject")
+    out = []
+    for i in range(n):
+        out.append(Sample.model_construct(
+            id=f"{cohort.value}-{start + i}", rule="r", cohort=cohort, ts=None,
+            queue=QUEUES[queue[i]], risk=list(Risk)[risk[i]], input="q", output="a",
+            latency_ms=float(1500 * rng.lognormal(0, 0.35)),
+            cost_usd=float(0.004 * rng.lognormal(0, 0.25)),
+            fallback=bool(rng.random() < 0.03), policy_violation=bool(rng.random() < 0.01),
+            decision=labels[decision[i]], label=labels[label[i]], task="question",
+            correction_minutes=float(rng.exponential(1.0)) if rng.random() < 0.4 else None,
+            judge=RecordedVerdict(score=float(success[i])),
+        ))
+    return out
+
+
+def _rollout(seed: int, per_look: int, looks: int) -> Action:
+    rng = np.random.default_rng(seed)
+    stats = RuleStatistics(SUPPORT_RULE)
+    for look in range(looks):
+        for cohort in (Cohort.BASELINE, Cohort.CANARY):
+            for s in _samples(rng, per_look, cohort, look * per_look):
+                stats.add(s)
+        decision = evaluate(SUPPORT_RULE, stats)
+        if decision.action is not Action.CONTINUE:
+            return decision.action
+    return Action.CONTINUE
+
+
+def test_family_wise_false_rollback_over_all_guards_and_queues() -> None:
+    """Healthy canaries through every guard of rules/support-assistant.yaml (7 guards,
+    queue and risk slices, per-task F1), looking every 60 samples per cohort."""
+    runs = 60
+    actions = [_rollout(seed, per_look=60, looks=12) for seed in range(runs)]
+    rollbacks = actions.count(Action.ROLLBACK)
+    # alpha = 0.05: P(Binomial(60, 0.05) > 9) < 0.002
+    assert rollbacks <= 9, f"{rollbacks}/{runs} healthy rollouts rolled back"
+
+
+@settings(max_examples=40, deadline=None, derandomize=True)
+@given(n_guards=st.integers(1, 8), max_groups=st.integers(1, 64),
+       dims=st.lists(st.sampled_from([[], ["queue"], ["risk"], ["queue", "risk"]]),
+                     min_size=8, max_size=8),
+       alpha=st.floats(0.001, 0.2))
+def test_alpha_split_never_exceeds_the_rules_alpha(n_guards: int, max_groups: int,
+                                                  dims: list[list[str]], alpha: float) -> None:
+    metrics = ["fallbackRate", "taskSuccess", "latency", "f1", "policyFailureRate", "cost",
+               "correctionBurden", "trustedCompletion"]
+    guards = [{"name": f"g{i}", "metric": metrics[i],
+               "tolerance": -0.1 if metrics[i] in ("taskSuccess", "f1", "trustedCompletion")
+               else 0.1, "groupBy": dims[i]} for i in range(n_guards)]
+    spec = CanaryRuleSpec.model_validate({
+        "targetRef": {"name": "x"}, "canary": {"image": "x:2"}, "steps": [{"weight": 10}],
+        "analysis": {"alpha": alpha, "maxGroups": max_groups, "guards": guards}})
+    split = alpha_split(spec)
+    total = 0.0
+    for g in spec.analysis.guards:
+        head, per_slice = split[g.name]
+        slots = sum(min(len(Risk), max_groups + 1) if d == "risk" else max_groups + 1
+                    for d in guard_dimensions(g))
+        total += head + per_slice * slots
+    assert total <= alpha * (1 + 1e-9)
+
+
+# -- power ---------------------------------------------------------------------------------
+
+def test_large_regressions_are_caught_quickly() -> None:
+    alpha, runs = 0.05, 2000
+    rng = np.random.default_rng(11)
+    n = np.arange(20, 1001, 20)[:, None]  # per cohort, equal shares
+    # task success 0.90 -> 0.70, tolerance -0.02: FAIL when upper < -0.02
+    xc = rng.binomial(20, 0.70, size=(len(n), runs)).cumsum(axis=0)
+    xb = rng.binomial(20, 0.90, size=(len(n), runs)).cumsum(axis=0)
+    cs = diff_proportions(xc, n, xb, n, 1.0, alpha / 7, M)
+    caught = np.any(cs.upper < -0.02, axis=0).mean()
+    assert caught >= 0.99
+    first = np.argmax(cs.upper < -0.02, axis=0)
+    assert np.median(n[first, 0]) <= 200
+    # fallback 3% -> 20% in one queue holding 8% of traffic: per-queue alpha share
+    per_queue_alpha = alpha / 7 / 2 / 9
+    nq = np.arange(10, 401, 10)[:, None]
+    fc = rng.binomial(10, 0.20, size=(len(nq), runs)).cumsum(axis=0)
+    fb = rng.binomial(10, 0.03, size=(len(nq), runs)).cumsum(axis=0)
+    cs = diff_proportions(fc, nq, fb, nq, 1.0, per_queue_alpha, M)
+    assert np.any(cs.lower > 0.02, axis=0).mean() >= 0.95
