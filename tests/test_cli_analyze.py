@@ -212,3 +212,34 @@ def test_bad_interval_exits_2() -> None:
                        "--interval", "soon")
     assert code == 2
     assert "--interval" in err
+
+
+def test_judge_url_judges_unjudged_samples_before_the_replay(tmp_path: Path,
+                                                            monkeypatch: pytest.MonkeyPatch
+                                                            ) -> None:
+    """The billing regression with its verdicts removed: the local judge re-scores each
+    answer from a marker, through the real openai client, and the replay still rolls
+    back on queue=billing."""
+    from controller.playground.fake_openai import FakeOpenAI
+
+    lines = (EXAMPLES / "trusted-regression-billing.jsonl").read_text().splitlines()[:1200]
+    stripped = []
+    for line in lines:
+        r = json.loads(line)
+        verdict = "fully" if r.pop("judge")["score"] >= 0.7 else "none"
+        r["output"] = f"{r['output']} [[judge: {verdict}]]"
+        stripped.append(json.dumps(r))
+    path = tmp_path / "unjudged.jsonl"
+    path.write_text("\n".join(stripped) + "\n")
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-local")  # the environment, not the client
+    with FakeOpenAI(api_key="sk-local") as server:
+        code, out, err = run(str(RULE), "--samples", str(path), "-o", "json",
+                             "--judge-url", server.base_url, "--judge-cache",
+                             str(tmp_path / "cache.sqlite"))
+        calls = server.calls
+    assert code == 3, err
+    report = json.loads(out)
+    assert ("trusted-completion", "queue=billing") in failing(report)
+    assert calls == 1200  # fast mode: one call per sample
+    assert "judged 1200 samples" in err
+    assert "sk-local" not in out + err

@@ -8,7 +8,15 @@ from typing import Any
 import click
 from rich.table import Table
 
-from controller.models import Action, GuardResult, Outcome, parse_duration
+from controller.judge import JudgeSettings, MissingApiKey, api_key_from_env, judge_samples
+from controller.models import (
+    Action,
+    CanaryRuleSpec,
+    GuardResult,
+    Outcome,
+    Sample,
+    parse_duration,
+)
 from controller.models.manifest import load_rules
 from controller.replay import ReplayResult, replay
 from controller.sources.samples_io import LoadReport, load_samples
@@ -93,16 +101,31 @@ def result_json(name: str, result: ReplayResult, reports: list[LoadReport]) -> d
 @click.option("--name", help="Which CanaryRule in RULE_FILE, when it holds several.")
 @click.option("--interval", help="Look this often (default: the rule's analysis.interval).")
 @click.option("-o", "--output", type=click.Choice(["table", "json"]), default="table")
+@click.option("--judge-url", default=None,
+              help="Judge samples that carry no verdict first, at this OpenAI-compatible URL.")
+@click.option("--model", default=None, help="Judge model (default: the rule's judge.model).")
+@click.option("--mode", type=click.Choice(["fast", "thorough"]), default=None)
+@click.option("--api-key-env", default=None, metavar="NAME",
+              help="Environment variable holding the judge API key (default OPENAI_API_KEY).")
+@click.option("--judge-cache", default=None, type=click.Path(dir_okay=False),
+              help="SQLite verdict cache, so re-runs do not pay twice.")
 def analyze(
     rule_file: str,
     sample_files: tuple[str, ...],
     name: str | None,
     interval: str | None,
     output: str,
+    judge_url: str | None,
+    model: str | None,
+    mode: str | None,
+    api_key_env: str | None,
+    judge_cache: str | None,
 ) -> None:
     """Replay recorded samples through the decision engine, looking every interval.
 
-    Stops at the first rollback or promote, or at the end of the data.
+    Stops at the first rollback or promote, or at the end of the data. With --judge-url,
+    samples without a recorded verdict are judged first (both cohorts interleaved);
+    those the judge cannot score stay unjudged, never counted as successes.
     Exit codes: 0 promote, 3 rollback, 4 continue, 2 bad input.
     """
     rules, errors = load_rules([rule_file])
@@ -136,6 +159,9 @@ def analyze(
         seen_ids.add(s.id)
         unique.append(s)
 
+    if judge_url:
+        unique = _judge_first(rule.spec, unique, judge_url, model, mode, api_key_env,
+                              judge_cache, parse_duration(rule.spec.analysis.interval))
     result = replay(rule.spec, rule.metadata.name, unique, interval_seconds=interval_s)
     if cross_file_dups:
         result.skipped["duplicate id across files"] += cross_file_dups
@@ -149,6 +175,43 @@ def analyze(
     else:
         _print_table(rule.metadata.name, result)
     raise SystemExit(EXIT_CODES[result.decision.action])
+
+
+def _judge_first(
+    spec: CanaryRuleSpec,
+    samples: list[Sample],
+    url: str,
+    model: str | None,
+    mode: str | None,
+    api_key_env: str | None,
+    cache: str | None,
+    interval_seconds: float,
+) -> list[Sample]:
+    """Judge the samples without a verdict; report what could not be judged."""
+    overrides = {"base_url": url, "model": model, "mode": mode}
+    if spec.judge is not None:
+        settings = JudgeSettings.from_spec(spec.judge, interval_seconds=interval_seconds,
+                                           **overrides)
+    elif model:
+        settings = JudgeSettings(**{k: v for k, v in overrides.items() if v is not None})
+    else:
+        fail("--judge-url needs --model (the rule has no spec.judge)", 2)
+    # The rule's per-interval budget governs the live controller; an offline replay judges
+    # what it was asked to (re-runs are paid once thanks to --judge-cache).
+    settings = settings.model_copy(update={"max_calls_per_interval": None,
+                                           "max_cost_usd_per_interval": None})
+    try:
+        key = api_key_from_env(api_key_env)
+    except MissingApiKey as exc:
+        fail(f"--api-key-env: {exc}", 2)
+    run = judge_samples(samples, settings, api_key=key, cache=cache)
+    if run.endpoint_unusable:
+        fail(f"judge endpoint {settings.endpoint} is unusable: {run.fatal or 'no answers'}", 2)
+    t = run.totals
+    unjudged = ", ".join(f"{n} {reason}" for reason, n in t.unjudged.items()) or "none"
+    echo_err(f"judged {t.judged} samples ({t.calls} calls, {t.cache_hits} cached, "
+             f"${t.cost_usd:.4f}); unjudged: {unjudged}")
+    return run.samples
 
 
 def _print_input_problems(reports: list[LoadReport], result: ReplayResult) -> None:
