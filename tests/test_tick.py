@@ -239,3 +239,16 @@ def test_prometheus_counts_feed_the_guard(store: SampleStore,
     (g,) = res.decision.guards
     assert g.outcome is Outcome.FAIL, (g.reason, res.notes)
     assert res.decision.action is Action.ROLLBACK
+
+
+def test_uncalibrated_or_untrusted_judge_holds_the_judged_guards(store: SampleStore) -> None:
+    r = rule(judge={"model": "m", "samplesPerInterval": 1000, "minKappa": 0.6})
+    store.insert_many([sample(i, c) for i in range(200) for c in ("baseline", "canary")])
+    bad = ScriptedJudge(bad_canary=True)
+    for kappa, why in ((None, "not calibrated"), (0.4, "kappa 0.40 < minKappa 0.6")):
+        res = tick(r, started(), store, judge=bad, judge_kappa=kappa)
+        success = next(g for g in res.decision.guards if g.name == "success")
+        assert success.outcome is Outcome.ERROR and why in success.reason
+        assert res.decision.action is Action.CONTINUE  # never a rollback on its say
+    trusted = tick(r, started(), store, judge=bad, judge_kappa=0.8)
+    assert trusted.decision.action is Action.ROLLBACK

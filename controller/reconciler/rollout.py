@@ -49,7 +49,7 @@ from controller.sources.prometheus import PrometheusSource
 from controller.sources.samples_io import format_validation_error
 from controller.sources.store import SampleStore
 
-from .tick import JudgeFn, TickResult, run_tick
+from .tick import KAPPA_ANNOTATION, JudgeFn, TickResult, run_tick
 
 log = logging.getLogger(__name__)
 
@@ -115,6 +115,13 @@ def reconcile(deps: Deps, namespace: str, name: str, *, analyze: bool = False) -
             (TICK_SECONDS if analyze else RECONCILE_SECONDS).observe(time.perf_counter() - start)
 
 
+def _float(text: str | None) -> float | None:
+    try:
+        return float(text) if text is not None else None
+    except ValueError:
+        return None
+
+
 def _dump_status(status: CanaryRuleStatus) -> dict[str, Any]:
     return status.model_dump(mode="json", by_alias=True, exclude_none=True)
 
@@ -158,11 +165,12 @@ def _reconcile_once(deps: Deps, namespace: str, name: str, *, analyze: bool) -> 
         judge, judge_error = deps.judge_for(rule)
         total = observed.target_replicas + observed.canary_replicas
         share = observed.canary_replicas / total if total else None
+        kappa = _float((meta.get("annotations") or {}).get(KAPPA_ANNOTATION))
         tick = run_tick(
             rule, status, now=now, store=deps.store,
             deadline_reached=engine.deadline_reached(rule.spec, status, now),
             canary_share=share, judge=judge, judge_error=judge_error,
-            prometheus=deps.prometheus_for(rule),
+            prometheus=deps.prometheus_for(rule), judge_kappa=kappa,
         )
         status = status.model_copy(update={"statistics": tick.statistics})
 

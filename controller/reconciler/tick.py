@@ -7,6 +7,11 @@ status write lost to a conflict) re-reads exactly the changes that were not yet
 persisted: nothing is counted twice or skipped. Verdicts are written to the store
 before the status, so a re-read never pays the judge twice.
 
+A rule with ``judge.minKappa`` needs the judge's measured agreement with humans in the
+annotation ``canary.llmops.dev/judge-kappa``; without it, or below the minimum, the
+judged guards report ERROR with that reason: the rollout holds (then pauses at the
+error limit) instead of trusting an uncalibrated judge.
+
 Samples from before the rollout started (``ts < status.startedAt``) are ignored: they
 belong to an earlier canary revision. Samples without a verdict beyond the judge's
 ``samplesPerInterval`` are recorded as unjudged (``not_sampled``) and still count for
@@ -39,6 +44,10 @@ log = logging.getLogger(__name__)
 
 MAX_CHANGES_PER_TICK = 200_000
 READ_BATCH = 10_000
+
+KAPPA_ANNOTATION = "canary.llmops.dev/judge-kappa"
+"""Cohen's kappa of the judge against human labels, as measured by ``judge calibrate``."""
+JUDGED_METRICS = frozenset({Metric.TASK_SUCCESS, Metric.TRUSTED_COMPLETION})
 
 JudgeFn = Callable[[Sequence[Sample]], list[Verdict]]
 """Judges samples (all interleaved in one batch); one verdict per sample, same order."""
@@ -86,6 +95,7 @@ def run_tick(
     judge: JudgeFn | None = None,
     prometheus: PrometheusSource | None = None,
     judge_error: str | None = None,
+    judge_kappa: float | None = None,
 ) -> TickResult:
     """Consume the rule's new samples and decide. Pure apart from the store and the
     two clients passed in; never raises for a failed source (it becomes ERROR)."""
@@ -138,6 +148,12 @@ def run_tick(
         else:
             stats.replace(_with_verdict(c.previous, c.verdict_before), current)
 
+    untrusted = _judge_untrusted(rule, judge_kappa)
+    if untrusted:
+        for g in spec.analysis.guards:
+            if g.metric in JUDGED_METRICS:
+                errors[g.name] = untrusted
+
     if prometheus is not None:
         _prometheus_counts(rule, status, stats, prometheus, now, canary_share, errors,
                            result_notes)
@@ -155,6 +171,20 @@ def run_tick(
         unjudged=unjudged,
         notes=result_notes,
     )
+
+
+def _judge_untrusted(rule: CanaryRule, kappa: float | None) -> str | None:
+    """Why the judge's verdicts may not decide anything, or None (DESIGN §6: a judge that
+    disagrees with humans must not promote or roll back on its own say)."""
+    judge = rule.spec.judge
+    if judge is None or judge.min_kappa is None:
+        return None
+    if kappa is None:
+        return (f"judge not calibrated: minKappa {judge.min_kappa} needs the annotation "
+                f"{KAPPA_ANNOTATION} (run canaryctl judge calibrate)")
+    if kappa < judge.min_kappa:
+        return f"judge not trusted: kappa {kappa:.2f} < minKappa {judge.min_kappa}"
+    return None
 
 
 def _balanced(todo: list[Any], limit: int) -> list[Any]:
