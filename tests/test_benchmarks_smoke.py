@@ -1,0 +1,36 @@
+"""The benchmarks run from a clean checkout (tiny configurations; figures not checked)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def run(script: str, *args: str) -> None:
+    done = subprocess.run([sys.executable, str(ROOT / "benchmarks" / script), *args],
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr[-2000:]
+
+
+def test_decision_quality_quick(tmp_path: Path) -> None:
+    run("decision_quality.py", "--quick", "--runs", "40", "--out", str(tmp_path))
+    data = json.loads((tmp_path / "decision_quality.json").read_text())
+    assert (tmp_path / "decision_quality.png").stat().st_size > 0
+    methods = {"ours", "threshold", "mann-whitney", "fixed-horizon"}
+    assert len(data["scenarios"]) == 8
+    for row in data["scenarios"]:
+        assert set(row["methods"]) == methods
+        for m in row["methods"].values():
+            assert {"rollback_rate", "median_intervals", "p90_intervals",
+                    "median_canary_samples", "missed", "false_promotions"} <= set(m)
+
+
+def test_engine_cost_quick(tmp_path: Path) -> None:
+    run("engine_cost.py", "--quick", "--out", str(tmp_path))
+    rows = json.loads((tmp_path / "engine_cost.json").read_text())["rows"]
+    assert [r["samples"] for r in rows] == [1000, 10000, 100000]
+    assert rows[0]["ratio_vs_1e3"] == 1.0
