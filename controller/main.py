@@ -14,6 +14,7 @@ import signal
 import socket
 import threading
 from collections.abc import Sequence
+from datetime import timedelta
 from pathlib import Path
 
 from controller.actuator import secrets
@@ -73,6 +74,10 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p.add_argument("--resync", type=float, default=300.0, help="Seconds between full resyncs.")
     p.add_argument("--analysis-interval", default=_env("CANARY_ANALYSIS_INTERVAL"),
                    help="Override every rule's analysis interval (demos and tests).")
+    p.add_argument("--retention", default=_env("CANARY_RETENTION", "7d"),
+                   help="Delete stored samples older than this (checked hourly).")
+    p.add_argument("--max-samples-per-rule", type=int,
+                   default=int(_env("CANARY_MAX_SAMPLES_PER_RULE", "2000000") or 2000000))
     p.add_argument("--log-level", default=_env("LOG_LEVEL", "info"))
     return p.parse_args(argv)
 
@@ -194,6 +199,18 @@ def main(argv: Sequence[str] | None = None) -> int:
         log.info("signal %d: shutting down", signum)
         stop.set()
 
+    retention = timedelta(seconds=parse_duration(args.retention))
+
+    def housekeeping() -> None:
+        """Bounded retention: prune hourly until shutdown (longer than any rollout)."""
+        while not stop.wait(3600):
+            pruned = store.prune(max_age=retention,
+                                 max_rows_per_rule=args.max_samples_per_rule)
+            if pruned.samples or pruned.pending_feedback:
+                log.info("pruned %d samples, %d pending feedback", pruned.samples,
+                         pruned.pending_feedback)
+
+    threading.Thread(target=housekeeping, name="housekeeping", daemon=True).start()
     signal.signal(signal.SIGTERM, shutdown)
     signal.signal(signal.SIGINT, shutdown)
     stop.wait()
