@@ -12,7 +12,7 @@ ROOT = Path(__file__).resolve().parent.parent
 
 def run(script: str, *args: str) -> None:
     done = subprocess.run([sys.executable, str(ROOT / "benchmarks" / script), *args],
-                          capture_output=True, text=True, timeout=120)
+                          capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-2000:]
 
 
@@ -34,3 +34,12 @@ def test_engine_cost_quick(tmp_path: Path) -> None:
     rows = json.loads((tmp_path / "engine_cost.json").read_text())["rows"]
     assert [r["samples"] for r in rows] == [1000, 10000, 100000]
     assert rows[0]["ratio_vs_1e3"] == 1.0
+
+
+def test_controller_ticks_quick(tmp_path: Path) -> None:
+    run("controller_ticks.py", "--quick", "--rules", "5", "--out", str(tmp_path))
+    data = json.loads((tmp_path / "controller_ticks.json").read_text())
+    for key in ("reference", "loaded"):
+        assert {"startup_s", "rules_per_s", "tick_lateness", "tick_duration",
+                "decision_to_rollback_patch_s"} <= set(data[key])
+    assert data["loaded"]["rules"] == 5

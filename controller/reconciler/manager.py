@@ -21,8 +21,10 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any
 
+from apscheduler.events import EVENT_JOB_SUBMITTED, JobSubmissionEvent
 from apscheduler.jobstores.base import JobLookupError
 from apscheduler.schedulers.background import BackgroundScheduler
 
@@ -30,6 +32,7 @@ from controller.actuator import deployments, rules
 from controller.actuator.client import Kube
 from controller.actuator.errors import Gone, KubeError
 from controller.models import parse_duration
+from controller.observability import TICK_LATENESS
 
 from .rollout import Deps, NotLeader, reconcile
 
@@ -45,6 +48,13 @@ class Key:
 
     def __str__(self) -> str:
         return f"{self.namespace}/{self.name}"
+
+
+def _observe_lateness(event: JobSubmissionEvent) -> None:
+    """How late an analysis tick starts against its schedule (a histogram)."""
+    now = datetime.now(UTC)
+    for scheduled in event.scheduled_run_times:
+        TICK_LATENESS.observe(max(0.0, (now - scheduled).total_seconds()))
 
 
 class WorkQueue:
@@ -110,6 +120,7 @@ class Manager:
         self._stop.clear()
         self._scheduler = BackgroundScheduler(timezone="UTC",
                                               job_defaults={"misfire_grace_time": None})
+        self._scheduler.add_listener(_observe_lateness, EVENT_JOB_SUBMITTED)
         self._scheduler.start()
         self._spawn("watch-rules", self._watch_loop, self._list_rules, self._rule_event,
                     rules.watch_rules)
