@@ -1022,8 +1022,19 @@ class Handler(BaseHTTPRequestHandler):
         length = int(self.headers.get("Content-Length") or 0)
         return self.rfile.read(length) if length else b""
 
+    _pending: JSON | None = None
+
+    def _flush_log(self, code: int) -> None:
+        """Log the request before its answer leaves, so a client that reads the request
+        log right after its own call always finds it there."""
+        if self._pending is not None:
+            self._pending["status"] = code
+            self.emu.log(self._pending)
+            self._pending = None
+
     def _send(self, code: int, body: Any, headers: dict[str, str] | None = None) -> None:
         data = json.dumps(body).encode()
+        self._flush_log(code)
         self.send_response(code)
         self.send_header("Content-Type", "application/json")
         self.send_header("Content-Length", str(len(data)))
@@ -1046,6 +1057,7 @@ class Handler(BaseHTTPRequestHandler):
                        "contentType": (self.headers.get("Content-Type") or "").split(";")[0],
                        "watch": query.get("watch") in ("true", "1", "True"), "fault": False}
         code = 500
+        self._pending = entry
         try:
             code = self._serve(method, url.path, query, body, entry)
         except ApiError as exc:
@@ -1054,8 +1066,7 @@ class Handler(BaseHTTPRequestHandler):
         except (BrokenPipeError, ConnectionResetError):
             code = 499
         finally:
-            entry["status"] = code
-            self.emu.log(entry)
+            self._flush_log(code)
 
     def _serve(self, method: str, path: str, query: dict[str, str], body: bytes,
                entry: JSON) -> int:
@@ -1254,6 +1265,7 @@ class Handler(BaseHTTPRequestHandler):
                 pending = [{"type": "ADDED", "object": o} for o in items]
             else:
                 cursor, pending = int(since), []
+        self._flush_log(200)
         self.send_response(200)
         self.send_header("Content-Type", "application/json")
         self.send_header("Transfer-Encoding", "chunked")
