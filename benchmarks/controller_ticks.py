@@ -36,10 +36,11 @@ import httpx
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from canary_playground.kube_emulator import running_emulator  # noqa: E402
+
 from controller.actuator import deployments, rules  # noqa: E402
 from controller.actuator.client import Kube, connect  # noqa: E402
 from controller.actuator.errors import NotFound  # noqa: E402
-from controller.playground.kube_emulator import running_emulator  # noqa: E402
 
 NS = "default"
 

@@ -62,7 +62,7 @@ sys.path.insert(0, str(ROOT))
 from controller.analysis import alpha_split  # noqa: E402
 from controller.analysis.decide import BURN_IN  # noqa: E402
 from controller.analysis.sequential import diff_proportions  # noqa: E402
-from controller.models.manifest import load_rules  # noqa: E402
+from controller.sources.manifests import load_rules  # noqa: E402
 
 RULE = load_rules([str(ROOT / "rules" / "support-assistant.yaml")])[0][0].rule.spec
 ALPHA = RULE.analysis.alpha

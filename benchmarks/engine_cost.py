@@ -27,7 +27,7 @@ sys.path.insert(0, str(ROOT))
 
 from controller.analysis import RuleStatistics, evaluate  # noqa: E402
 from controller.models import Cohort, RecordedVerdict, Risk, Sample  # noqa: E402
-from controller.models.manifest import load_rules  # noqa: E402
+from controller.sources.manifests import load_rules  # noqa: E402
 
 SPEC = load_rules([str(ROOT / "rules" / "support-assistant.yaml")])[0][0].rule.spec
 QUEUES = ("general", "billing", "technical", "refunds")

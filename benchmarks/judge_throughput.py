@@ -1,10 +1,10 @@
 """Judge throughput: judged samples per second at concurrency 1, 8 and 32, both modes.
 
-Runs against the local OpenAI-compatible fake server (controller/playground/fake_openai.py) in a
-separate process with a fixed per-request latency (default 300 ms, a realistic LLM
-round trip), so the figure measures the judge's own concurrency, not a model. Reports
-samples/s, calls and tokens per sample, and the speed-up over concurrency 1 measured
-in the same run. Writes JSON and a PNG plot.
+Runs against the scripted OpenAI-compatible judge
+(playground/canary_playground/scripted_judge.py) in a separate process with a fixed
+per-request latency (default 300 ms, a realistic LLM round trip), so the figure measures
+the judge's own concurrency, not a model. Reports samples/s, calls and tokens per sample,
+and the speed-up over concurrency 1 measured in the same run. Writes JSON and a PNG plot.
 
     python benchmarks/judge_throughput.py --quick      # < 1 minute
     python benchmarks/judge_throughput.py              # more samples per point
@@ -26,9 +26,10 @@ from typing import Any
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from canary_playground.scripted_judge import sample_record  # noqa: E402
+
 from controller.judge import Judge, Judged, JudgeSettings  # noqa: E402
 from controller.models import Sample  # noqa: E402
-from controller.playground.fake_openai import sample_record  # noqa: E402
 
 CONCURRENCY = (1, 8, 32)
 MODES = ("fast", "thorough")
@@ -37,7 +38,7 @@ POLICY = "Never promise refunds; never share personal data."
 
 def start_server(latency: float) -> tuple[subprocess.Popen[str], str]:
     proc = subprocess.Popen(
-        [sys.executable, "-m", "controller.playground.fake_openai", "--latency", str(latency)],
+        [sys.executable, "-m", "canary_playground.scripted_judge", "--latency", str(latency)],
         cwd=ROOT,
         stdout=subprocess.PIPE,
         text=True,

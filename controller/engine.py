@@ -26,6 +26,11 @@ from datetime import datetime, timedelta
 from enum import StrEnum
 from typing import Literal
 
+from controller.conventions import (
+    ACTION_ANNOTATION,
+    ACTION_ID_ANNOTATION,
+    ACTION_REASON_ANNOTATION,
+)
 from controller.models import (
     HISTORY_LIMIT,
     Action,
@@ -38,10 +43,6 @@ from controller.models import (
     Phase,
     parse_duration,
 )
-
-ACTION_ANNOTATION = "canary.llmops.dev/action"
-ACTION_ID_ANNOTATION = "canary.llmops.dev/action-id"
-ACTION_REASON_ANNOTATION = "canary.llmops.dev/action-reason"
 
 
 class ManualAction(StrEnum):

@@ -23,7 +23,7 @@ from controller.actuator.errors import KubeError
 from controller.actuator.lease import LeaderElector
 from controller.judge import Budget, JudgeSettings, judge_samples
 from controller.judge.core import Judged
-from controller.models import CanaryRule, Sample, Unjudged, parse_duration
+from controller.models import CanaryRule, Sample, Unjudged, Verdict, parse_duration
 from controller.observability import (
     JUDGE_CALLS,
     JUDGE_COST,
@@ -33,7 +33,7 @@ from controller.observability import (
     register_secret,
 )
 from controller.sources.prometheus import PrometheusSource
-from controller.sources.store import SampleStore, Verdict
+from controller.sources.store import SampleStore
 
 from .api import ApiServer
 from .reconciler.manager import Manager

@@ -25,9 +25,9 @@ import urllib3
 from kubernetes import client, config
 from kubernetes.config.config_exception import ConfigException
 
-from .errors import Gone, KubeError, from_status, map_errors
+from controller.models.base import JSON
 
-JSON = dict[str, Any]
+from .errors import Gone, KubeError, from_status, map_errors
 
 MERGE_PATCH = "application/merge-patch+json"
 JSON_PATCH = "application/json-patch+json"

@@ -31,21 +31,25 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 from controller import API_GROUP, API_VERSION, KIND
+from controller.conventions import (
+    COHORT_ENV,
+    COHORT_LABEL,
+    MANAGED_BY_LABEL,
+    MANAGER,
+    PROMOTED_ANNOTATION,
+    REVISION_ANNOTATION,
+    RULE_LABEL,
+)
 from controller.engine import Observed, canary_revision
 from controller.models import CanaryRule, CanarySpec
+from controller.models.base import JSON
 
 from .client import MERGE_PATCH, Kube, path_of
 from .errors import AlreadyExists, Conflict, Invalid, NotFound
 
-JSON = dict[str, Any]
 log = logging.getLogger(__name__)
 
-COHORT_LABEL = "canary.llmops.dev/cohort"
-COHORT_ENV = "CANARY_COHORT"
-RULE_LABEL = "canary.llmops.dev/rule"
-REVISION_ANNOTATION = "canary.llmops.dev/revision"
-PROMOTED_ANNOTATION = "canary.llmops.dev/promoted-revision"
-MANAGED_BY = {"app.kubernetes.io/managed-by": "llm-canary"}
+MANAGED_BY = {MANAGED_BY_LABEL: MANAGER}
 WRITE_ATTEMPTS = 5
 COPIED_SPEC_FIELDS = ("strategy", "minReadySeconds", "revisionHistoryLimit",
                       "progressDeadlineSeconds")

@@ -12,16 +12,15 @@ import threading
 import time
 from collections import OrderedDict
 from datetime import UTC, datetime
-from typing import Any
 
 from controller import API_GROUP, API_VERSION, KIND
+from controller.conventions import MANAGER
+from controller.models.base import JSON
 
 from .client import MERGE_PATCH, Kube, path_of
 from .errors import NotFound
 
-JSON = dict[str, Any]
-
-COMPONENT = "llm-canary"
+COMPONENT = MANAGER
 MAX_MESSAGE = 1024  # characters; the API server limits event notes to about 1 KiB
 MAX_REASON = 128
 SERIES_WINDOW_SECONDS = 600.0

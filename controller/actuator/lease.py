@@ -27,10 +27,11 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
+from controller.models.base import JSON
+
 from .client import Kube, path_of
 from .errors import AlreadyExists, Conflict, KubeError, NotFound
 
-JSON = dict[str, Any]
 log = logging.getLogger(__name__)
 
 

@@ -7,13 +7,12 @@ touches the user's spec, and spec edits never reset the rollout's state.
 from __future__ import annotations
 
 from collections.abc import Iterator
-from typing import Any
 
 from controller import API_GROUP, API_VERSION, KIND, PLURAL
+from controller.models.base import JSON
 
 from .client import APPLY_PATCH, JSON_PATCH, MERGE_PATCH, Kube, path_of
 
-JSON = dict[str, Any]
 GROUP_VERSION = f"{API_GROUP}/{API_VERSION}"
 _SERVER_SET = frozenset({"resourceVersion", "uid", "generation", "creationTimestamp",
                          "managedFields", "selfLink", "deletionTimestamp"})

@@ -39,7 +39,7 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
-from controller.models import CanaryRuleSpec, Cohort, Metric, Sample
+from controller.models import DEFAULT_THRESHOLD, CanaryRuleSpec, Cohort, Metric, Sample
 
 from .stats import Confusion, Moments
 
@@ -99,7 +99,7 @@ def parse_slice(key: str) -> tuple[str | None, str | None]:
 
 def metric_value(spec: CanaryRuleSpec, metric: Metric, s: Sample) -> float | None:
     """The sample's contribution to a scalar metric, or None when it does not count."""
-    threshold = spec.judge.threshold if spec.judge is not None else 0.7
+    threshold = spec.judge.threshold if spec.judge is not None else DEFAULT_THRESHOLD
     if metric is Metric.FALLBACK_RATE:
         return float(s.fallback)
     if metric is Metric.LATENCY:
@@ -167,7 +167,7 @@ def config_of(spec: CanaryRuleSpec) -> dict[str, Any]:
     """What the stored statistics depend on; a change invalidates them."""
     t = spec.analysis.trusted
     return {
-        "threshold": spec.judge.threshold if spec.judge is not None else 0.7,
+        "threshold": spec.judge.threshold if spec.judge is not None else DEFAULT_THRESHOLD,
         "maxCorrectionMinutes": t.max_correction_minutes,
         "latencyBudgetMs": t.latency_budget_ms,
         "costBudgetUsd": t.cost_budget_usd,

@@ -14,8 +14,8 @@ from controller import __version__
 
 from .analyze_cmd import analyze
 from .cluster_cmds import COMMANDS as CLUSTER_COMMANDS
-from .demo_cmd import demo
 from .judge_cmd import judge
+from .plugins import plugin_commands
 from .validate_cmd import validate
 
 EXIT_OK = 0
@@ -30,9 +30,8 @@ def cli() -> None:
 
 cli.add_command(validate)
 cli.add_command(analyze)
-cli.add_command(demo)
 cli.add_command(judge)
-for _command in CLUSTER_COMMANDS:
+for _command in (*CLUSTER_COMMANDS, *plugin_commands()):
     cli.add_command(_command)
 
 

@@ -17,8 +17,8 @@ from controller.models import (
     Sample,
     parse_duration,
 )
-from controller.models.manifest import load_rules
 from controller.replay import ReplayResult, replay
+from controller.sources.manifests import load_rules
 from controller.sources.samples_io import LoadReport, load_samples
 
 from .output import console, echo_err, fail

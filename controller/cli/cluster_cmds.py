@@ -38,7 +38,7 @@ from controller.engine import (
     ManualAction,
 )
 from controller.models import CanaryRuleStatus, GuardResult, Phase
-from controller.models.manifest import load_rules
+from controller.sources.manifests import load_rules
 
 from .analyze_cmd import guards_table
 from .output import console, echo_err, fail

@@ -37,8 +37,8 @@ from controller.judge import (
     judge_samples,
     judge_trusted,
 )
-from controller.models import JudgeSpec, Sample, parse_duration
-from controller.models.manifest import load_rules
+from controller.models import DEFAULT_THRESHOLD, JudgeSpec, Sample, parse_duration
+from controller.sources.manifests import load_rules
 from controller.sources.samples_io import DUPLICATE, LoadReport, load_samples
 
 from .output import echo_err, fail
@@ -320,7 +320,7 @@ def calibrate_cmd(
             f"canaryctl: {need} sample(s) carry no verdict and count as unjudged "
             "(pass --model or --rule to judge them)"
         )
-    threshold = opts["threshold"] if opts["threshold"] is not None else 0.7
+    threshold = opts["threshold"] if opts["threshold"] is not None else DEFAULT_THRESHOLD
     spec_min_kappa = None
     if settings is not None:
         threshold = settings.threshold

@@ -6,7 +6,7 @@ import json
 
 import click
 
-from controller.models.manifest import load_rules
+from controller.sources.manifests import load_rules
 
 from .output import echo_err
 

@@ -10,7 +10,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from controller.models import JudgeSpec
+from controller.models import DEFAULT_THRESHOLD, JudgeSpec
 
 from .cost import Price
 
@@ -25,7 +25,7 @@ class JudgeSettings(BaseModel):
     model: str = Field(min_length=1)
     base_url: str | None = Field(default=None, description="None: the openai client default.")
     mode: Mode = "fast"
-    threshold: float = Field(default=0.7, ge=0, le=1)
+    threshold: float = Field(default=DEFAULT_THRESHOLD, ge=0, le=1)
     temperature: float = Field(default=0.1, gt=0, description="Aggregation strictness.")
     policy: str | None = None
     decision_labels: tuple[str, ...] = ()

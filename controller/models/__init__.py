@@ -20,15 +20,18 @@ from .rule import (
 from .sample import Cohort, Feedback, Risk, Sample, Turn
 from .status import HISTORY_LIMIT, CanaryRuleStatus, Condition, DecisionRecord, Phase
 from .verdict import (
+    DEFAULT_THRESHOLD,
     LEVEL_SCORES,
     CriterionVerdict,
     JudgeUsage,
     Level,
     RecordedVerdict,
     Unjudged,
+    Verdict,
 )
 
 __all__ = [
+    "DEFAULT_THRESHOLD",
     "HISTORY_LIMIT",
     "LEVEL_SCORES",
     "Action",
@@ -63,5 +66,6 @@ __all__ = [
     "TrustedSpec",
     "Turn",
     "Unjudged",
+    "Verdict",
     "parse_duration",
 ]

@@ -9,7 +9,6 @@ the chart's CRD and fails on any difference, so the two never drift.
 from __future__ import annotations
 
 import copy
-from pathlib import Path
 from typing import Any
 
 import yaml
@@ -20,9 +19,8 @@ from .rule import CanaryRuleSpec
 from .status import CanaryRuleStatus
 
 CRD_NAME = f"{PLURAL}.{API_GROUP}"
-CRD_PATH = (
-    Path(__file__).resolve().parents[2] / "charts" / "llm-canary" / "crds" / "canaryrules.yaml"
-)
+CRD_FILE = "charts/llm-canary/crds/canaryrules.yaml"
+"""Where ``scripts/generate`` writes :func:`render_crd`, relative to the repository root."""
 
 _DROP_KEYS = {"title", "$defs", "examples"}
 
@@ -40,29 +38,31 @@ def _structural(node: Any, defs: dict[str, Any]) -> Any:
     out: dict[str, Any] = {}
     nullable = False
     for key, value in node.items():
-        if key in _DROP_KEYS:
-            continue
         if key == "anyOf":
             variants = [v for v in value if v.get("type") != "null"]
             nullable = len(variants) != len(value)
             if len(variants) != 1:
                 raise ValueError(f"cannot express anyOf with {len(variants)} typed variants")
             out.update(_structural(variants[0], defs))
-            continue
-        if key == "const":
-            out["enum"] = [value]
-            continue
-        if key in ("exclusiveMinimum", "exclusiveMaximum") and not isinstance(value, bool):
-            out["minimum" if key == "exclusiveMinimum" else "maximum"] = value
-            out[key] = True
-            continue
-        if key == "default" and value is None:
-            continue
-        if key == "additionalProperties" and isinstance(value, bool):
-            if value:
-                out["x-kubernetes-preserve-unknown-fields"] = True
-            continue
-        out[key] = _structural(value, defs)
+        else:
+            out.update(_keyword(key, value, defs))
+    return _finish(out, nullable)
+
+
+def _keyword(key: str, value: Any, defs: dict[str, Any]) -> dict[str, Any]:
+    """One JSON Schema keyword in the structural dialect (empty: dropped)."""
+    if key in _DROP_KEYS or (key == "default" and value is None):
+        return {}
+    if key == "const":
+        return {"enum": [value]}
+    if key in ("exclusiveMinimum", "exclusiveMaximum") and not isinstance(value, bool):
+        return {"minimum" if key == "exclusiveMinimum" else "maximum": value, key: True}
+    if key == "additionalProperties" and isinstance(value, bool):
+        return {"x-kubernetes-preserve-unknown-fields": True} if value else {}
+    return {key: _structural(value, defs)}
+
+
+def _finish(out: dict[str, Any], nullable: bool) -> dict[str, Any]:
     if nullable:
         out["nullable"] = True
     if out.get("type") == "object" and not {"properties", "additionalProperties"} & out.keys():
@@ -142,16 +142,6 @@ def build_crd() -> dict[str, Any]:
 
 def render_crd() -> str:
     header = (
-        "# Generated from controller/models by `python -m controller.models.crd`. Do not edit.\n"
+        "# Generated from controller/models by `scripts/generate`. Do not edit.\n"
     )
     return header + yaml.safe_dump(build_crd(), sort_keys=False, width=100)
-
-
-def main() -> None:
-    CRD_PATH.parent.mkdir(parents=True, exist_ok=True)
-    CRD_PATH.write_text(render_crd())
-    print(f"wrote {CRD_PATH}")
-
-
-if __name__ == "__main__":
-    main()

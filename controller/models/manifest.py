@@ -1,26 +1,21 @@
-"""Load CanaryRule manifests from files with errors a person can act on.
+"""Parse CanaryRule manifests (text in, rules or errors out) with errors a person can act on.
 
 Every error names the file, the document index in a multi-document YAML file, the
 field path and a one-line reason. Nothing is half-loaded: a document is either a
-valid :class:`CanaryRule` or a list of errors.
+valid :class:`CanaryRule` or a list of errors. Reading files is the sources layer's job
+(:mod:`controller.sources.manifests`); this module only parses text.
 """
 
 from __future__ import annotations
 
-import re
-import sys
-from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import yaml
 from pydantic import ValidationError
 
-from .base import FieldError
+from .errors import field_errors
 from .rule import CanaryRule
-
-MANIFEST_SUFFIXES = (".yaml", ".yml", ".json")
 
 
 @dataclass(frozen=True)
@@ -48,55 +43,6 @@ class LoadedRule:
     raw: dict[str, Any]
 
 
-def _join(loc: Iterable[str | int]) -> str:
-    out = ""
-    for part in loc:
-        if isinstance(part, int):
-            out += f"[{part}]"
-        else:
-            out += ("." if out else "") + part
-    return out
-
-
-_NOISE = re.compile(r"^(Value error|Assertion failed), ")
-
-
-def validation_errors(exc: ValidationError) -> list[tuple[str, str]]:
-    """(field path, one-line reason) for each pydantic error, with cross-field paths joined."""
-    found: list[tuple[str, str]] = []
-    for err in exc.errors(include_url=False):
-        loc = [p for p in err["loc"] if not (isinstance(p, str) and p.startswith("function-"))]
-        path = _join(loc)
-        original = (err.get("ctx") or {}).get("error")
-        if isinstance(original, FieldError):
-            if original.path:
-                path = f"{path}.{original.path}" if path else original.path
-            reason = original.reason
-        else:
-            reason = _NOISE.sub("", err["msg"])
-            if err["type"] == "extra_forbidden":
-                reason = "unknown field (check the spelling; fields are camelCase)"
-            elif err["type"] == "missing":
-                reason = "required field is missing"
-        found.append((path, reason.splitlines()[0] if reason else reason))
-    return found
-
-
-def expand_paths(paths: Iterable[str]) -> Iterator[Path | None]:
-    """Files named directly, and manifest files under directories (sorted). ``-`` is stdin."""
-    for p in paths:
-        if p == "-":
-            yield None
-            continue
-        path = Path(p)
-        if path.is_dir():
-            yield from sorted(
-                f for f in path.rglob("*") if f.is_file() and f.suffix in MANIFEST_SUFFIXES
-            )
-        else:
-            yield path
-
-
 def load_documents(text: str, name: str) -> tuple[list[tuple[int, Any]], list[ManifestError]]:
     """YAML documents with their index; a syntax error is reported with its line."""
     docs: list[tuple[int, Any]] = []
@@ -122,36 +68,5 @@ def parse_rule(doc: Any, name: str, index: int) -> LoadedRule | list[ManifestErr
     try:
         rule = CanaryRule.model_validate(doc)
     except ValidationError as exc:
-        return [ManifestError(name, index, p, r) for p, r in validation_errors(exc)]
+        return [ManifestError(name, index, p, r) for p, r in field_errors(exc)]
     return LoadedRule(name, index, rule, doc)
-
-
-def load_rules(paths: Iterable[str]) -> tuple[list[LoadedRule], list[ManifestError]]:
-    """Every CanaryRule in the given files/directories, and every error found."""
-    rules: list[LoadedRule] = []
-    errors: list[ManifestError] = []
-    seen_any = False
-    for path in expand_paths(paths):
-        seen_any = True
-        name = "<stdin>" if path is None else str(path)
-        try:
-            text = sys.stdin.read() if path is None else path.read_text(encoding="utf-8")
-        except OSError as exc:
-            errors.append(ManifestError(name, None, "", f"cannot read: {exc.strerror or exc}"))
-            continue
-        except UnicodeDecodeError:
-            errors.append(ManifestError(name, None, "", "not UTF-8 text"))
-            continue
-        docs, errs = load_documents(text, name)
-        errors.extend(errs)
-        if not docs and not errs:
-            errors.append(ManifestError(name, None, "", "no documents in file"))
-        for index, doc in docs:
-            result = parse_rule(doc, name, index)
-            if isinstance(result, LoadedRule):
-                rules.append(result)
-            else:
-                errors.extend(result)
-    if not seen_any:
-        errors.append(ManifestError("-f", None, "", "no manifest files found"))
-    return rules, errors

@@ -17,6 +17,7 @@ from pydantic import Field, model_validator
 
 from .base import Duration, FieldError, KubeModel, parse_duration
 from .sample import Risk
+from .verdict import DEFAULT_THRESHOLD
 
 
 class Metric(StrEnum):
@@ -180,7 +181,9 @@ class JudgeSpec(KubeModel):
     api_key_secret_ref: SecretKeyRef | None = None
     mode: Literal["fast", "thorough"] = "fast"
     samples_per_interval: int = Field(default=50, ge=1)
-    threshold: float = Field(default=0.7, ge=0, le=1, description="Score at which a task succeeds.")
+    threshold: float = Field(
+        default=DEFAULT_THRESHOLD, ge=0, le=1, description="Score at which a task succeeds."
+    )
     temperature: float = Field(
         default=0.1, gt=0, description="Aggregation strictness: low leans to the weakest criterion."
     )

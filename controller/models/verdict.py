@@ -86,6 +86,10 @@ class Unjudged(BaseModel):
     usage: JudgeUsage = Field(default_factory=JudgeUsage)
 
 
+DEFAULT_THRESHOLD = 0.7
+"""Score at which a task succeeds when the rule (or the command line) sets none."""
+
+
 def soft_min_score(scores: list[float], temperature: float) -> float:
     """Temperature-controlled soft aggregation of criterion scores into one task score.
 
@@ -102,3 +106,7 @@ def soft_min_score(scores: list[float], temperature: float) -> float:
     shifted = [math.exp(-(s - low) / temperature) for s in scores]
     value = low - temperature * math.log(sum(shifted) / len(scores))
     return min(1.0, max(0.0, value))
+
+
+Verdict = RecordedVerdict | Unjudged
+"""What the judge concluded about one sample: a score, or why there is none."""

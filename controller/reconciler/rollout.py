@@ -32,7 +32,9 @@ from controller import engine
 from controller.actuator import deployments, events, rules
 from controller.actuator.client import Kube
 from controller.actuator.errors import Conflict, KubeError, NotFound
+from controller.conventions import KAPPA_ANNOTATION
 from controller.models import CanaryRule, CanaryRuleStatus, Outcome, Phase
+from controller.models.errors import format_field_errors
 from controller.observability import (
     DECISIONS,
     GUARD_DELTA,
@@ -46,10 +48,9 @@ from controller.observability import (
     TICK_SECONDS,
 )
 from controller.sources.prometheus import PrometheusSource
-from controller.sources.samples_io import format_validation_error
 from controller.sources.store import SampleStore
 
-from .tick import KAPPA_ANNOTATION, JudgeFn, TickResult, run_tick
+from .tick import JudgeFn, TickResult, run_tick
 
 log = logging.getLogger(__name__)
 
@@ -149,7 +150,7 @@ def _reconcile_once(deps: Deps, namespace: str, name: str, *, analyze: bool) -> 
     try:
         rule = CanaryRule.model_validate({k: v for k, v in obj.items() if k != "status"})
     except ValidationError as exc:
-        reason = f"invalid CanaryRule: {format_validation_error(exc)}"
+        reason = f"invalid CanaryRule: {format_field_errors(exc)}"
         return _persist(deps, obj, engine.failed(status, now=now, reason=reason), rule=None)
 
     try:

@@ -27,6 +27,7 @@ from datetime import datetime
 from typing import Any
 
 from controller.analysis import RuleStatistics, StatisticsMismatch, evaluate
+from controller.conventions import KAPPA_ANNOTATION
 from controller.models import (
     CanaryRule,
     CanaryRuleStatus,
@@ -36,17 +37,16 @@ from controller.models import (
     RecordedVerdict,
     Sample,
     Unjudged,
+    Verdict,
 )
 from controller.sources.prometheus import PrometheusSource, Status
-from controller.sources.store import SampleStore, Verdict
+from controller.sources.store import SampleStore
 
 log = logging.getLogger(__name__)
 
 MAX_CHANGES_PER_TICK = 200_000
 READ_BATCH = 10_000
 
-KAPPA_ANNOTATION = "canary.llmops.dev/judge-kappa"
-"""Cohen's kappa of the judge against human labels, as measured by ``judge calibrate``."""
 JUDGED_METRICS = frozenset({Metric.TASK_SUCCESS, Metric.TRUSTED_COMPLETION})
 
 JudgeFn = Callable[[Sequence[Sample]], list[Verdict]]

@@ -9,7 +9,6 @@ parser serves files (``canaryctl analyze``) and request bodies (the ingestion AP
 from __future__ import annotations
 
 import json
-import re
 from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -20,12 +19,10 @@ from typing import Any, TypeVar
 from pydantic import BaseModel, ValidationError
 
 from controller.models import Feedback, Sample
+from controller.models.errors import format_field_errors
 
 MAX_MESSAGES = 50
 """Messages kept per report; the rest are only counted, so a huge bad file stays cheap."""
-
-MAX_FIELD_ERRORS = 3
-"""Field errors spelled out per rejected record."""
 
 # Skip reasons (keys of LoadReport.skipped).
 INVALID_JSON = "invalid_json"
@@ -36,10 +33,6 @@ ENCODING = "encoding"
 
 M = TypeVar("M", bound=BaseModel)
 
-# Pydantic names the member of a union that failed (``input.str``, ``input.list[Turn]``);
-# users think in fields, so those tags are dropped from the path.
-_UNION_TAG = re.compile(r"^(str|int|float|bool|list|dict|none|[A-Za-z_]+\[.*\])$")
-_NOISE = re.compile(r"^(Value error|Assertion failed), ")
 
 
 @dataclass
@@ -84,31 +77,6 @@ class LoadReport:
         if self.empty:
             parts.append("no records")
         return ", ".join(parts)
-
-
-def _path(loc: tuple[int | str, ...]) -> str:
-    out = ""
-    for part in loc:
-        if isinstance(part, int):
-            out += f"[{part}]"
-        elif not _UNION_TAG.match(part) and not part.startswith("function-"):
-            out += ("." if out else "") + part
-    return out or "record"
-
-
-def format_validation_error(exc: ValidationError) -> str:
-    """One line naming each failing field: ``field 'cohort': Input should be ...``."""
-    seen: dict[str, list[str]] = {}
-    for err in exc.errors(include_url=False):
-        reason = "required field is missing" if err["type"] == "missing" else err["msg"]
-        reason = _NOISE.sub("", reason).splitlines()[0] if reason else err["type"]
-        reasons = seen.setdefault(_path(err["loc"]), [])
-        if reason not in reasons:
-            reasons.append(reason)
-    items = [f"field {path!r}: {' / '.join(reasons)}" for path, reasons in seen.items()]
-    extra = len(items) - MAX_FIELD_ERRORS
-    text = "; ".join(items[:MAX_FIELD_ERRORS])
-    return text + (f" (and {extra} more)" if extra > 0 else "")
 
 
 def _lines(data: bytes | str) -> Iterator[tuple[int, str | None]]:
@@ -252,7 +220,7 @@ def _parse(
         try:
             record = model.model_validate(value)
         except ValidationError as exc:
-            report.skip(INVALID_RECORD, f"{where}: {format_validation_error(exc)}")
+            report.skip(INVALID_RECORD, f"{where}: {format_field_errors(exc)}")
             continue
         except (RecursionError, ValueError, TypeError) as exc:  # defensive: never raise
             report.skip(INVALID_RECORD, f"{where}: {type(exc).__name__}: {exc}"[:300])

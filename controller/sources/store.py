@@ -37,9 +37,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from controller.models import Feedback, RecordedVerdict, Sample, Unjudged
-
-Verdict = RecordedVerdict | Unjudged
+from controller.models import Feedback, RecordedVerdict, Sample, Unjudged, Verdict
 
 DEFAULT_CONSUMER = "analysis"
 

@@ -1,6 +1,6 @@
 """Prometheus for tests: skip locally, fail in CI (``CI=true``) when the binary is missing.
 
-The launcher itself is :mod:`controller.playground.prometheus_server` (the demo uses it too).
+The launcher itself is :mod:`canary_playground.prometheus_server` (the demo uses it too).
 """
 
 from __future__ import annotations
@@ -11,9 +11,8 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
-
-from controller.playground import prometheus_server
-from controller.playground.prometheus_server import PrometheusServer
+from canary_playground import prometheus_server
+from canary_playground.prometheus_server import PrometheusServer
 
 __all__ = ["PrometheusServer", "require_prometheus", "run_prometheus"]
 

@@ -6,6 +6,7 @@ import math
 from datetime import UTC, datetime, timedelta
 
 import pytest
+from canary_playground.scripted_judge import sample_record
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -28,7 +29,6 @@ from controller.judge import (
 from controller.judge.budget import Budget, BudgetExhausted
 from controller.judge.schemas import ChecksAnswer, Stage, VerdictsAnswer, check_answer, json_schema
 from controller.models import JudgeSpec, Level, Sample
-from controller.playground.fake_openai import sample_record
 
 L = Level
 

@@ -15,8 +15,8 @@ import pytest
 from click.testing import CliRunner
 
 from controller.cli import cli
+from tests.support import ROOT
 
-ROOT = Path(__file__).resolve().parent.parent
 RULE = ROOT / "rules" / "support-assistant.yaml"
 EXAMPLES = ROOT / "examples"
 
@@ -220,7 +220,7 @@ def test_judge_url_judges_unjudged_samples_before_the_replay(tmp_path: Path,
     """The billing regression with its verdicts removed: the local judge re-scores each
     answer from a marker, through the real openai client, and the replay still rolls
     back on queue=billing."""
-    from controller.playground.fake_openai import FakeOpenAI
+    from canary_playground.scripted_judge import ScriptedJudge
 
     lines = (EXAMPLES / "trusted-regression-billing.jsonl").read_text().splitlines()[:1200]
     stripped = []
@@ -232,7 +232,7 @@ def test_judge_url_judges_unjudged_samples_before_the_replay(tmp_path: Path,
     path = tmp_path / "unjudged.jsonl"
     path.write_text("\n".join(stripped) + "\n")
     monkeypatch.setenv("OPENAI_API_KEY", "sk-local")  # the environment, not the client
-    with FakeOpenAI(api_key="sk-local") as server:
+    with ScriptedJudge(api_key="sk-local") as server:
         code, out, err = run(str(RULE), "--samples", str(path), "-o", "json",
                              "--judge-url", server.base_url, "--judge-cache",
                              str(tmp_path / "cache.sqlite"))

@@ -6,32 +6,24 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
+from canary_playground.scripted_judge import ScriptedJudge, sample_record
 from click.testing import CliRunner
 
 from controller.cli.judge_cmd import judge
 from controller.judge import Judge, JudgeSettings, judge_samples
 from controller.models import Sample, Unjudged
-from controller.playground.fake_openai import FakeOpenAI, sample_record
 from controller.sources.samples_io import load_samples
 
 KEY = "sk-test-VERYSECRET-0123456789abcdef"
 
 
-@pytest.fixture(scope="module")
-def server() -> Iterator[FakeOpenAI]:
-    with FakeOpenAI() as srv:
-        yield srv
-
-
 @pytest.fixture
-def srv(server: FakeOpenAI) -> FakeOpenAI:
-    server.reset()
-    return server
+def srv(judge: ScriptedJudge) -> ScriptedJudge:
+    return judge
 
 
 def write_jsonl(path: Path, records: list[dict[str, Any]]) -> Path:
@@ -48,7 +40,7 @@ def invoke(*args: str, env: dict[str, str] | None = None) -> Any:
 
 
 class TestJudgeCommand:
-    def test_writes_verdicts_readable_by_analyze(self, srv: FakeOpenAI, tmp_path: Path) -> None:
+    def test_writes_verdicts_readable_by_analyze(self, srv: ScriptedJudge, tmp_path: Path) -> None:
         records = [
             sample_record("a", "[[judge: fully]]"),
             sample_record("b", "[[judge: none]]", cohort="canary"),
@@ -69,7 +61,7 @@ class TestJudgeCommand:
         assert report.ok and samples[0].judge is not None and samples[2].judge is None
 
     def test_rerun_keeps_existing_verdicts_and_uses_cache(
-        self, srv: FakeOpenAI, tmp_path: Path
+        self, srv: ScriptedJudge, tmp_path: Path
     ) -> None:
         src = write_jsonl(tmp_path / "s.jsonl", [sample_record(f"x{i}", f"q{i}") for i in range(3)])
         cache, out1, out2 = tmp_path / "c.sqlite", tmp_path / "1.jsonl", tmp_path / "2.jsonl"
@@ -81,7 +73,7 @@ class TestJudgeCommand:
         assert again.exit_code == 0
         assert srv.calls == 3  # third run: all from the SQLite cache
 
-    def test_rule_supplies_settings(self, srv: FakeOpenAI, tmp_path: Path) -> None:
+    def test_rule_supplies_settings(self, srv: ScriptedJudge, tmp_path: Path) -> None:
         rule = tmp_path / "rule.yaml"
         rule.write_text(
             f"""
@@ -109,7 +101,7 @@ spec:
         assert line["judge"]["policy_violation"] is True and line["judge"]["mode"] == "thorough"
         assert srv.calls == 4
 
-    def test_bad_input_exits_2(self, srv: FakeOpenAI, tmp_path: Path) -> None:
+    def test_bad_input_exits_2(self, srv: ScriptedJudge, tmp_path: Path) -> None:
         bad = tmp_path / "bad.jsonl"
         bad.write_text('{"id": "x"}\nnot json\n')
         out = tmp_path / "v.jsonl"
@@ -136,7 +128,7 @@ class TestSecrets:
         self, tmp_path: Path, caplog: pytest.LogCaptureFixture, capfd: pytest.CaptureFixture[str]
     ) -> None:
         caplog.set_level(logging.DEBUG)
-        with FakeOpenAI(api_key="the-right-key") as srv:  # echoes the wrong key in its 401
+        with ScriptedJudge(api_key="the-right-key") as srv:  # echoes the wrong key in its 401
             src = write_jsonl(tmp_path / "s.jsonl", [sample_record(f"k{i}") for i in range(3)])
             r = invoke("--samples", str(src), "--out", str(tmp_path / "v.jsonl"), "--model", "m",
                        "--judge-url", srv.base_url, "--api-key-env", "JUDGE_KEY_FOR_TEST",
@@ -160,7 +152,7 @@ class TestSecrets:
         self, caplog: pytest.LogCaptureFixture, capfd: pytest.CaptureFixture[str]
     ) -> None:
         caplog.set_level(logging.DEBUG)
-        with FakeOpenAI(api_key=KEY) as srv:
+        with ScriptedJudge(api_key=KEY) as srv:
 
             async def go() -> None:
                 async with Judge(JudgeSettings(model="m", base_url=srv.base_url), api_key=KEY) as j:
@@ -186,7 +178,7 @@ class TestCalibrate:
             ],
         )
 
-    def test_calibrate_json(self, srv: FakeOpenAI, tmp_path: Path) -> None:
+    def test_calibrate_json(self, srv: ScriptedJudge, tmp_path: Path) -> None:
         r = invoke("calibrate", "--labeled", str(self.labeled(tmp_path)), "--model", "m",
                    "--judge-url", srv.base_url, "--min-kappa", "0.5", "-o", "json",
                    "--out", str(tmp_path / "judged.jsonl"))
@@ -206,7 +198,7 @@ class TestCalibrate:
         assert json.loads(r2.stdout)["confusion"] == cal["confusion"]
         assert srv.calls == before
 
-    def test_calibrate_table_and_bad_labels(self, srv: FakeOpenAI, tmp_path: Path) -> None:
+    def test_calibrate_table_and_bad_labels(self, srv: ScriptedJudge, tmp_path: Path) -> None:
         r = invoke("calibrate", "--labeled", str(self.labeled(tmp_path)), "--model", "m",
                    "--judge-url", srv.base_url)
         assert r.exit_code == 0 and "Cohen's kappa" in r.stdout and "judge success" in r.stdout

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from canary_playground.kube_emulator import EmulatorHandle, running_emulator, write_kubeconfig
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -34,7 +35,6 @@ from controller.actuator.errors import (
 from controller.actuator.lease import LeaderElector
 from controller.engine import canary_revision
 from controller.models import CanaryRule
-from controller.playground.kube_emulator import EmulatorHandle, running_emulator, write_kubeconfig
 
 GV = "canary.llmops.dev/v1alpha1"
 

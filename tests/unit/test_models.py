@@ -12,9 +12,10 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from controller.models import CanaryRule, Metric, parse_duration
-from controller.models.manifest import load_rules, parse_rule
+from controller.models.manifest import parse_rule
+from controller.sources.manifests import load_rules
+from tests.support import ROOT
 
-ROOT = Path(__file__).resolve().parents[1]
 RULE_FILES = sorted((ROOT / "rules").glob("*.yaml"))
 
 

@@ -14,15 +14,14 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
-from kubernetes import client, config, watch
-from kubernetes.client.exceptions import ApiException
-
-from controller.playground.kube_emulator import (
+from canary_playground.kube_emulator import (
     EmulatorHandle,
     merge_patch,
     running_emulator,
     strategic_merge,
 )
+from kubernetes import client, config, watch
+from kubernetes.client.exceptions import ApiException
 
 GROUP, VERSION, PLURAL = "canary.llmops.dev", "v1alpha1", "canaryrules"
 

@@ -1,4 +1,4 @@
-"""The judge against a real local OpenAI-compatible server (controller/playground)."""
+"""The judge against a real local OpenAI-compatible server (canary_playground.scripted_judge)."""
 
 from __future__ import annotations
 
@@ -6,30 +6,23 @@ import asyncio
 import socket
 import time
 from collections import Counter
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import pytest
+from canary_playground.scripted_judge import Failure, ScriptedJudge, sample_record
 
 from controller.judge import Judge, Judged, JudgeResult, JudgeSettings, calls_per_sample
 from controller.models import Level, Sample, Unjudged
-from controller.playground.fake_openai import Failure, FakeOpenAI, sample_record
-
-
-@pytest.fixture(scope="module")
-def server() -> Iterator[FakeOpenAI]:
-    with FakeOpenAI() as srv:
-        yield srv
 
 
 @pytest.fixture
-def srv(server: FakeOpenAI) -> FakeOpenAI:
-    server.reset()
-    return server
+def srv(judge: ScriptedJudge) -> ScriptedJudge:
+    return judge
 
 
-def make(srv: FakeOpenAI, **kw: Any) -> JudgeSettings:
+def make(srv: ScriptedJudge, **kw: Any) -> JudgeSettings:
     kw.setdefault("backoff_base_seconds", 0.01)
     return JudgeSettings(model="gpt-4o-mini", base_url=srv.base_url, **kw)
 
@@ -53,7 +46,7 @@ def one(settings: JudgeSettings, text: str, **kw: Any) -> JudgeResult:
 
 
 class TestModes:
-    def test_fast_is_one_call_and_scores_the_script(self, srv: FakeOpenAI) -> None:
+    def test_fast_is_one_call_and_scores_the_script(self, srv: ScriptedJudge) -> None:
         result = one(make(srv), "[[judge: fully,minor]]")
         assert isinstance(result, Judged)
         assert srv.calls == 1 and result.verdict.usage is not None
@@ -68,7 +61,9 @@ class TestModes:
         ("extra", "calls"),
         [({}, 3), ({"policy": "No medical advice."}, 4), ({"decision_labels": ("a", "b")}, 4)],
     )
-    def test_thorough_call_count(self, srv: FakeOpenAI, extra: dict[str, Any], calls: int) -> None:
+    def test_thorough_call_count(
+        self, srv: ScriptedJudge, extra: dict[str, Any], calls: int
+    ) -> None:
         settings = make(srv, mode="thorough", **extra)
         assert calls_per_sample(settings) == calls
         results = judge_all(settings, samples("[[judge: mostly]]", "x", "[[decision: a]]"))
@@ -78,7 +73,7 @@ class TestModes:
         want = {"judge_goal": 3, "judge_criteria": 3, "judge_verdicts": 3}
         assert stages == want | ({"judge_checks": 3} if calls == 4 else {})
 
-    def test_usage_and_cost_recorded(self, srv: FakeOpenAI) -> None:
+    def test_usage_and_cost_recorded(self, srv: ScriptedJudge) -> None:
         result = one(make(srv, mode="thorough", policy="Be polite."), "hi")
         assert isinstance(result, Judged) and result.verdict.usage is not None
         usage = result.verdict.usage
@@ -86,7 +81,7 @@ class TestModes:
         expected = (usage.prompt_tokens * 0.15 + usage.completion_tokens * 0.60) / 1e6
         assert usage.cost_usd == pytest.approx(expected)
 
-    def test_policy_decision_and_multi_turn(self, srv: FakeOpenAI) -> None:
+    def test_policy_decision_and_multi_turn(self, srv: ScriptedJudge) -> None:
         record = sample_record("m1", "")
         record["input"] = [
             {"role": "user", "content": "Refund order 7? [[decision: approve]]"},
@@ -103,7 +98,7 @@ class TestModes:
             assert result.verdict.decision == "approve"
         assert "[user] Order 7." in srv.stats.requests[0]["messages"][1]["content"]
 
-    def test_cohort_and_metadata_never_reach_the_judge(self, srv: FakeOpenAI) -> None:
+    def test_cohort_and_metadata_never_reach_the_judge(self, srv: ScriptedJudge) -> None:
         batch = [
             Sample.model_validate(
                 sample_record(f"canary-id-{i}", "Translate hello.", cohort=c, queue="vip-queue")
@@ -115,7 +110,7 @@ class TestModes:
             for leaked in ("canary", "baseline", "vip-queue", "canary-id"):
                 assert leaked not in text
 
-    def test_batches_are_interleaved(self, srv: FakeOpenAI) -> None:
+    def test_batches_are_interleaved(self, srv: ScriptedJudge) -> None:
         batch = samples("B0", "B1", "B2") + samples("C0", "C1", "C2", cohort="canary")
         judge_all(make(srv, concurrency=1), batch)
         order = [
@@ -126,34 +121,34 @@ class TestModes:
 
 
 class TestMalformed:
-    def test_unjudged_after_one_repair_and_never_success(self, srv: FakeOpenAI) -> None:
+    def test_unjudged_after_one_repair_and_never_success(self, srv: ScriptedJudge) -> None:
         result = one(make(srv), "[[fake: malformed]]")
         assert isinstance(result, Unjudged)
         assert result.reason == "malformed" and "cut off" in result.detail
         assert result.usage.calls == 2 and srv.calls == 2
         assert not hasattr(result, "score") and not hasattr(result, "success")
 
-    def test_repair_fixes_truncated_json(self, srv: FakeOpenAI) -> None:
+    def test_repair_fixes_truncated_json(self, srv: ScriptedJudge) -> None:
         result = one(make(srv), "[[fake: malformed-once]]")
         assert isinstance(result, Judged) and result.verdict.usage is not None
         assert result.verdict.usage.calls == 2
         repair = srv.stats.requests[1]["messages"]
         assert repair[-2]["role"] == "assistant" and "could not be used" in repair[-1]["content"]
 
-    def test_wrong_types(self, srv: FakeOpenAI) -> None:
+    def test_wrong_types(self, srv: ScriptedJudge) -> None:
         bad = one(make(srv), "[[fake: wrongtypes]]")
         assert isinstance(bad, Unjudged) and bad.reason == "malformed"
         assert "schema validation failed" in bad.detail
         assert isinstance(one(make(srv), "[[fake: wrongtypes-once]]"), Judged)
 
-    def test_decision_outside_labels_is_rejected(self, srv: FakeOpenAI) -> None:
+    def test_decision_outside_labels_is_rejected(self, srv: ScriptedJudge) -> None:
         result = one(make(srv, decision_labels=("approve", "reject")), "[[decision: maybe]]")
         assert isinstance(result, Unjudged) and "not one of" in result.detail
 
 
 class TestStructuredFallback:
     def test_json_schema_rejected_falls_back_and_is_remembered(self) -> None:
-        with FakeOpenAI(reject_json_schema=True) as srv:
+        with ScriptedJudge(reject_json_schema=True) as srv:
             caps: dict[str, Any] = {}
             results = judge_all(make(srv, concurrency=1), samples("a", "b", "c"), capabilities=caps)
             assert all(isinstance(r, Judged) for r in results)
@@ -164,7 +159,7 @@ class TestStructuredFallback:
             assert srv.stats.statuses[-1] == 200 and srv.calls == 5
 
     def test_prompt_and_extract_when_no_json_mode(self) -> None:
-        with FakeOpenAI(reject_json_schema=True, reject_json_object=True) as srv:
+        with ScriptedJudge(reject_json_schema=True, reject_json_object=True) as srv:
             settings = make(srv, mode="thorough", concurrency=1)
             [result] = judge_all(settings, samples("[[judge: none]]"))
             assert isinstance(result, Judged) and result.verdict.score == 0.0
@@ -173,7 +168,7 @@ class TestStructuredFallback:
 
 
 class TestRobustCalls:
-    def test_retry_after_is_honoured(self, srv: FakeOpenAI) -> None:
+    def test_retry_after_is_honoured(self, srv: ScriptedJudge) -> None:
         srv.fail_next(Failure(429, {"Retry-After": "1"}, "slow down"))
         start = time.monotonic()
         result = one(make(srv), "x")
@@ -183,13 +178,13 @@ class TestRobustCalls:
         assert elapsed >= 0.95
         assert srv.stats.times[1] - srv.stats.times[0] >= 0.95
 
-    def test_retry_after_is_capped(self, srv: FakeOpenAI) -> None:
+    def test_retry_after_is_capped(self, srv: ScriptedJudge) -> None:
         srv.fail_next(Failure(429, {"Retry-After": "3600"}))
         start = time.monotonic()
         assert isinstance(one(make(srv, max_retry_after_seconds=0.05), "x"), Judged)
         assert time.monotonic() - start < 2
 
-    def test_5xx_retried_then_unjudged(self, srv: FakeOpenAI) -> None:
+    def test_5xx_retried_then_unjudged(self, srv: ScriptedJudge) -> None:
         srv.fail_next(Failure(500), Failure(502))
         ok = one(make(srv), "x")
         assert isinstance(ok, Judged) and ok.verdict.usage is not None
@@ -199,7 +194,7 @@ class TestRobustCalls:
         assert isinstance(bad, Unjudged) and bad.reason == "server_error"
         assert bad.usage.calls == 3 and "gave up after 3 attempts" in bad.detail
 
-    def test_timeout(self, srv: FakeOpenAI) -> None:
+    def test_timeout(self, srv: ScriptedJudge) -> None:
         result = one(make(srv, timeout_seconds=0.2, max_retries=1), "[[fake: slow=1]]")
         assert isinstance(result, Unjudged) and result.reason == "timeout"
         assert result.usage.calls == 2
@@ -216,7 +211,7 @@ class TestRobustCalls:
         assert isinstance(result, Unjudged) and result.reason == "connection"
 
     def test_concurrency_really_overlaps_and_is_capped(self) -> None:
-        with FakeOpenAI(latency=0.2) as srv:
+        with ScriptedJudge(latency=0.2) as srv:
             start = time.monotonic()
             results = judge_all(make(srv, concurrency=8), samples(*["x"] * 16))
             elapsed = time.monotonic() - start
@@ -227,7 +222,7 @@ class TestRobustCalls:
             judge_all(make(srv, concurrency=3, mode="thorough"), samples(*["y"] * 6))
             assert srv.stats.max_in_flight == 3
 
-    def test_budget_stops_judging_and_keeps_cohorts_balanced(self, srv: FakeOpenAI) -> None:
+    def test_budget_stops_judging_and_keeps_cohorts_balanced(self, srv: ScriptedJudge) -> None:
         batch = samples(*["b"] * 6) + samples(*["c"] * 6, cohort="canary")
         results = judge_all(make(srv, max_calls_per_interval=4, concurrency=2), batch)
         judged = [s for s, r in zip(batch, results, strict=True) if isinstance(r, Judged)]
@@ -236,12 +231,12 @@ class TestRobustCalls:
         left = [r for r in results if isinstance(r, Unjudged)]
         assert len(left) == 8 and all(r.reason == "budget" and r.usage.calls == 0 for r in left)
 
-    def test_thorough_budget_only_starts_samples_that_fit(self, srv: FakeOpenAI) -> None:
+    def test_thorough_budget_only_starts_samples_that_fit(self, srv: ScriptedJudge) -> None:
         results = judge_all(make(srv, mode="thorough", max_calls_per_interval=10), samples(*"abcd"))
         assert [isinstance(r, Judged) for r in results].count(True) == 3
         assert srv.calls == 9
 
-    def test_cost_budget(self, srv: FakeOpenAI) -> None:
+    def test_cost_budget(self, srv: ScriptedJudge) -> None:
         results = judge_all(
             make(srv, max_cost_usd_per_interval=1e-9, concurrency=1), samples("a", "b", "c")
         )
@@ -251,7 +246,7 @@ class TestRobustCalls:
 
 
 class TestCache:
-    def test_cache_survives_restart(self, srv: FakeOpenAI, tmp_path: Path) -> None:
+    def test_cache_survives_restart(self, srv: ScriptedJudge, tmp_path: Path) -> None:
         path = tmp_path / "verdicts.sqlite"
         batch = samples("[[judge: fully,partially]]", "[[judge: minor]]", "[[fake: malformed]]")
         first = judge_all(make(srv), batch, cache=path)

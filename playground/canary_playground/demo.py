@@ -6,7 +6,7 @@ What runs, all on 127.0.0.1:
   ``demo-assistant`` Deployment, a judge-key Secret and a CanaryRule;
 - the real controller (``python -m controller``, a separate process) with analysis every
   second instead of every minute;
-- the scripted OpenAI-compatible judge (:mod:`.fake_openai`): verdicts come from markers
+- the scripted OpenAI-compatible judge (:mod:`.scripted_judge`): verdicts come from markers
   the traffic generator writes into each answer, through the real ``openai`` client path;
 - a real Prometheus scraping a small exporter, when ``prometheus`` is installed (the rule
   then also guards an error rate read through PromQL); otherwise samples only, said so;
@@ -43,9 +43,9 @@ from controller.actuator.client import connect
 from controller.models import CanaryRuleStatus, Phase
 
 from .exporter import Exporter
-from .fake_openai import FakeOpenAI
 from .kube_emulator import running_emulator
 from .prometheus_server import prometheus_binary, run_prometheus
+from .scripted_judge import ScriptedJudge
 
 SCENARIOS = ("healthy", "regression", "fallback-spike")
 NAME = "demo-assistant"
@@ -239,7 +239,7 @@ def run_demo(scenario: str, *, on_update: Callable[[dict[str, Any]], None] | Non
         workdir.mkdir(parents=True, exist_ok=True)
         say("starting the Kubernetes API emulator ...")
         emu = stack.enter_context(running_emulator(workdir / "kube", deployment_delay=0.2))
-        judge = stack.enter_context(FakeOpenAI(api_key=DEMO_KEY))
+        judge = stack.enter_context(ScriptedJudge(api_key=DEMO_KEY))
         exporter: Exporter | None = None
         prom_url: str | None = None
         if prometheus_binary() is not None:

@@ -29,7 +29,7 @@ from controller.analysis.sequential import (
     rate_ratio_cs,
 )
 from controller.models import Action, CanaryRuleSpec, Cohort, RecordedVerdict, Risk, Sample
-from controller.models.manifest import load_rules
+from controller.sources.manifests import load_rules
 
 RUNS = 2000
 LOOK_EVERY = 40  # samples over both cohorts between looks

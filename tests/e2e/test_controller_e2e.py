@@ -20,13 +20,13 @@ from typing import Any
 
 import httpx
 import pytest
+from canary_playground.kube_emulator import EmulatorHandle, running_emulator
+from canary_playground.scripted_judge import ScriptedJudge
 
 from controller.actuator import deployments as deps_api
 from controller.actuator import events, rules
 from controller.actuator.client import Kube, connect
 from controller.actuator.errors import NotFound
-from controller.playground.fake_openai import FakeOpenAI
-from controller.playground.kube_emulator import EmulatorHandle, running_emulator
 
 NS = "default"
 SECRET_KEY = "sk-test-do-not-log-7f3a9c"
@@ -45,8 +45,8 @@ def emu(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EmulatorHandle]:
 
 
 @pytest.fixture(scope="module")
-def judge() -> Iterator[FakeOpenAI]:
-    server = FakeOpenAI(api_key=SECRET_KEY).start()
+def judge() -> Iterator[ScriptedJudge]:
+    server = ScriptedJudge(api_key=SECRET_KEY).start()
     try:
         yield server
     finally:
@@ -228,14 +228,14 @@ def env_of(dep: dict[str, Any]) -> dict[str, str]:
     return {e["name"]: e.get("value", "") for e in container.get("env", [])}
 
 
-def setup(kube: Kube, judge: FakeOpenAI, **analysis: Any) -> None:
+def setup(kube: Kube, judge: ScriptedJudge, **analysis: Any) -> None:
     kube.request("POST", f"/apis/apps/v1/namespaces/{NS}/deployments",
                  body=target_deployment())
     rules.apply_rule(kube, rule_manifest(judge.base_url, **analysis))
 
 
 def test_healthy_canary_is_promoted_step_by_step(
-    kube: Kube, judge: FakeOpenAI, controllers: Callable[..., Controller]
+    kube: Kube, judge: ScriptedJudge, controllers: Callable[..., Controller]
 ) -> None:
     setup(kube, judge)
     c = controllers()
@@ -269,7 +269,7 @@ def test_healthy_canary_is_promoted_step_by_step(
 
 
 def test_regression_is_rolled_back_and_the_target_untouched(
-    kube: Kube, judge: FakeOpenAI, controllers: Callable[..., Controller]
+    kube: Kube, judge: ScriptedJudge, controllers: Callable[..., Controller]
 ) -> None:
     setup(kube, judge)
     c = controllers()
@@ -291,7 +291,7 @@ def test_regression_is_rolled_back_and_the_target_untouched(
 
 
 def test_manual_rollback_is_acted_on_within_one_reconcile(
-    kube: Kube, judge: FakeOpenAI, controllers: Callable[..., Controller], emu: EmulatorHandle
+    kube: Kube, judge: ScriptedJudge, controllers: Callable[..., Controller], emu: EmulatorHandle
 ) -> None:
     setup(kube, judge)
     c = controllers()
@@ -316,7 +316,7 @@ def test_manual_rollback_is_acted_on_within_one_reconcile(
 
 
 def test_restart_mid_rollout_resumes_without_double_acting(
-    kube: Kube, judge: FakeOpenAI, controllers: Callable[..., Controller], emu: EmulatorHandle
+    kube: Kube, judge: ScriptedJudge, controllers: Callable[..., Controller], emu: EmulatorHandle
 ) -> None:
     setup(kube, judge, minSamplesPerCohort=150)
     first = controllers(name="first")
@@ -347,7 +347,7 @@ def test_restart_mid_rollout_resumes_without_double_acting(
 
 
 def test_prometheus_outage_holds_then_pauses_and_never_promotes(
-    kube: Kube, judge: FakeOpenAI, controllers: Callable[..., Controller]
+    kube: Kube, judge: ScriptedJudge, controllers: Callable[..., Controller]
 ) -> None:
     manifest = rule_manifest(judge.base_url, errorLimit=3, onErrorLimit="pause")
     manifest["spec"]["analysis"]["guards"].append(
@@ -371,7 +371,7 @@ def test_prometheus_outage_holds_then_pauses_and_never_promotes(
 
 
 def test_only_the_leader_acts_and_a_new_leader_takes_over(
-    kube: Kube, judge: FakeOpenAI, controllers: Callable[..., Controller]
+    kube: Kube, judge: ScriptedJudge, controllers: Callable[..., Controller]
 ) -> None:
     setup(kube, judge)
     lease = ["--leader-elect", "--lease-seconds", "3", "--renew-seconds", "2",

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import yaml
 
-ROOT = Path(__file__).resolve().parents[1]
+from tests.support import ROOT
 
 
 def canaryctl(*args: str, stdin: str | None = None) -> subprocess.CompletedProcess[str]:

@@ -12,7 +12,6 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import helm_python
@@ -22,8 +21,9 @@ import yaml
 from prometheus_client.metrics import MetricWrapperBase
 
 from controller import observability
+from tests.support import ROOT
 
-CHART = Path(__file__).resolve().parent.parent / "charts" / "llm-canary"
+CHART = ROOT / "charts" / "llm-canary"
 DASHBOARD = CHART / "dashboards" / "llm-canary.json"
 RELEASE, NAMESPACE = "canary", "llm-ops"
 FULLNAME = f"{RELEASE}-llm-canary"

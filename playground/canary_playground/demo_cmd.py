@@ -1,4 +1,4 @@
-"""``canaryctl demo``: a playground rollout on this machine (see controller.playground.demo)."""
+"""``canaryctl demo``: a playground rollout on this machine (see canary_playground.demo)."""
 
 from __future__ import annotations
 
@@ -10,10 +10,9 @@ from typing import Any
 import click
 from rich.live import Live
 
+from controller.cli.cluster_cmds import EXIT_ROLLED_BACK, watch_view
+from controller.cli.output import console, fail
 from controller.models import Phase
-
-from .cluster_cmds import EXIT_ROLLED_BACK, watch_view
-from .output import console, fail
 
 
 @click.command()
@@ -31,7 +30,7 @@ def demo(scenario: str, no_tty: bool, output: str, timeout: float, keep: Path | 
 
     Exit 0 when the canary is promoted, 3 when it is rolled back.
     """
-    from controller.playground.demo import run_demo, summary
+    from .demo import run_demo, summary
 
     live_view = not no_tty and output == "table" and sys.stdout.isatty()
     err = console(stderr=True)

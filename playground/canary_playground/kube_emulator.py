@@ -50,7 +50,7 @@ first and then fails, like a lost response); ``GET|DELETE /_emulator/requests[?s
 ``/_emulator/disconnect-watches``; ``GET|POST /_emulator/config`` (``deploymentDelay``,
 ``bookmarkInterval``, ``historyLimit``).
 
-Run: ``python -m controller.playground.kube_emulator --port 0 --kubeconfig /tmp/kubeconfig``
+Run: ``python -m canary_playground.kube_emulator --port 0 --kubeconfig /tmp/kubeconfig``
 (it prints ``listening on http://127.0.0.1:PORT``), or ``with running_emulator() as emu:``,
 which starts it as a subprocess on a free port and gives ``emu.kubeconfig``. It lives in
 the package (not only in tests) because ``canaryctl demo`` runs the controller against it.

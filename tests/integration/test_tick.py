@@ -15,6 +15,7 @@ from typing import Any
 
 import pytest
 import yaml
+from canary_playground.exporter import Exporter
 
 from controller.models import (
     Action,
@@ -25,11 +26,11 @@ from controller.models import (
     RecordedVerdict,
     Sample,
     Unjudged,
+    Verdict,
 )
-from controller.playground.exporter import Exporter
 from controller.reconciler.tick import run_tick
 from controller.sources.prometheus import PrometheusSource
-from controller.sources.store import SampleStore, Verdict
+from controller.sources.store import SampleStore
 from tests.support.prometheus import PrometheusServer, run_prometheus
 
 T0 = datetime(2026, 11, 22, 12, 0, tzinfo=UTC)

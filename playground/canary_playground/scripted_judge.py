@@ -18,11 +18,11 @@ by putting a marker into a sample's input or output:
 Server-wide behaviour: ``latency`` (seconds per request), ``reject_json_schema`` /
 ``reject_json_object`` (400 about ``response_format``, like servers without structured
 output), ``api_key`` (401 otherwise, echoing the offending key as some servers do), and
-:meth:`FakeOpenAI.fail_next` to queue HTTP failures (429 with ``Retry-After``, 500, ...).
+:meth:`ScriptedJudge.fail_next` to queue HTTP failures (429 with ``Retry-After``, 500, ...).
 Without ``response_format`` the answer is wrapped in prose and a code fence, as chat
 models do, to exercise extraction.
 
-Run standalone: ``python -m controller.playground.fake_openai --latency 0.3`` prints
+Run standalone: ``python -m canary_playground.scripted_judge --latency 0.3`` prints
 ``PORT <n>`` and serves until killed.
 """
 
@@ -116,8 +116,8 @@ def scripted_answer(stage: str, text: str, repaired: bool) -> tuple[str, str]:
     return content, "stop"
 
 
-class FakeOpenAI:
-    """The server; use as a context manager (``with FakeOpenAI(latency=0.3) as srv``)."""
+class ScriptedJudge:
+    """The server; use as a context manager (``with ScriptedJudge(latency=0.3) as srv``)."""
 
     def __init__(
         self,
@@ -147,7 +147,7 @@ class FakeOpenAI:
     def base_url(self) -> str:
         return f"http://{self.host}:{self.port}/v1"
 
-    def start(self) -> FakeOpenAI:
+    def start(self) -> ScriptedJudge:
         self._thread = threading.Thread(target=self._serve, name="fake-openai", daemon=True)
         self._thread.start()
         if not self._ready.wait(10):
@@ -160,7 +160,7 @@ class FakeOpenAI:
         if self._thread is not None:
             self._thread.join(10)
 
-    def __enter__(self) -> FakeOpenAI:
+    def __enter__(self) -> ScriptedJudge:
         return self.start()
 
     def __exit__(
@@ -336,7 +336,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--reject-json-schema", action="store_true")
     parser.add_argument("--api-key", default=None)
     args = parser.parse_args(argv)
-    server = FakeOpenAI(
+    server = ScriptedJudge(
         latency=args.latency,
         reject_json_schema=args.reject_json_schema,
         api_key=args.api_key,

@@ -6,12 +6,15 @@ from typing import Any
 
 import yaml
 
-from controller.models.crd import CRD_PATH, build_crd, render_crd
+from controller.models.crd import CRD_FILE, build_crd, render_crd
+from tests.support import ROOT
+
+CRD_PATH = ROOT / CRD_FILE
 
 
 def test_chart_crd_matches_the_models() -> None:
     assert CRD_PATH.read_text() == render_crd(), (
-        "charts CRD is stale: run `python -m controller.models.crd` and commit the result"
+        "charts CRD is stale: run `scripts/generate` and commit the result"
     )
 
 

@@ -11,15 +11,14 @@ from typing import Any
 
 import pytest
 import yaml
+from canary_playground.kube_emulator import EmulatorHandle, running_emulator
 from click.testing import CliRunner
 
 from controller.actuator import rules
 from controller.actuator.client import Kube, connect
 from controller.cli import cli
-from controller.engine import ACTION_ANNOTATION, ACTION_ID_ANNOTATION
-from controller.playground.kube_emulator import EmulatorHandle, running_emulator
-
-ROOT = Path(__file__).resolve().parent.parent
+from controller.conventions import ACTION_ANNOTATION, ACTION_ID_ANNOTATION
+from tests.support import ROOT
 
 
 @pytest.fixture(scope="module")

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -32,9 +31,9 @@ from controller.models import (
     Outcome,
     Phase,
 )
-from controller.models.manifest import load_rules
+from controller.sources.manifests import load_rules
+from tests.support import ROOT
 
-ROOT = Path(__file__).resolve().parents[1]
 T0 = datetime(2026, 11, 2, 9, 0, tzinfo=UTC)
 RUNNING = Observed(target_replicas=10, canary_replicas=1, canary_ready=True)
 

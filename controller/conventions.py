@@ -1,0 +1,39 @@
+"""Every name the controller writes into or reads from the cluster, in one place.
+
+Labels, annotations, environment variables and finalizers are an interface: users'
+kubectl commands, GitOps tools, dashboards and applications depend on them, so each is
+defined once here and imported wherever it is used.
+"""
+
+from __future__ import annotations
+
+from controller import API_GROUP
+
+PREFIX = f"{API_GROUP}/"
+
+# -- manual controls (annotations on the CanaryRule; kubectl and GitOps friendly) --------
+ACTION_ANNOTATION = PREFIX + "action"
+ACTION_ID_ANNOTATION = PREFIX + "action-id"
+ACTION_REASON_ANNOTATION = PREFIX + "action-reason"
+KAPPA_ANNOTATION = PREFIX + "judge-kappa"
+"""Cohen's kappa of the judge against human labels, as measured by ``judge calibrate``."""
+
+# -- the canary Deployment and its pods ---------------------------------------------------
+COHORT_LABEL = PREFIX + "cohort"
+"""On canary pods (value ``canary``); the target's pods do not carry it."""
+RULE_LABEL = PREFIX + "rule"
+"""On the canary Deployment: the name of the CanaryRule that owns it."""
+REVISION_ANNOTATION = PREFIX + "revision"
+"""On the canary Deployment and its pod template: the canary revision it runs."""
+PROMOTED_ANNOTATION = PREFIX + "promoted-revision"
+"""On the target after promotion: the canary revision whose template it now runs."""
+MANAGED_BY_LABEL = "app.kubernetes.io/managed-by"
+MANAGER = "llm-canary"
+"""Value of ``app.kubernetes.io/managed-by`` and the Events' reporting component."""
+
+# -- environment of canary containers (what the application reads) -------------------------
+COHORT_ENV = "CANARY_COHORT"
+"""``canary`` in canary pods; a missing value means ``baseline``."""
+
+CANARY_COHORT = "canary"
+"""The value of :data:`COHORT_LABEL` and :data:`COHORT_ENV` on canary pods."""

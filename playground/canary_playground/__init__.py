@@ -1,0 +1,10 @@
+"""Scaffolding for llm-canary's tests and local playground (never part of the product).
+
+- :mod:`.kube_emulator`: a Kubernetes API server for tests, reached through the official
+  client;
+- :mod:`.scripted_judge`: an OpenAI-compatible server whose verdicts are scripted by
+  markers in the request text, and which can fail, stall, rate-limit and answer garbage;
+- :mod:`.prometheus_server`: starts a real Prometheus on 127.0.0.1;
+- :mod:`.exporter`: a tiny metrics exporter for that Prometheus to scrape;
+- :mod:`.demo` and :mod:`.demo_cmd`: ``canaryctl demo`` (registered as a plugin command).
+"""
