@@ -70,6 +70,13 @@ class RecordedVerdict(BaseModel):
     decision: str | None = None
     mode: str | None = Field(default=None, description="Judge mode: fast or thorough.")
     usage: JudgeUsage | None = None
+    sampling_weight: float = Field(
+        default=1.0,
+        ge=1.0,
+        allow_inf_nan=False,
+        description="1 / the probability that this sample was chosen for judging in its "
+        "interval: the weight that keeps estimates unbiased when strata are oversampled.",
+    )
 
 
 class Unjudged(BaseModel):
