@@ -6,6 +6,7 @@ import json
 
 import click
 
+from controller.engine import ratio_warnings
 from controller.sources.manifests import load_rules
 
 from .output import echo_err
@@ -21,15 +22,26 @@ from .output import echo_err
     help="Manifest file or directory (repeatable; '-' reads stdin).",
 )
 @click.option("-o", "--output", type=click.Choice(["text", "json"]), default="text")
-def validate(files: tuple[str, ...], output: str) -> None:
-    """Validate CanaryRule manifests. Exit 0 when all are valid, 2 when any is not."""
+@click.option("--replicas", type=click.IntRange(min=1), default=None,
+              help="The target's replica count: warn about steps replica ratio cannot honour.")
+@click.option("--autoscaled", is_flag=True,
+              help="With --replicas: an HPA owns the target's replicas (canary as surge).")
+def validate(files: tuple[str, ...], output: str, replicas: int | None,
+             autoscaled: bool) -> None:
+    """Validate CanaryRule manifests. Exit 0 when all are valid, 2 when any is not.
+    Warnings (--replicas) never change the exit code."""
     rules, errors = load_rules(files)
+    warnings = {r.rule.metadata.name: ratio_warnings([s.weight for s in r.rule.spec.steps],
+                                                     replicas, autoscaled=autoscaled)
+                for r in rules} if replicas else {}
     if output == "json":
         click.echo(
             json.dumps(
                 {
                     "valid": [
-                        {"file": r.file, "doc": r.doc, "name": r.rule.metadata.name} for r in rules
+                        {"file": r.file, "doc": r.doc, "name": r.rule.metadata.name,
+                         "warnings": warnings.get(r.rule.metadata.name, [])}
+                        for r in rules
                     ],
                     "errors": [
                         {
@@ -48,6 +60,8 @@ def validate(files: tuple[str, ...], output: str) -> None:
     else:
         for r in rules:
             click.echo(f"ok   {r.file}[{r.doc}]: CanaryRule {r.rule.metadata.name}")
+            for line in warnings.get(r.rule.metadata.name, []):
+                echo_err(f"warning {r.file}[{r.doc}]: {line}")
         for e in errors:
             echo_err(f"error {e}")
         if errors:
