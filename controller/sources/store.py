@@ -94,6 +94,9 @@ class InsertResult:
 class FeedbackResult:
     applied: int
     pending: int
+    foreign: tuple[str, ...] = ()
+    """Ids of feedback naming a rule other than its sample's: never applied (a reporter
+    allowed to send feedback for one rule must not change another rule's samples)."""
 
 
 @dataclass(frozen=True)
@@ -149,12 +152,6 @@ def _epoch(at: datetime) -> float:
 
 def _now() -> float:
     return datetime.now(UTC).timestamp()
-
-
-def _overlay(feedback: Feedback) -> dict[str, Any]:
-    """The fields a feedback sets. ``None`` means "nothing to say", never "clear"."""
-    data = feedback.model_dump(mode="json", exclude={"id"})
-    return {k: v for k, v in data.items() if v is not None}
 
 
 def _verdict_json(verdict: Verdict | None) -> tuple[str | None, str | None]:
@@ -280,9 +277,10 @@ class SampleStore:
     ) -> FeedbackResult:
         received = _epoch(now) if now else _now()
         applied = pending = 0
+        foreign: list[str] = []
         with self._write() as db:
             for fb in feedback:
-                update = _overlay(fb)
+                update = fb.overlay()
                 row = db.execute(
                     "SELECT rule, overlay FROM samples WHERE id = ?", (fb.id,)
                 ).fetchone()
@@ -298,8 +296,11 @@ class SampleStore:
                         (fb.id, json.dumps(merged, sort_keys=True), received),
                     )
                     continue
-                applied += 1
                 rule, before = row
+                if rule != fb.rule:
+                    foreign.append(fb.id)
+                    continue
+                applied += 1
                 after = json.dumps({**json.loads(before), **update}, sort_keys=True)
                 if after == before:
                     continue  # nothing new: no change for consumers to process
@@ -309,7 +310,7 @@ class SampleStore:
                     " VALUES (?, ?, ?, ?, ?)",
                     (rule, fb.id, FEEDBACK, before, after),
                 )
-        return FeedbackResult(applied, pending)
+        return FeedbackResult(applied, pending, tuple(foreign))
 
     # -- verdicts ---------------------------------------------------------------------
 

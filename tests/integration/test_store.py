@@ -32,7 +32,7 @@ def test_duplicates_are_dropped_and_rules_kept_apart(tmp_path: Path) -> None:
 
 def test_feedback_before_its_sample_is_applied_on_arrival(tmp_path: Path) -> None:
     with SampleStore(tmp_path / "s.db") as store:
-        got = store.apply_feedback_many([Feedback(id="s1", correction_minutes=3.0)])
+        got = store.apply_feedback_many([Feedback(id="s1", rule="r", correction_minutes=3.0)])
         assert (got.applied, got.pending) == (0, 1)
         store.insert(sample(1))
         stored = store.get("s1")
@@ -101,7 +101,7 @@ def test_cursor_reads_see_every_sample_once_with_its_latest_feedback(
                 inserted.update(f"s{i}" for i in ids)
             elif op[0] == "feedback":
                 sid, minutes = f"s{op[1]}", float(op[2])  # type: ignore[arg-type]
-                store.apply_feedback(Feedback(id=sid, correction_minutes=minutes))
+                store.apply_feedback(Feedback(id=sid, rule="r", correction_minutes=minutes))
                 expected_minutes[sid] = minutes
             else:
                 drain(int(op[1]))  # type: ignore[call-overload]

@@ -165,7 +165,7 @@ def test_delayed_feedback_replaces_the_samples_contribution(store: SampleStore) 
     store.insert_many([sample(i, c, minutes=1.0) for i in range(30) for c in ("baseline",
                                                                                "canary")])
     first = tick(r, started(), store, judge=ScriptedJudge())
-    store.apply_feedback_many([Feedback(id=f"canary-{i}", correction_minutes=9.0)
+    store.apply_feedback_many([Feedback(id=f"canary-{i}", rule="bot", correction_minutes=9.0)
                                for i in range(30)])
     status = started().model_copy(update={"statistics": first.statistics})
     second = tick(r, status, store, judge=ScriptedJudge())
