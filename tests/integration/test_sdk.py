@@ -30,6 +30,7 @@ from controller.api import ApiServer
 from controller.sources.store import SampleStore
 from llm_canary import CanaryReporter
 from tests.support import ROOT
+from tests.support.aio import serve_in_thread
 
 FAST = {"backoff_base_s": 0.01, "backoff_max_s": 0.05, "flush_interval_ms": 20,
         "timeout_s": 2.0}
@@ -224,30 +225,12 @@ class Harsh:
 @pytest.fixture
 def harsh() -> Iterator[Harsh]:
     state = Harsh()
-    loop = asyncio.new_event_loop()
     app = web.Application()
     app.router.add_post("/v1/samples", state.handle)
     app.router.add_post("/v1/feedback", state.handle)
-    runner = web.AppRunner(app, shutdown_timeout=0.1)
-    ready = threading.Event()
-
-    def serve() -> None:
-        asyncio.set_event_loop(loop)
-        loop.run_until_complete(runner.setup())
-        site = web.TCPSite(runner, "127.0.0.1", 0)
-        loop.run_until_complete(site.start())
-        port = runner.addresses[0][1]
-        state.url = f"http://127.0.0.1:{port}"
-        ready.set()
-        loop.run_forever()
-
-    thread = threading.Thread(target=serve, daemon=True)
-    thread.start()
-    assert ready.wait(10)
-    yield state
-    asyncio.run_coroutine_threadsafe(runner.cleanup(), loop).result(10)
-    loop.call_soon_threadsafe(loop.stop)
-    thread.join(10)
+    with serve_in_thread(app) as url:
+        state.url = url
+        yield state
 
 
 def test_every_transient_failure_is_retried_with_the_same_ids(harsh: Harsh) -> None:
