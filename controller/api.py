@@ -28,7 +28,7 @@ from typing import Any
 
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from controller.models.ingest import FeedbackAnswer, RejectKind, SamplesAnswer
+from controller.models.ingest import FeedbackAnswer, SamplesAnswer
 from controller.observability import REGISTRY, SAMPLES_INGESTED
 from controller.sources.samples_io import LoadReport, parse_feedback, parse_samples
 from controller.sources.store import SampleStore
@@ -99,16 +99,6 @@ class ApiServer:
     def ingest_feedback(self, body: bytes) -> tuple[int, dict[str, Any]]:
         records, report = parse_feedback(body, "request")
         result = self.store.apply_feedback_many(records) if records else None
-        foreign = set(result.foreign) if result else set()
-        for fb, line in zip(records, report.record_lines, strict=True):
-            if fb.id in foreign:
-                report.reject(
-                    RejectKind.RULE_MISMATCH, line,
-                    f"request:{line}: field 'rule': sample {fb.id!r} belongs to another rule",
-                    field="rule", reason="the sample with this id belongs to another rule",
-                    record_id=fb.id,
-                )
-        report.rejects.sort(key=lambda r: r.line)
         rejected = report.total_rejected
         answer = FeedbackAnswer(
             applied=result.applied if result else 0, pending=result.pending if result else 0,
@@ -116,8 +106,7 @@ class ApiServer:
             message=_summary(report, applied=result.applied if result else 0,
                              pending=result.pending if result else 0),
         )
-        good = len(records) - len(foreign)
-        return _status(good, rejected, report), answer.model_dump(mode="json")
+        return _status(len(records), rejected, report), answer.model_dump(mode="json")
 
 
 def _summary(report: LoadReport, **counts: int) -> str:

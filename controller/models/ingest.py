@@ -25,8 +25,6 @@ class RejectKind(StrEnum):
     """The record names a CanaryRule that does not exist (a typo in ``rule``)."""
     FORBIDDEN = "forbidden"
     """The caller may not report for that rule."""
-    RULE_MISMATCH = "rule_mismatch"
-    """Feedback names a rule other than the one its sample belongs to."""
     INVALID_SPAN = "invalid_span"
     """An OpenTelemetry span that names a rule but cannot become a sample."""
 

@@ -8,6 +8,7 @@ constraint written here is what a client sees. Numbers must be finite: ``NaN`` a
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any
 
@@ -19,6 +20,19 @@ NAME_PATTERN = r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$"
 """A Kubernetes object name (DNS subdomain): what ``metadata.name`` of a CanaryRule accepts."""
 NAMESPACE_PATTERN = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"
 """A Kubernetes namespace name (DNS label)."""
+DEFAULT_NAMESPACE = "default"
+
+
+@dataclass(frozen=True, order=True)
+class RuleKey:
+    """A CanaryRule's identity: evidence is kept per namespace and rule name, so a rule
+    ``bot`` in two namespaces never shares samples."""
+
+    namespace: str
+    name: str
+
+    def __str__(self) -> str:
+        return f"{self.namespace}/{self.name}"
 
 
 class Cohort(StrEnum):
@@ -189,6 +203,10 @@ class Sample(BaseModel):
         "opts in.",
     )
 
+    @property
+    def key(self) -> RuleKey:
+        return RuleKey(self.namespace or DEFAULT_NAMESPACE, self.rule)
+
     def extras(self) -> dict[str, Any]:
         """Fields the record carried that the schema does not know."""
         return dict(self.model_extra or {})
@@ -246,6 +264,10 @@ class Feedback(BaseModel):
     accepted: bool | None = Field(
         default=None, description="Whether the output was accepted as it was."
     )
+
+    @property
+    def key(self) -> RuleKey:
+        return RuleKey(self.namespace or DEFAULT_NAMESPACE, self.rule)
 
     def overlay(self) -> dict[str, Any]:
         """The sample fields this feedback sets. ``None`` means "nothing to say", never

@@ -12,7 +12,10 @@ import httpx
 import pytest
 
 from controller.api import ApiServer
+from controller.models import RuleKey
 from controller.sources.store import SampleStore
+
+KEY = RuleKey("default", "bot")
 
 GOOD = {"rule": "bot", "cohort": "canary", "ts": "2026-11-22T12:00:00Z", "input": "q",
         "output": "a", "latency_ms": 120, "cost_usd": 0.001, "fallback": False}
@@ -58,7 +61,7 @@ def test_json_array_is_stored_and_duplicates_dropped(api: Running) -> None:
     again = post(api, "/v1/samples", json.dumps([rec(1)]))  # a client retry
     assert again.status_code == 200
     assert again.json()["duplicates"] == 1 and again.json()["accepted"] == 0
-    assert api.store.count("bot") == 2
+    assert api.store.count(KEY) == 2
 
 
 def test_json_lines_with_bad_records_stores_the_rest_and_names_the_field(api: Running) -> None:
@@ -80,7 +83,7 @@ def test_json_lines_with_bad_records_stores_the_rest_and_names_the_field(api: Ru
     assert errors[0]["message"].startswith("request:2: invalid JSON")
     assert errors[1]["message"].startswith("request:3: field 'cohort'")
     assert "request:2" in body["message"]
-    assert api.store.count("bot") == 2
+    assert api.store.count(KEY) == 2
 
 
 def test_answers_follow_the_published_schema(api: Running) -> None:
@@ -105,7 +108,7 @@ def test_non_finite_numbers_are_refused(api: Running) -> None:
     assert r.status_code == 400
     (err,) = r.json()["errors"]
     assert err["field"] in ("latency_ms", "cost_usd") and err["id"] == "n1"
-    assert api.store.count("bot") == 0
+    assert api.store.count(KEY) == 0
 
 
 def test_nothing_valid_is_400(api: Running) -> None:
@@ -117,7 +120,7 @@ def test_body_over_the_limit_is_413(api: Running) -> None:
     big = json.dumps([rec(i, input="x" * 1000) for i in range(100)])
     r = post(api, "/v1/samples", big)
     assert r.status_code == 413
-    assert api.store.count("bot") == 0
+    assert api.store.count(KEY) == 0
 
 
 def test_feedback_is_joined_by_id_and_kept_when_early(api: Running) -> None:
@@ -127,10 +130,10 @@ def test_feedback_is_joined_by_id_and_kept_when_early(api: Running) -> None:
         {"id": "s-9", "rule": "bot", "label": "approve"}]))
     assert r.status_code == 200
     assert r.json()["applied"] == 1 and r.json()["pending"] == 1
-    stored = api.store.get("s-1")
+    stored = api.store.get(KEY, "s-1")
     assert stored is not None and stored.sample.correction_minutes == 4
     post(api, "/v1/samples", json.dumps([rec(9)]))
-    late = api.store.get("s-9")
+    late = api.store.get(KEY, "s-9")
     assert late is not None and late.sample.label == "approve"
 
 
@@ -141,12 +144,12 @@ def test_feedback_cannot_touch_another_rules_sample_or_other_fields(api: Running
         json.dumps({"id": "s-1", "rule": "bot", "cohort": "baseline"}),
         json.dumps({"id": "s-1", "correction_minutes": 1}),
     ]))
-    assert r.status_code == 400
-    errors = r.json()["errors"]
-    assert [(e["line"], e["field"], e["kind"]) for e in errors] == [
-        (1, "rule", "rule_mismatch"), (2, "cohort", "invalid_record"),
-        (3, "rule", "invalid_record")]
-    stored = api.store.get("s-1")
+    assert r.status_code == 207
+    body = r.json()
+    assert (body["applied"], body["pending"]) == (0, 1)  # "other"'s s-1 is not bot's s-1
+    assert [(e["line"], e["field"], e["kind"]) for e in body["errors"]] == [
+        (2, "cohort", "invalid_record"), (3, "rule", "invalid_record")]
+    stored = api.store.get(KEY, "s-1")
     assert stored is not None
     assert stored.sample.correction_minutes is None and stored.sample.cohort == "canary"
 
@@ -182,7 +185,7 @@ def test_acknowledged_samples_survive_a_restart(tmp_path: Path) -> None:
     first.close()
     second = Running(tmp_path / "d.db")
     try:
-        assert second.store.count("bot") == 50
+        assert second.store.count(KEY) == 50
     finally:
         second.close()
 

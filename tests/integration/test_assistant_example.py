@@ -22,11 +22,13 @@ import pytest
 import yaml
 
 from controller.api import ApiServer
+from controller.models import RuleKey
 from controller.sources.store import SampleStore
 from examples.assistant.render import CONFIGMAP_FILE, render_configmap
 from llm_canary.reporter import DEFAULT_TOKEN_FILE
 from tests.support import ROOT
 
+KEY = RuleKey("default", "support-assistant")
 K8S = ROOT / "examples" / "assistant" / "k8s"
 KUBE_VERSIONS = ("1.27.0", f"{kubernetes_validate.latest_version()}.0")
 
@@ -161,15 +163,15 @@ def test_the_app_reports_its_samples_and_feedback(
             == 400
     finally:
         logs = _stop(baseline) + _stop(canary)  # SIGTERM: the reporter flushes on the way out
-    assert store.count("support-assistant") == 12, logs
-    first = store.get(ids["canary"][0])
+    assert store.count(KEY) == 12, logs
+    first = store.get(KEY, ids["canary"][0])
     assert first is not None
     s = first.sample
     assert (s.cohort, s.revision, s.queue, s.risk, s.task) == (
         "canary", "5d41402abc4b", "billing", "medium", "refund")
     assert s.fallback is True and s.correction_minutes == 3 and s.label == "approve"
     assert s.extras()["model"] == "gpt-4.1-mini" and s.cost_usd and s.cost_usd > 0
-    base = store.get(ids["baseline"][0])
+    base = store.get(KEY, ids["baseline"][0])
     assert base is not None and base.sample.cohort == "baseline" and not base.sample.fallback
     assert base.sample.revision is None
     assert json.dumps(base.sample.output).count("Refund order 0") == 1

@@ -27,11 +27,13 @@ import pytest
 from aiohttp import web
 
 from controller.api import ApiServer
+from controller.models import RuleKey
 from controller.sources.store import SampleStore
 from llm_canary import CanaryReporter
 from tests.support import ROOT
 from tests.support.aio import serve_in_thread
 
+KEY = RuleKey("default", "bot")
 FAST = {"backoff_base_s": 0.01, "backoff_max_s": 0.05, "flush_interval_ms": 20,
         "timeout_s": 2.0}
 
@@ -77,8 +79,8 @@ def test_samples_and_feedback_reach_the_real_server(
         assert reporter.flush(timeout=30)
         stats = reporter.stats()
     assert (stats["sent"], stats["rejected"], stats["dropped"]) == (32, 0, 0)
-    assert store.count("bot") == 30
-    first = store.get(ids[0])
+    assert store.count(KEY) == 30
+    first = store.get(KEY, ids[0])
     assert first is not None
     s = first.sample
     assert (s.cohort, s.revision, s.queue, s.task) == ("canary", "abc123", "billing", "refund")
@@ -104,7 +106,7 @@ def test_server_field_errors_are_counted_and_logged_once(
     warnings = [r.getMessage() for r in caplog.records if "refused" in r.getMessage()]
     assert len(warnings) == 1
     assert "line 2 (id bad-input) field 'input'" in warnings[0]
-    assert store.count("bot") == 1
+    assert store.count(KEY) == 1
 
 
 def test_a_rotated_token_file_is_reread(real: tuple[ApiServer, SampleStore],
@@ -123,7 +125,7 @@ def test_a_rotated_token_file_is_reread(real: tuple[ApiServer, SampleStore],
         reporter.report(input="q", output="a", latency_ms=1)
         assert reporter.flush(timeout=30)
         assert reporter.stats()["sent"] == 2
-    assert store.count("bot") == 2
+    assert store.count(KEY) == 2
 
 
 def test_interpreter_exit_flushes(real: tuple[ApiServer, SampleStore]) -> None:
@@ -137,7 +139,7 @@ def test_interpreter_exit_flushes(real: tuple[ApiServer, SampleStore]) -> None:
     )
     subprocess.run([sys.executable, "-c", code], check=True, timeout=60, cwd=ROOT,
                    env={**os.environ, "PYTHONPATH": str(ROOT)})
-    assert store.count("bot") == 25
+    assert store.count(KEY) == 25
 
 
 def test_the_module_runs_vendored_with_the_stdlib_alone(tmp_path: Path) -> None:
