@@ -72,7 +72,8 @@ class Controller:
         self.port = free_port()
         self.log_path = workdir / f"{name}.log"
         self.store = workdir / f"{name}.db"
-        args = [sys.executable, "-X", "faulthandler", "-m", "controller", "--kubeconfig", kubeconfig,
+        args = [sys.executable, "-X", "faulthandler", "-m", "controller",
+                "--kubeconfig", kubeconfig,
                 "--host", "127.0.0.1", "--port", str(self.port), "--store", str(self.store),
                 "--analysis-interval", "1s", "--resync", "2", "--identity", name,
                 "--log-level", "debug", *(extra or ["--no-leader-elect"])]
