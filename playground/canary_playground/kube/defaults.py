@@ -167,6 +167,8 @@ def initial_status(kind: str) -> JSON | None:
         return {"phase": "Pending", "qosClass": "BestEffort"}
     if kind == "Namespace":
         return {"phase": "Active"}
-    if kind == "Deployment" or kind == "ReplicaSet":
+    if kind == "Deployment":
         return {}
+    if kind == "ReplicaSet":  # its status.replicas is not omitempty
+        return {"replicas": 0}
     return None

@@ -141,7 +141,7 @@ class DeploymentController:
         self.store, self.queue, self.recorder = store, queue, recorder
         self.deployments = registry.get("apps", "deployments")
         self.replicasets = registry.get("apps", "replicasets")
-        queue.register("deployment", self.sync)
+        queue.register("deployment", self.sync, priority=2)
         store.listeners.append(self.on_change)
 
     def on_change(self, change: Change) -> None:

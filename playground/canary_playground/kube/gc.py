@@ -36,7 +36,7 @@ def _key(res: Resource, obj: JSON) -> Key:
 class GarbageCollector:
     def __init__(self, store: Store, registry: Registry, queue: WorkQueue) -> None:
         self.store, self.registry, self.queue = store, registry, queue
-        queue.register("gc", self.sync)
+        queue.register("gc", self.sync, priority=3)
         store.listeners.append(self.on_change)
 
     def on_change(self, change: Change) -> None:

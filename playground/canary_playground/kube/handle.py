@@ -12,6 +12,7 @@ controller's ServiceAccount (``emu.controller``).
 from __future__ import annotations
 
 import argparse
+import base64
 import json
 import os
 import secrets
@@ -29,6 +30,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from .errors import JSON
+from .tls import client_context, make_certificate, server_context
 
 if TYPE_CHECKING:
     from .chart import ChartIdentity
@@ -37,11 +39,15 @@ PLAYGROUND_ROOT = Path(__file__).resolve().parents[2]
 
 
 def write_kubeconfig(path: Path | str, url: str, token: str | None,
-                     namespace: str = "default", user: str = "emulator") -> None:
+                     namespace: str = "default", user: str = "emulator",
+                     ca_pem: str | None = None) -> None:
     user_entry: JSON = {"token": token} if token else {}
+    cluster: JSON = {"server": url}
+    if ca_pem:
+        cluster["certificate-authority-data"] = base64.b64encode(ca_pem.encode()).decode()
     config = {
         "apiVersion": "v1", "kind": "Config", "current-context": "emulator",
-        "clusters": [{"name": "emulator", "cluster": {"server": url}}],
+        "clusters": [{"name": "emulator", "cluster": cluster}],
         "users": [{"name": user, "user": user_entry}],
         "contexts": [{"name": "emulator", "context": {"cluster": "emulator", "user": user,
                                                       "namespace": namespace}}],
@@ -55,15 +61,18 @@ def write_kubeconfig(path: Path | str, url: str, token: str | None,
 class EmulatorHandle:
     """A running emulator: its URL, kubeconfig, and the side API for tests."""
 
-    def __init__(self, url: str, kubeconfig: Path | str, token: str | None) -> None:
+    def __init__(self, url: str, kubeconfig: Path | str, token: str | None,
+                 ca_pem: str | None = None) -> None:
         self.url, self.kubeconfig, self.token = url, str(kubeconfig), token
+        self.ca_pem = ca_pem
+        self._ssl = client_context(ca_pem)
         self.controller: ChartIdentity | None = None
 
     def _call(self, method: str, path: str, body: Any = None) -> Any:
         data = json.dumps(body).encode() if body is not None else None
         req = urllib.request.Request(self.url + path, data=data, method=method,
                                      headers={"Content-Type": "application/json"})
-        with urllib.request.urlopen(req, timeout=10) as resp:
+        with urllib.request.urlopen(req, timeout=10, context=self._ssl) as resp:
             return json.loads(resp.read())
 
     def api(self, method: str, path: str, body: Any = None, *,
@@ -75,7 +84,7 @@ class EmulatorHandle:
             headers["Authorization"] = f"Bearer {self.token}"
         req = urllib.request.Request(self.url + path, data=data, method=method,
                                      headers=headers)
-        with urllib.request.urlopen(req, timeout=10) as resp:
+        with urllib.request.urlopen(req, timeout=10, context=self._ssl) as resp:
             return json.loads(resp.read() or b"null")
 
     def add_fault(self, path_regex: str, *, status: int = 500, method: str = "*",
@@ -139,7 +148,8 @@ class EmulatorHandle:
         return str(self._call("POST", "/_emulator/tokens", body)["token"])
 
     def kubeconfig_for(self, token: str, path: Path | str, namespace: str = "default") -> str:
-        write_kubeconfig(path, self.url, token, namespace)
+        """Write a kubeconfig for ``token`` (trusting this server's certificate)."""
+        write_kubeconfig(path, self.url, token, namespace, ca_pem=self.ca_pem)
         return str(path)
 
     def wait_healthy(self, timeout: float = 10.0) -> None:
@@ -164,7 +174,8 @@ class EmulatorHandle:
 
 def emulator_args(kubeconfig: Path, *, readiness_delay: float, slow_ready_delay: float,
                   bookmark_interval: float, history_limit: int, token: bool, rbac: bool,
-                  hpa_interval: float, crash_loop_interval: float) -> list[str]:
+                  hpa_interval: float, crash_loop_interval: float, tls: bool = False
+                  ) -> list[str]:
     args = [sys.executable, "-m", "canary_playground.kube", "--port", "0",
             "--kubeconfig", str(kubeconfig), "--readiness-delay", str(readiness_delay),
             "--slow-ready-delay", str(slow_ready_delay),
@@ -175,6 +186,8 @@ def emulator_args(kubeconfig: Path, *, readiness_delay: float, slow_ready_delay:
         args.append("--no-token")
     if rbac:
         args.append("--rbac")
+    if tls:
+        args.append("--tls")
     return args
 
 
@@ -193,9 +206,17 @@ def wait_for_kubeconfig(proc: subprocess.Popen[bytes], kubeconfig: Path, log: Pa
         if proc.poll() is not None or time.monotonic() > deadline:
             raise RuntimeError(f"kube emulator did not start; see {log}")
         time.sleep(0.02)
+    return handle_from_kubeconfig(kubeconfig)
+
+
+def handle_from_kubeconfig(kubeconfig: Path) -> EmulatorHandle:
+    """A handle for an emulator that wrote (admin) ``kubeconfig``; waits until it answers."""
     config = json.loads(kubeconfig.read_text())
-    url = config["clusters"][0]["cluster"]["server"]
-    handle = EmulatorHandle(url, kubeconfig, config["users"][0]["user"].get("token"))
+    cluster = config["clusters"][0]["cluster"]
+    ca = cluster.get("certificate-authority-data")
+    handle = EmulatorHandle(cluster["server"], kubeconfig,
+                            config["users"][0]["user"].get("token"),
+                            base64.b64decode(ca).decode() if ca else None)
     handle.wait_healthy()
     return handle
 
@@ -206,12 +227,14 @@ def running_emulator(directory: str | Path | None = None, *, readiness_delay: fl
                      bookmark_interval: float = 5.0, history_limit: int = 10_000,
                      token: bool = True, rbac: bool = False,
                      rbac_from_chart: bool | JSON | None = None, hpa_interval: float = 2.0,
-                     crash_loop_interval: float = 1.0) -> Iterator[EmulatorHandle]:
+                     crash_loop_interval: float = 1.0, tls: bool = False
+                     ) -> Iterator[EmulatorHandle]:
     """Start the emulator as a subprocess on a free port; yield its handle; stop it.
 
     ``deployment_delay`` is the old name of ``readiness_delay``. ``rbac_from_chart``: True
     (or chart values) loads the chart's RBAC and enforces it; ``emu.controller`` then has
-    the controller's ServiceAccount, token and kubeconfig.
+    the controller's ServiceAccount, token and kubeconfig. ``tls``: serve HTTPS with a
+    self-signed certificate (kubectl sends credentials over TLS only).
     """
     if deployment_delay is not None:
         readiness_delay = deployment_delay
@@ -226,7 +249,8 @@ def running_emulator(directory: str | Path | None = None, *, readiness_delay: fl
                              slow_ready_delay=slow_ready_delay,
                              bookmark_interval=bookmark_interval, history_limit=history_limit,
                              token=token, rbac=rbac or bool(rbac_from_chart),
-                             hpa_interval=hpa_interval, crash_loop_interval=crash_loop_interval)
+                             hpa_interval=hpa_interval, crash_loop_interval=crash_loop_interval,
+                             tls=tls)
         proc = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT, env=child_env())
         try:
             handle = wait_for_kubeconfig(proc, kubeconfig, log_path)
@@ -263,6 +287,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--crd", type=Path, action="append", help="CRD manifests (repeatable)")
     p.add_argument("--rbac", action="store_true", help="enforce RBAC for non-admin users")
     p.add_argument("--no-token", action="store_true", help="accept unauthenticated requests")
+    p.add_argument("--tls", action="store_true", help="serve HTTPS (self-signed certificate "
+                   "next to the kubeconfig, or in a temporary directory)")
     args = p.parse_args(argv)
     token = None if args.no_token else secrets.token_hex(16)
     emulator = Emulator(Settings(
@@ -271,7 +297,12 @@ def main(argv: list[str] | None = None) -> int:
         crash_loop_interval=args.crash_loop_interval, bookmark_interval=args.bookmark_interval,
         history_limit=args.history_limit, hpa_interval=args.hpa_interval, rbac=args.rbac,
         crds=tuple(args.crd or [DEFAULT_CRD])))
-    server = EmulatorServer(emulator, args.port)
+    ca_pem, context = None, None
+    with tempfile.TemporaryDirectory(prefix="kube-emulator-tls-") as tmp:
+        if args.tls:
+            cert, key, ca_pem = make_certificate(Path(tmp))
+            context = server_context(cert, key)
+        server = EmulatorServer(emulator, args.port, context)
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     signal.signal(signal.SIGINT, lambda *_: stop.set())
@@ -279,7 +310,7 @@ def main(argv: list[str] | None = None) -> int:
                               daemon=True)
     thread.start()
     if args.kubeconfig:
-        write_kubeconfig(args.kubeconfig, server.url, token)
+        write_kubeconfig(args.kubeconfig, server.url, token, ca_pem=ca_pem)
     print(f"listening on {server.url}", flush=True)
     stop.wait()
     server.close()

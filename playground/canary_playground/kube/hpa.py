@@ -39,7 +39,7 @@ class HpaController:
         self.store, self.registry, self.queue, self.recorder = store, registry, queue, recorder
         self.interval = interval
         self.hpas = registry.get("autoscaling", "horizontalpodautoscalers")
-        queue.register("hpa", self.sync)
+        queue.register("hpa", self.sync, priority=4)
         store.listeners.append(self.on_change)
 
     def on_change(self, change: Change) -> None:

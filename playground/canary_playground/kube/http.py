@@ -21,6 +21,8 @@ from __future__ import annotations
 import json
 import logging
 import os
+import socket
+import ssl
 import time
 import urllib.parse
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -42,6 +44,21 @@ class Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
     disable_nagle_algorithm = True  # headers and body go out in separate writes
     server: EmulatorServer
+
+    def setup(self) -> None:
+        if isinstance(self.request, ssl.SSLSocket):
+            self.request.settimeout(10)
+            try:
+                self.request.do_handshake()
+            finally:
+                self.request.settimeout(None)
+        super().setup()
+
+    def handle(self) -> None:
+        try:
+            super().handle()
+        except (ssl.SSLError, OSError):  # a client that hung up or spoke plain HTTP
+            self.close_connection = True
 
     def log_message(self, format: str, *args: Any) -> None:
         if os.environ.get("KUBE_EMULATOR_VERBOSE"):
@@ -339,13 +356,23 @@ class EmulatorServer(ThreadingHTTPServer):
     allow_reuse_address = True
     request_queue_size = 128  # many clients connect at once (pools, watches, benchmarks)
 
-    def __init__(self, emulator: Emulator, port: int = 0) -> None:
+    def __init__(self, emulator: Emulator, port: int = 0,
+                 ssl_context: ssl.SSLContext | None = None) -> None:
         self.emulator = emulator
+        self.ssl_context = ssl_context
         super().__init__(("127.0.0.1", port), Handler)
+
+    def get_request(self) -> tuple[socket.socket, Any]:
+        sock, addr = super().get_request()
+        if self.ssl_context is not None:  # the handshake happens in the handler's thread
+            sock = self.ssl_context.wrap_socket(sock, server_side=True,
+                                                do_handshake_on_connect=False)
+        return sock, addr
 
     @property
     def url(self) -> str:
-        return f"http://127.0.0.1:{self.server_address[1]}"
+        scheme = "https" if self.ssl_context is not None else "http"
+        return f"{scheme}://127.0.0.1:{self.server_address[1]}"
 
     def close(self) -> None:
         self.emulator.stop()

@@ -11,9 +11,10 @@ image:
 - ``crashloop``: the container restarts forever (``restartCount`` grows every
   ``crashLoopInterval`` seconds; state waiting, reason ``CrashLoopBackOff``; never Ready).
 
-The annotation ``emulator.llmops.dev/unavailable: "true"`` on the pod, its ReplicaSet or
-that ReplicaSet's Deployment fails the readiness probe of every container while it is
-set; once removed, pods are Ready again ``readinessDelay`` seconds later. Pods are
+The annotation ``emulator.llmops.dev/unavailable: "true"`` on the pod or its Deployment
+(or its ReplicaSet when no Deployment owns it) fails the readiness probe of every
+container while it is set; once removed, pods are Ready again ``readinessDelay`` seconds
+later. Pods are
 deleted at once (no graceful termination).
 """
 
@@ -74,7 +75,7 @@ class Kubelet:
         self.replicasets = registry.get("apps", "replicasets")
         self.deployments = registry.get("apps", "deployments")
         self.sims: dict[str, Sim] = {}
-        queue.register("pod", self.sync)
+        queue.register("pod", self.sync, priority=0)
         store.listeners.append(self.on_change)
 
     def on_change(self, change: Change) -> None:
@@ -97,17 +98,22 @@ class Kubelet:
             elif res is self.replicasets:
                 self._poke_pods_of(meta(obj)["uid"])
 
+    def _owner(self, obj: JSON) -> JSON | None:
+        ref = controller_ref(obj)
+        found = self.store.by_uid(str(ref.get("uid"))) if ref else None
+        return found[1] if found else None
+
     def _unavailable(self, pod: JSON) -> bool:
-        obj: JSON | None = pod
-        for _ in range(3):  # the pod, its ReplicaSet, that ReplicaSet's Deployment
-            if obj is None:
-                return False
-            if annotations_of(obj).get(UNAVAILABLE_ANNOTATION) == "true":
-                return True
-            ref = controller_ref(obj)
-            found = self.store.by_uid(str(ref.get("uid"))) if ref else None
-            obj = found[1] if found else None
-        return False
+        """The annotation on the pod, or on its Deployment (a ReplicaSet's own counts
+        only without a Deployment: Deployments copy annotations to ReplicaSets and never
+        remove them)."""
+        if annotations_of(pod).get(UNAVAILABLE_ANNOTATION) == "true":
+            return True
+        rs = self._owner(pod)
+        if rs is None:
+            return False
+        holder = self._owner(rs) or rs
+        return annotations_of(holder).get(UNAVAILABLE_ANNOTATION) == "true"
 
     def sync(self, key: Key) -> None:
         _, ns, name = key

@@ -62,7 +62,7 @@ class ReplicaSetController:
         self.store, self.queue = store, queue
         self.replicasets = registry.get("apps", "replicasets")
         self.pods = registry.get("", "pods")
-        queue.register("replicaset", self.sync)
+        queue.register("replicaset", self.sync, priority=1)
         store.listeners.append(self.on_change)
 
     def on_change(self, change: Change) -> None:
