@@ -171,4 +171,6 @@ def initial_status(kind: str) -> JSON | None:
         return {}
     if kind == "ReplicaSet":  # its status.replicas is not omitempty
         return {"replicas": 0}
+    if kind == "HorizontalPodAutoscaler":  # nor is an HPA's status.desiredReplicas
+        return {"desiredReplicas": 0}
     return None

@@ -66,6 +66,7 @@ class HpaController:
         ref = spec.get("scaleTargetRef") or {}
         ns = meta(hpa)["namespace"]
         status = copy.deepcopy(hpa.get("status") or {})
+        status.setdefault("desiredReplicas", 0)
         status["observedGeneration"] = as_int(meta(hpa).get("generation"))
         target_res = self.registry.by_kind(str(ref.get("apiVersion", "apps/v1")),
                                            str(ref.get("kind")))
