@@ -16,7 +16,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 import pytest
-from canary_playground.kube_emulator import EmulatorHandle, running_emulator
+from canary_playground.kube import EmulatorHandle, running_emulator
 from canary_playground.scripted_judge import ScriptedJudge
 
 

@@ -2,7 +2,7 @@
 
 What runs, all on 127.0.0.1:
 
-- the Kubernetes API emulator (:mod:`.kube_emulator`, a separate process) holding a
+- the Kubernetes API emulator (:mod:`.kube`, a separate process) holding a
   ``demo-assistant`` Deployment, a judge-key Secret and a CanaryRule;
 - the real controller (``python -m controller``, a separate process) with analysis every
   second instead of every minute;
@@ -43,7 +43,7 @@ from controller.actuator.client import connect
 from controller.models import CanaryRuleStatus, Phase
 
 from .exporter import Exporter
-from .kube_emulator import running_emulator
+from .kube import running_emulator
 from .prometheus_server import prometheus_binary, run_prometheus
 from .scripted_judge import ScriptedJudge
 
@@ -238,7 +238,7 @@ def run_demo(scenario: str, *, on_update: Callable[[dict[str, Any]], None] | Non
             prefix="llm-canary-demo-")))
         workdir.mkdir(parents=True, exist_ok=True)
         say("starting the Kubernetes API emulator ...")
-        emu = stack.enter_context(running_emulator(workdir / "kube", deployment_delay=0.2))
+        emu = stack.enter_context(running_emulator(workdir / "kube", readiness_delay=0.2))
         judge = stack.enter_context(ScriptedJudge(api_key=DEMO_KEY))
         exporter: Exporter | None = None
         prom_url: str | None = None

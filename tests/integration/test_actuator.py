@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from canary_playground.kube_emulator import EmulatorHandle, running_emulator, write_kubeconfig
+from canary_playground.kube import EmulatorHandle, running_emulator, write_kubeconfig
 
 from controller.actuator import deployments as dp
 from controller.actuator import events, rules, secrets
@@ -55,7 +55,7 @@ UNAVAILABLE = "emulator.llmops.dev/unavailable"
 
 @pytest.fixture(scope="module")
 def emu(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EmulatorHandle]:
-    with running_emulator(tmp_path_factory.mktemp("kube"), deployment_delay=0.02) as handle:
+    with running_emulator(tmp_path_factory.mktemp("kube"), readiness_delay=0.02) as handle:
         yield handle
 
 

@@ -14,7 +14,7 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
-from canary_playground.kube_emulator import (
+from canary_playground.kube import (
     EmulatorHandle,
     merge_patch,
     running_emulator,
@@ -375,12 +375,14 @@ def test_fake_deployment_controller(kube_emulator: EmulatorHandle, apps: client.
     assert dep.status.observed_generation == 1 and dep.status.updated_replicas == 3
     apps.patch_namespaced_deployment("web", ns, {"metadata": {"annotations": {
         "emulator.llmops.dev/unavailable": "true"}}, "spec": {"replicas": 4}})
+    # (status follows the pods: wait for the whole condition, not just the generation)
     dep = wait_for(lambda: (d := apps.read_namespaced_deployment("web", ns)).status
-                   .observed_generation == 2 and d)
+                   .observed_generation == 2 and d.status.replicas == 4
+                   and not d.status.available_replicas and d)
     assert dep.status.replicas == 4 and not dep.status.available_replicas
     apps.patch_namespaced_deployment_scale("web", ns, {"spec": {"replicas": 0}})
     dep = wait_for(lambda: (d := apps.read_namespaced_deployment("web", ns)).status
-                   .observed_generation == 3 and d)
+                   .observed_generation == 3 and not d.status.replicas and d)
     assert not dep.status.replicas  # zero counts are omitted, as by the API
 
 
@@ -394,7 +396,9 @@ def test_owner_garbage_collection(custom: client.CustomObjectsApi, apps: client.
     apps.create_namespaced_deployment(ns, body)
     apps.create_namespaced_deployment(ns, deployment("web"))
     custom.delete_namespaced_custom_object(GROUP, VERSION, ns, PLURAL, "r1")
-    assert [d.metadata.name for d in apps.list_namespaced_deployment(ns).items] == ["web"]
+    # background propagation: the garbage collector deletes the dependent shortly after
+    wait_for(lambda: [d.metadata.name for d in apps.list_namespaced_deployment(ns).items]
+             == ["web"])
 
 
 def test_events_leases_secrets_services(core: client.CoreV1Api, api: client.ApiClient,
