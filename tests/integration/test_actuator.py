@@ -178,8 +178,10 @@ def test_ensure_builds_an_owned_canary_without_gitops_labels(kube: Kube, emu: Em
     assert meta["labels"] == {"app": "web", "team": "a", COHORT_LABEL: "canary",
                               "canary.llmops.dev/rule": "assistant",
                               "app.kubernetes.io/managed-by": "llm-canary"}
-    assert meta["annotations"] == {REVISION_ANNOTATION: revision}
-    assert spec["replicas"] == 0 and spec["strategy"] == {"type": "RollingUpdate"}
+    assert meta["annotations"][REVISION_ANNOTATION] == revision
+    # the target's strategy, as the API server defaulted it (RollingUpdate 25%/25%)
+    assert spec["replicas"] == 0 and spec["strategy"] == target["spec"]["strategy"] == {
+        "type": "RollingUpdate", "rollingUpdate": {"maxSurge": "25%", "maxUnavailable": "25%"}}
     assert spec["selector"] == {"matchLabels": {"app": "web", COHORT_LABEL: "canary"}}
     tpl = spec["template"]
     assert tpl["metadata"]["labels"] == {"app": "web", "version": "v1", "prompt": "v7",
