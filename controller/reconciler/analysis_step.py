@@ -248,11 +248,16 @@ def start_cursor(
     samples: EvidenceLog, rule: CanaryRule, status: CanaryRuleStatus, evidence: Evidence, *,
     resumed: bool,
 ) -> int:
-    """Where reading resumes: the cursor saved with the statistics, else the log position
-    of the rollout's start (a new rollout, or statistics that had to restart: every
-    sample of the rollout is read again, nothing older)."""
-    cursor = (status.statistics or {}).get("cursor")
-    if resumed and cursor is not None:
+    """Where reading resumes: the cursor saved with the statistics, if it is a position
+    in this very log; else the log position of the rollout's start (a new rollout,
+    statistics that had to restart - every sample of the rollout is read again, nothing
+    older - or another replica's log after a failover or an upgrade: what that one
+    counted stays counted, and this log's samples of the rollout are read from its
+    start)."""
+    saved = status.statistics or {}
+    cursor = saved.get("cursor")
+    same_log = saved.get("log") in (None, samples.log_id())
+    if resumed and cursor is not None and same_log:
         return int(cursor)
     return samples.position_at(rule.key, evidence_since(evidence))
 
@@ -327,7 +332,8 @@ def analyse(
         count_events(rule, status, stats, counts, now, canary_share, errors, notes)
     decision = evaluate(rule.spec, stats, at=now, deadline_reached=deadline_reached,
                         errors=errors)
-    return AnalysisResult(decision, {"stats": stats.to_dict(), "cursor": cursor}, new, notes)
+    return AnalysisResult(decision, {"stats": stats.to_dict(), "cursor": cursor,
+                                     "log": samples.log_id()}, new, notes)
 
 
 def judged_guard_errors(
