@@ -221,10 +221,10 @@ def test_a_forbidden_operation_is_visible_and_retried(
     kube: Kube, judge: ScriptedJudge, emu: EmulatorHandle,
     controllers: Callable[..., Controller],
 ) -> None:
+    setup(kube, judge.base_url)
     emu.add_fault(f"/namespaces/{NS}/deployments$", method="POST", status=403, count=-1,
                   message='deployments.apps is forbidden: User "x" cannot create resource '
                           '"deployments" in API group "apps"')
-    setup(kube, judge.base_url)
     c = controllers()
     synced = wait_for("Synced=False", lambda: condition(kube, "Synced").get("status") == "False"
                       and condition(kube, "Synced"), c)
