@@ -21,11 +21,12 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from controller.analysis import RuleStatistics, alpha_split, evaluate, guard_dimensions
-from controller.analysis.decide import BURN_IN
+from controller.analysis.decide import BURN_IN, TARGET_FACTOR
 from controller.analysis.sequential import (
     diff_means_t,
     diff_proportions,
     f1_difference,
+    proportion_fail_ready,
     rate_ratio_cs,
 )
 from controller.models import Action, CanaryRuleSpec, Cohort, RecordedVerdict, Risk, Sample
@@ -34,7 +35,8 @@ from controller.sources.manifests import load_rules
 RUNS = 2000
 LOOK_EVERY = 40  # samples over both cohorts between looks
 LOOKS = 60
-M = 200  # minSamplesPerCohort (where the mixture is tuned)
+M = 200  # minSamplesPerCohort
+TARGET = TARGET_FACTOR * M  # where decide.py tunes the mixture
 SIM = settings(max_examples=6, deadline=None, derandomize=True)
 
 
@@ -68,9 +70,18 @@ def test_proportions_aa_at_the_tolerance_boundary(p: float, share: float, alpha:
     xc = rng.binomial(inc_c, p + tol).cumsum(axis=0)
     xb = rng.binomial(inc_b, p).cumsum(axis=0)
     with np.errstate(divide="ignore", invalid="ignore"):
-        cs = diff_proportions(xc, nc, xb, nb, 1.0, alpha, M)
-    rate = ever(cs.lower > tol, nc, nb)
+        cs = diff_proportions(xc, nc, xb, nb, 1.0, alpha, TARGET)
+        ready = proportion_fail_ready(nc, nb, xb, 1.0, tol)
+    rate = ever((cs.lower > tol) & ready, nc, nb)
     assert rate <= slack(alpha), f"false rollback rate {rate:.4f} > alpha {alpha}"
+    # and the mirror image (higher is better: success exactly -tol below the baseline)
+    xc2 = rng.binomial(inc_c, 1 - p - tol).cumsum(axis=0)
+    xb2 = rng.binomial(inc_b, 1 - p).cumsum(axis=0)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        cs = diff_proportions(xc2, nc, xb2, nb, 1.0, alpha, TARGET)
+        ready = proportion_fail_ready(nc, nb, xb2, 1.0, -tol)
+    rate = ever((cs.upper < -tol) & ready, nc, nb)
+    assert rate <= slack(alpha), f"false rollback rate {rate:.4f} > alpha {alpha} (mirror)"
 
 
 @SIM
