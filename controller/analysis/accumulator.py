@@ -310,6 +310,21 @@ class RuleStatistics:
             cell = by_cohort[cohort] = kind()
         return cell
 
+    def fold(self, cohort: Cohort | str, n_samples: int, cells: dict[str, Cell]) -> None:
+        """Add pre-aggregated all-traffic statistics of ``n_samples`` samples of one
+        cohort (planning and simulation: the same decision without building samples).
+        Only the ``all`` slice and the step window receive them."""
+        c = str(cohort)
+        for metric, cell in cells.items():
+            mine = self._cell(metric, ALL, c, type(cell))
+            self.cells[metric][ALL][c] = _merge_cells(mine, cell)
+            if self.step is not None and isinstance(cell, Moments):
+                win = self.window.setdefault(metric, {}).get(c) or Moments()
+                self.window[metric][c] = win.merge(cell)
+        self.n_samples[c] += n_samples
+        if self.step is not None:
+            self.window_samples[c] += n_samples
+
     # ---- Prometheus counts ------------------------------------------------------------
     def set_counts(
         self,
