@@ -555,11 +555,13 @@ def family_at_tolerance(results: dict[str, Any]) -> dict[str, Any]:
 
 
 def one_batch() -> dict[str, Any]:
-    """Real evaluate: one batch of 70 pairs at the first step of a 4-step rule with
-    minSamplesPerCohort 50; then advance on every PROMOTE with no new samples."""
+    """Real evaluate: one batch of 400 clean pairs at the first step of a 4-step rule
+    (10/25/50/75%, minSamplesPerCohort 50, a policy guard with a 5-point tolerance that
+    the batch passes); then advance on every PROMOTE with no new samples."""
     spec = RULE.model_copy(deep=True)
     spec.analysis.min_samples_per_cohort = 50
-    spec.analysis.guards = [g for g in spec.analysis.guards if g.name == "policy"]
+    spec.analysis.guards = [g.model_copy(update={"tolerance": 0.05})
+                            for g in spec.analysis.guards if g.name == "policy"]
     spec.steps = [s.model_copy(update={"weight": w, "pause": None}) for w in (10, 25, 50, 75)
                   for s in spec.steps[:1]]
     out = {}
@@ -567,7 +569,7 @@ def one_batch() -> dict[str, Any]:
         stats = RuleStatistics(spec)
         if with_steps:
             stats.enter_step(0)
-        for i in range(70):
+        for i in range(400):
             for cohort in (Cohort.BASELINE, Cohort.CANARY):
                 stats.add(Sample.model_construct(
                     id=f"{cohort.value}-{i}", rule="r", cohort=cohort, ts=None, queue="general",
