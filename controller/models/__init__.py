@@ -17,7 +17,7 @@ from .rule import (
     TargetRef,
     TrustedSpec,
 )
-from .sample import Cohort, Feedback, Risk, Sample, Turn
+from .sample import DEFAULT_NAMESPACE, Cohort, Feedback, Risk, RuleKey, Sample, Turn
 from .status import HISTORY_LIMIT, CanaryRuleStatus, Condition, DecisionRecord, Phase
 from .verdict import (
     DEFAULT_THRESHOLD,
@@ -31,6 +31,7 @@ from .verdict import (
 )
 
 __all__ = [
+    "DEFAULT_NAMESPACE",
     "DEFAULT_THRESHOLD",
     "HISTORY_LIMIT",
     "LEVEL_SCORES",
@@ -60,6 +61,7 @@ __all__ = [
     "PromQuery",
     "RecordedVerdict",
     "Risk",
+    "RuleKey",
     "Sample",
     "Step",
     "TargetRef",

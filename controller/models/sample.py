@@ -2,12 +2,27 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any
 
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
 
 from .verdict import RecordedVerdict
+
+DEFAULT_NAMESPACE = "default"
+
+
+@dataclass(frozen=True, order=True)
+class RuleKey:
+    """A CanaryRule's identity: evidence is kept per namespace and rule name, so a rule
+    ``bot`` in two namespaces never shares samples."""
+
+    namespace: str
+    name: str
+
+    def __str__(self) -> str:
+        return f"{self.namespace}/{self.name}"
 
 
 class Cohort(StrEnum):
@@ -39,6 +54,9 @@ class Sample(BaseModel):
 
     id: str = Field(min_length=1, description="Unique idempotency key; duplicates are dropped.")
     rule: str = Field(min_length=1)
+    namespace: str | None = Field(
+        default=None, description="The rule's namespace (default: the caller's, else default)."
+    )
     cohort: Cohort
     ts: AwareDatetime
     queue: str = Field(default="default", min_length=1)
@@ -54,6 +72,14 @@ class Sample(BaseModel):
     task: str | None = None
     correction_minutes: float | None = Field(default=None, ge=0)
     judge: RecordedVerdict | None = None
+    revision: str | None = Field(
+        default=None,
+        description="The canary revision that served it (CANARY_REVISION in canary pods).",
+    )
+
+    @property
+    def key(self) -> RuleKey:
+        return RuleKey(self.namespace or DEFAULT_NAMESPACE, self.rule)
 
     def extras(self) -> dict[str, Any]:
         """Fields the record carried that the schema does not know."""
@@ -66,5 +92,11 @@ class Feedback(BaseModel):
     model_config = ConfigDict(extra="allow")
 
     id: str = Field(min_length=1)
+    rule: str = Field(min_length=1, description="The rule of the sample it corrects.")
+    namespace: str | None = None
     correction_minutes: float | None = Field(default=None, ge=0)
     label: str | None = None
+
+    @property
+    def key(self) -> RuleKey:
+        return RuleKey(self.namespace or DEFAULT_NAMESPACE, self.rule)
