@@ -40,7 +40,7 @@ Slice outcome (contrast ``θ = μ_c − k·μ_b``, see :mod:`.sequential`):
 - FAIL when the bound on the harmful side lies beyond the tolerance, once each cohort
   has ``min(20, minSamplesPerCohort)`` observations (a burn-in for the plug-in
   variance; Prometheus event-count tests are exact and need none) and, for a
-  proportion, each cohort expects 5 events at the boundary
+  proportion, the canary expects 5 events at the boundary
   (:func:`.sequential.proportion_fail_ready`);
 - PASS when the other bound lies within the tolerance AND both cohorts have
   ``minSamplesPerCohort`` observations;

@@ -46,7 +46,7 @@ Difference of proportions (score form)
     family (a consistent variance under the null tested). The normal approximation is
     poor in the long tail of a rare outcome (few expected events: a 1.5% rate over 80
     samples expects 1.2 events), so a FAIL additionally needs
-    ``n·min(p, 1−p) ≥ MIN_EXPECTED_EVENTS`` (5) in each cohort at the boundary
+    ``n_c·min(p, 1−p) ≥ MIN_EXPECTED_EVENTS`` (5) for the canary at the boundary
     (:func:`proportion_fail_ready`), the classical rule for the binomial's normal
     approximation; the A/A simulations at the tolerance boundary check rare rates at a
     5% canary share.
@@ -231,12 +231,13 @@ def proportion_fail_ready(
     min_events: float = MIN_EXPECTED_EVENTS,
 ) -> npt.NDArray[np.bool_]:
     """Enough expected events for the normal approximation at the boundary θ = threshold:
-    ``n·min(p, 1−p) ≥ min_events`` in both cohorts (p_c from the boundary, p_b smoothed)."""
+    ``n_c·min(p, 1−p) ≥ min_events`` for the canary's rate p at the boundary (from the
+    smoothed baseline rate). Only the canary's side: its tail is what the test reads
+    (a perfect baseline has no failures to expect and must not block a rollback)."""
     nc, nb, xb = _arr(n_canary), _arr(n_baseline), _arr(x_baseline)
     pb = (xb + 1.0) / (nb + 2.0)
     pc = np.clip(k * pb + threshold, 0.0, 1.0)
-    return np.asarray((nc * np.minimum(pc, 1.0 - pc) >= min_events)
-                      & (nb * np.minimum(pb, 1.0 - pb) >= min_events))
+    return np.asarray(nc * np.minimum(pc, 1.0 - pc) >= min_events)
 
 
 def diff_means_normal(
