@@ -47,7 +47,7 @@ def test_healthy_example_promotes() -> None:
     assert code == 0
     assert report["decision"] == "promote"
     assert report["reason"] == "all 7 guards pass"
-    assert report["decided_at"] == "2026-11-02T09:52:00+00:00"
+    assert report["decided_at"] == "2026-11-02T10:00:00+00:00"  # score CS: 8 min later
     assert report["samples_seen"] == {"baseline": 3120, "canary": 3120}
     overall = {g["name"]: g["outcome"] for g in report["guards"] if not any(
         g.get(k) for k in ("queue", "risk", "task"))}
