@@ -79,6 +79,11 @@ class Step(KubeModel):
     pause: Duration | None = Field(
         default=None, description="Minimum time to stay at this step even when guards pass."
     )
+    min_samples: int | None = Field(
+        default=None, ge=0, le=10_000_000,
+        description="Canary samples needed at this step before it may advance "
+                    "(default: analysis.minSamplesPerStep).",
+    )
 
 
 class GuardOverride(KubeModel):
@@ -111,6 +116,11 @@ class Guard(KubeModel):
     overrides: list[GuardOverride] = Field(default_factory=list)
     query: str | None = Field(
         default=None, description="For metric 'prometheus': the name of a metrics.queries entry."
+    )
+    alpha_weight: float | None = Field(
+        default=None, gt=0, le=1000,
+        description="Share of the rule's alpha relative to the other guards (default 3 for "
+                    "trustedCompletion, 2 for taskSuccess, 1 otherwise).",
     )
 
     @property
@@ -148,6 +158,11 @@ class AnalysisSpec(KubeModel):
     on_error_limit: Literal["pause", "rollback"] = "pause"
     max_groups: int = Field(
         default=8, ge=1, le=64, description="Queues/tiers tested separately; the rest are pooled."
+    )
+    min_samples_per_step: int | None = Field(
+        default=None, ge=0, le=10_000_000,
+        description="Canary samples each step must gather at its own weight before the "
+                    "rollout advances (default: a quarter of minSamplesPerCohort).",
     )
     trusted: TrustedSpec = Field(default_factory=TrustedSpec)
     guards: list[Guard] = Field(min_length=1)
