@@ -124,7 +124,8 @@ def judge_factory(kube: Kube, cache_path: str) -> JudgeFor:
             t = run.totals
             JUDGE_CALLS.labels(name, "paid").inc(t.calls)
             JUDGE_CALLS.labels(name, "cached").inc(t.cache_hits)
-            JUDGE_COST.labels(name).inc(t.cost_usd)
+            if t.cost_usd is not None:  # unpriced (self-hosted): tokens only, no made-up cost
+                JUDGE_COST.labels(name).inc(t.cost_usd)
             for reason, n in t.unjudged.items():
                 JUDGE_UNJUDGED.labels(name, reason).inc(n)
             return out

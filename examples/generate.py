@@ -25,7 +25,8 @@ from typing import Any
 
 import numpy as np
 
-from controller.models.verdict import LEVEL_SCORES, Level, soft_min_score
+from controller.judge.aggregate import soft_min_score
+from controller.models.verdict import LEVEL_SCORES, Level
 
 HERE = Path(__file__).resolve().parent
 RULE = "support-assistant"

@@ -13,7 +13,15 @@ from typing import Any
 import pytest
 from canary_playground.scripted_judge import Failure, ScriptedJudge, sample_record
 
-from controller.judge import Judge, Judged, JudgeResult, JudgeSettings, calls_per_sample
+from controller.judge import (
+    Judge,
+    Judged,
+    JudgeResult,
+    JudgeSettings,
+    Price,
+    Totals,
+    calls_per_sample,
+)
 from controller.models import Level, Sample, Unjudged
 
 
@@ -52,8 +60,12 @@ class TestModes:
         assert srv.calls == 1 and result.verdict.usage is not None
         assert result.verdict.usage.calls == 1
         assert [v.verdict for v in result.verdict.verdicts] == [Level.FULLY, Level.MINOR]
-        assert result.verdict.score == pytest.approx(0.369224, abs=1e-6)  # T = 0.1
+        assert result.verdict.score == 0.65  # evalLib at T = 0.5: the mean, no none
+        assert result.verdict.aggregation == "evalLib"
         assert not result.success
+        soft = one(make(srv, aggregation="softMin"), "[[judge: fully,minor]]")
+        assert isinstance(soft, Judged)
+        assert soft.verdict.score == pytest.approx(0.369224, abs=1e-6)  # softMin, T = 0.1
         assert result.verdict.model == "gpt-4o-mini" and result.verdict.prompt_version
         assert srv.stats.requests[0]["temperature"] == 0.0
 
@@ -74,12 +86,29 @@ class TestModes:
         assert stages == want | ({"judge_checks": 3} if calls == 4 else {})
 
     def test_usage_and_cost_recorded(self, srv: ScriptedJudge) -> None:
-        result = one(make(srv, mode="thorough", policy="Be polite."), "hi")
+        price = Price.parse("0.15,0.60")
+        result = one(make(srv, mode="thorough", policy="Be polite.", price=price), "hi")
         assert isinstance(result, Judged) and result.verdict.usage is not None
         usage = result.verdict.usage
         assert usage.calls == 4 and usage.prompt_tokens > 0 and usage.completion_tokens > 0
         expected = (usage.prompt_tokens * 0.15 + usage.completion_tokens * 0.60) / 1e6
         assert usage.cost_usd == pytest.approx(expected)
+
+    def test_no_price_no_cost(self, srv: ScriptedJudge) -> None:
+        """A self-hosted endpoint (here: 127.0.0.1) has no list price, whatever the model is
+        called: tokens are counted, the cost is unknown, never a guess."""
+        async def go() -> tuple[list[JudgeResult], Totals]:
+            async with Judge(make(srv, mode="thorough")) as judge:
+                return await judge.judge_many(samples("hi", "[[fake: malformed]]")), judge.totals
+
+        (ok, bad), totals = asyncio.run(go())
+        assert isinstance(ok, Judged) and ok.verdict.usage is not None
+        assert ok.verdict.usage.prompt_tokens > 0 and ok.verdict.usage.cost_usd is None
+        assert isinstance(bad, Unjudged) and bad.usage.calls == 2 and bad.usage.cost_usd is None
+        assert totals.cost_usd is None and not totals.priced
+        assert totals.as_dict()["cost_usd"] is None and totals.prompt_tokens > 0
+        with pytest.raises(ValueError, match="cost budget needs a price"):
+            make(srv, max_cost_usd_per_interval=0.1)
 
     def test_policy_decision_and_multi_turn(self, srv: ScriptedJudge) -> None:
         record = sample_record("m1", "")
@@ -238,7 +267,8 @@ class TestRobustCalls:
 
     def test_cost_budget(self, srv: ScriptedJudge) -> None:
         results = judge_all(
-            make(srv, max_cost_usd_per_interval=1e-9, concurrency=1), samples("a", "b", "c")
+            make(srv, max_cost_usd_per_interval=1e-9, concurrency=1, price=Price.parse("1,1")),
+            samples("a", "b", "c"),
         )
         assert isinstance(results[0], Judged)
         assert [r.reason for r in results[1:] if isinstance(r, Unjudged)] == ["budget"] * 2
@@ -253,7 +283,7 @@ class TestCache:
         assert srv.calls == 1 + 1 + 2
         srv.reset()
         # a new Judge object (as after a restart) with a stricter aggregation
-        second = judge_all(make(srv, temperature=0.01), batch, cache=path)
+        second = judge_all(make(srv, temperature=0.1), batch, cache=path)
         assert srv.calls == 2  # only the unjudged sample is tried again
         for a, b in zip(first[:2], second[:2], strict=True):
             assert isinstance(a, Judged) and isinstance(b, Judged)
