@@ -48,7 +48,11 @@ WITHHELD = "[withheld]"
 
 _EMAIL = re.compile(r"(?<![\w.%+-])[\w.%+-]+@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)*\.[A-Za-z]{2,}\b")
 _CARD = re.compile(r"(?<![\d-])\d(?:[ -]?\d){12,18}(?![\d-])")
-_PHONE = re.compile(r"(?<![\w+])(?:\+|\b00)?\(?\d(?:[ .()-]{0,2}\d){7,14}\b(?![-.]?\d)")
+_PHONE = re.compile(
+    # not inside a longer run of digits and separators, on either side
+    r"(?<![\w+])(?<!\d[ .()-])(?<!\d[ .()-]{2})"
+    r"(?:\+|\b00)?\(?\d(?:[ .()-]{0,2}\d){7,14}\b(?![ .()-]{0,2}\d)"
+)
 _ISO_DATE = re.compile(r"\d{4}-\d{2}-\d{2}")
 
 

@@ -4,9 +4,11 @@ cohorts, optionally oversampling strata, each with its exact inclusion probabili
 Design (stratified simple random sampling without replacement):
 
 1. **Cohort quotas.** ``limit`` (``samplesPerInterval``) is split evenly between the
-   cohorts present; a cohort with fewer candidates than its share gives the rest to the
-   other; an odd unit goes to the cohort with more candidates left (then the first by
-   name). Quotas depend only on the candidate counts, never on the draw.
+   cohorts present; a cohort with fewer candidates than its share is taken whole and
+   gives the rest to the other. An odd limit makes the shares halves (25.5 each): each
+   cohort gets the extra unit with probability 1/2 (rounding as in step 3): the cohorts'
+   counts differ by at most one when both have enough candidates, and even a limit of 1
+   leaves no cohort out for sure.
 2. **Strata.** Within a cohort, candidates are grouped by their oversampling factor
    ``m`` (``judge.oversample``: per risk tier and/or queue; all 1 without it). The
    cohort's quota ``Q`` is allocated proportionally to ``N_h * m_h`` with the cap
@@ -19,7 +21,8 @@ Design (stratified simple random sampling without replacement):
 4. **Draw.** ``n_h`` distinct candidates uniformly from the stratum, in a canonical
    order (sorted by sample id) so the selection does not depend on arrival order.
 
-Hence every candidate's inclusion probability is ``pi = a_h / N_h`` exactly, every
+Hence every candidate's inclusion probability is ``pi = E[a_h] / N_h`` exactly (the
+expectation over the cohort quota's rounding, computed in closed form), every
 candidate has ``pi > 0`` (nothing is systematically left out) and ``1/pi`` is the
 Horvitz-Thompson weight that keeps interval estimates unbiased
 (``RecordedVerdict.sampling_weight``). The draw is deterministic for a seed: seed it
@@ -61,24 +64,23 @@ def interval_seed(rule: str, interval: int | str) -> int:
     return int.from_bytes(digest[:8], "big")
 
 
-def cohort_quotas(counts: dict[Hashable, int], limit: int) -> dict[Hashable, int]:
-    """How many of each cohort to judge: even shares, leftovers to the larger cohorts."""
-    quotas = dict.fromkeys(counts, 0)
-    left = max(0, limit)
-    open_ = sorted((c for c in counts if counts[c] > 0), key=str)
-    while left > 0 and open_:
-        share, extra = divmod(left, len(open_))
-        by_room = sorted(open_, key=lambda c: (-(counts[c] - quotas[c]), str(c)))
-        given = 0
-        for rank, c in enumerate(by_room):
-            want = share + (1 if rank < extra else 0)
-            take = min(want, counts[c] - quotas[c])
-            quotas[c] += take
-            given += take
-        left -= given
-        open_ = [c for c in open_ if quotas[c] < counts[c]]
-        if given == 0:
+def cohort_quotas(counts: dict[Hashable, int], limit: int) -> dict[Hashable, float]:
+    """Expected number to judge per cohort: equal shares of ``limit``, a cohort with fewer
+    candidates than its share taken whole and the rest shared by the others."""
+    quotas: dict[Hashable, float] = dict.fromkeys(counts, 0.0)
+    left = float(min(max(0, limit), sum(counts.values())))
+    open_ = {c for c, n in counts.items() if n > 0}
+    while open_ and left > 0:
+        share = left / len(open_)
+        small = {c for c in open_ if counts[c] <= share}
+        if not small:
+            for c in open_:
+                quotas[c] = share
             break
+        for c in small:
+            quotas[c] = float(counts[c])
+            left -= counts[c]
+        open_ -= small
     return quotas
 
 
@@ -128,18 +130,38 @@ def round_sizes(alloc: dict[Hashable, float], rng: random.Random) -> dict[Hashab
     return sizes
 
 
-def select(
+@dataclass(frozen=True)
+class _CohortPlan:
+    strata: list[list[int]]
+    """Candidate indices per stratum, in canonical (sample id) order."""
+    factors: list[float]
+    quota: float
+    """The cohort's expected quota; realised as its floor or ceiling."""
+
+    def allocation(self, quota: int) -> dict[Hashable, float]:
+        sizes: dict[Hashable, int] = {k: len(m) for k, m in enumerate(self.strata)}
+        factors: dict[Hashable, float] = dict(enumerate(self.factors))
+        return allocate(sizes, factors, quota)
+
+    def probabilities(self) -> list[float]:
+        """Exact inclusion probability per stratum, averaged over the quota's rounding."""
+        low = math.floor(self.quota + 1e-12)
+        frac = min(1.0, max(0.0, self.quota - low))
+        a_low = self.allocation(low)
+        a_high = self.allocation(low + 1) if frac > 0 else a_low
+        return [
+            min(1.0, ((1 - frac) * a_low[k] + frac * a_high[k]) / len(m))
+            for k, m in enumerate(self.strata)
+        ]
+
+
+def _plan(
     candidates: Sequence[T],
     limit: int,
-    seed: int,
-    *,
     sample_of: Callable[[T], Sample],
-    oversample: Oversample | None = None,
-) -> list[Chosen[T]]:
-    """Up to ``limit`` candidates (see the module docstring), in the candidates' order.
-
-    Candidates sharing a sample id count once (the first is kept)."""
-    rng = random.Random(seed)
+    oversample: Oversample | None,
+) -> dict[Hashable, _CohortPlan]:
+    """Per cohort: its strata (by oversampling factor) and its expected quota."""
     unique: dict[str, int] = {}
     for i, c in enumerate(candidates):
         unique.setdefault(sample_of(c).id, i)
@@ -153,28 +175,52 @@ def select(
     for i in index:
         by_cohort.setdefault(sample_of(candidates[i]).cohort.value, []).append(i)
     quotas = cohort_quotas({c: len(v) for c, v in by_cohort.items()}, limit)
-    chosen: dict[int, float] = {}
+    plan: dict[Hashable, _CohortPlan] = {}
     for cohort in sorted(by_cohort, key=str):
-        chosen.update(_draw(by_cohort[cohort], quotas[cohort], factor, rng))
-    return [Chosen(candidates[i], chosen[i]) for i in sorted(chosen)]
+        groups: dict[float, list[int]] = {}
+        for i in by_cohort[cohort]:
+            groups.setdefault(factor(i), []).append(i)
+        keys = sorted(groups)
+        plan[cohort] = _CohortPlan([groups[h] for h in keys], keys, quotas[cohort])
+    return plan
 
 
-def _draw(
-    members: list[int], quota: int, factor: Callable[[int], float], rng: random.Random
-) -> dict[int, float]:
-    """One cohort: index -> inclusion probability for the drawn members."""
-    strata: dict[Hashable, list[int]] = {}
-    for i in members:
-        strata.setdefault(factor(i), []).append(i)
-    sizes = {h: len(v) for h, v in strata.items()}
-    alloc = allocate(sizes, {h: float(h) for h in strata}, quota)  # type: ignore[arg-type]
-    counts = round_sizes(alloc, rng)
-    out: dict[int, float] = {}
-    for h in sorted(strata, key=str):
-        pi = min(1.0, alloc[h] / sizes[h])
-        for i in rng.sample(strata[h], counts[h]):
-            out[i] = pi
+def inclusion_probabilities(
+    candidates: Sequence[T],
+    limit: int,
+    *,
+    sample_of: Callable[[T], Sample],
+    oversample: Oversample | None = None,
+) -> dict[str, float]:
+    """Sample id -> the probability that :func:`select` chooses it (for any seed)."""
+    out: dict[str, float] = {}
+    for cohort in _plan(candidates, limit, sample_of, oversample).values():
+        for members, pi in zip(cohort.strata, cohort.probabilities(), strict=True):
+            out.update((sample_of(candidates[i]).id, pi) for i in members)
     return out
+
+
+def select(
+    candidates: Sequence[T],
+    limit: int,
+    seed: int,
+    *,
+    sample_of: Callable[[T], Sample],
+    oversample: Oversample | None = None,
+) -> list[Chosen[T]]:
+    """Up to ``limit`` candidates (see the module docstring), in the candidates' order.
+
+    Candidates sharing a sample id count once (the first is kept)."""
+    rng = random.Random(seed)
+    plan = _plan(candidates, limit, sample_of, oversample)
+    quotas = round_sizes({c: p.quota for c, p in plan.items()}, rng)
+    chosen: dict[int, float] = {}
+    for cohort, p in plan.items():
+        sizes = round_sizes(p.allocation(quotas[cohort]), rng)
+        for k, (members, pi) in enumerate(zip(p.strata, p.probabilities(), strict=True)):
+            for i in rng.sample(members, sizes[k]):
+                chosen[i] = pi
+    return [Chosen(candidates[i], chosen[i]) for i in sorted(chosen)]
 
 
 def select_samples(

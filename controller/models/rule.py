@@ -203,9 +203,10 @@ class RedactionPattern(KubeModel):
 
 
 class Redaction(KubeModel):
-    """What the judge may see: patterns replaced and fields/turn roles left out, applied
-    to every request that leaves the controller for the judge (every mode and stage, and
-    the repair prompt)."""
+    """What the judge may see: matches replaced, fields and turn roles left out."""
+
+    # Applied before any prompt is built: every mode, stage and repair prompt
+    # (controller.judge.redaction).
 
     builtins: list[BuiltinPattern] = Field(
         default_factory=list, description="Built-in patterns: email, cardNumber, phone."
@@ -232,8 +233,9 @@ class RiskFactors(KubeModel):
 
 
 class Oversample(KubeModel):
-    """Judge some strata more often than their share of traffic (e.g. ``risk: {high: 4}``);
-    each verdict carries the weight ``1/pi`` that undoes it in the statistics."""
+    """Judge some strata more often than their share of traffic, e.g. risk: {high: 4}."""
+
+    # Each verdict carries the weight 1/pi that undoes it (controller.judge.sampling).
 
     risk: RiskFactors = Field(default_factory=RiskFactors)
     queue: dict[str, float] = Field(default_factory=dict, description="Factor per queue.")

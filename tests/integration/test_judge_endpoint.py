@@ -22,7 +22,8 @@ from controller.judge import (
     Totals,
     calls_per_sample,
 )
-from controller.models import Level, Sample, Unjudged
+from controller.models import Level, Sample, Unjudged, UnjudgedReason
+from controller.models.rule import Redaction
 
 
 @pytest.fixture
@@ -238,6 +239,32 @@ class TestRobustCalls:
         )
         [result] = judge_all(settings, samples("x"))
         assert isinstance(result, Unjudged) and result.reason == "connection"
+        assert result.transient and "refused" in result.detail.lower()
+
+    @pytest.mark.parametrize(
+        ("failures", "reason", "transient"),
+        [
+            ([Failure(429)] * 2, UnjudgedReason.RATE_LIMITED, True),
+            ([Failure(503)] * 2, UnjudgedReason.SERVER_ERROR, True),
+            ([Failure(400, message="This model's maximum context length is 8192 tokens, "
+                                   "however you requested 9000 tokens")],
+             UnjudgedReason.CONTEXT_LENGTH, False),
+            ([Failure(413, message="Request body too large")], UnjudgedReason.CONTEXT_LENGTH,
+             False),
+            ([Failure(422, message="unsupported parameter")], UnjudgedReason.BAD_REQUEST, False),
+            ([Failure(401)], UnjudgedReason.AUTH, False),
+            ([Failure(404, message="model not found")], UnjudgedReason.NOT_FOUND, False),
+        ],
+    )
+    def test_failures_are_classified(
+        self, srv: ScriptedJudge, failures: list[Failure], reason: UnjudgedReason,
+        transient: bool,
+    ) -> None:
+        srv.fail_next(*failures)
+        result = one(make(srv, max_retries=1), "x")
+        assert isinstance(result, Unjudged)
+        assert (result.reason, result.transient) == (reason, transient)
+        assert result.usage.calls == (2 if transient else 1)
 
     def test_concurrency_really_overlaps_and_is_capped(self) -> None:
         with ScriptedJudge(latency=0.2) as srv:
@@ -295,3 +322,68 @@ class TestCache:
         srv.reset()
         judge_all(make(srv, policy="new policy"), batch[:1], cache=path)
         assert srv.calls == 1  # different rubric, different key
+
+
+SECRETS = ("jane.doe@example.com", "4111 1111 1111 1111", "+44 20 7946 0958", "ACCT-987654",
+           "tool-only-note")
+REDACTION = Redaction.model_validate({
+    "builtins": ["email", "cardNumber", "phone"],
+    "patterns": [{"regex": r"ACCT-\d{6}", "replacement": "[ACCOUNT]"}],
+    "roles": ["user", "assistant"],
+})
+
+
+def secret_sample(marker: str) -> Sample:
+    record = sample_record("r1", "")
+    record["input"] = [
+        {"role": "user",
+         "content": f"I am jane.doe@example.com, card 4111 1111 1111 1111. {marker}"},
+        {"role": "tool", "content": "tool-only-note: customer phone +44 20 7946 0958"},
+        {"role": "user", "content": "Refund account ACCT-987654 please, call +44 20 7946 0958."},
+    ]
+    record["output"] = "Done for jane.doe@example.com on ACCT-987654."
+    return Sample.model_validate(record)
+
+
+class TestRedaction:
+    @pytest.mark.parametrize(
+        ("server", "mode", "marker"),
+        [
+            ({}, "fast", "[[judge: fully,minor]]"),
+            ({}, "thorough", "[[fake: malformed-once]]"),  # the repair prompt too
+            ({"reject_json_schema": True, "reject_json_object": True}, "thorough", ""),
+        ],
+    )
+    def test_secrets_never_reach_the_judge(
+        self, server: dict[str, bool], mode: str, marker: str
+    ) -> None:
+        with ScriptedJudge(**server) as srv:
+            settings = make(srv, mode=mode, redaction=REDACTION, policy="No refunds.",
+                            decision_labels=("approve", "reject"))
+            [result] = judge_all(settings, [secret_sample(marker)])
+            assert isinstance(result, Judged), result
+            bodies = list(srv.request_texts())
+        assert len(bodies) >= (1 if mode == "fast" else 4)
+        if marker == "[[fake: malformed-once]]":
+            assert any("could not be used" in b for b in bodies)  # a repair was sent
+        for body in bodies:
+            for secret in SECRETS:
+                assert secret not in body
+            assert "[EMAIL]" in body and "[CARD]" in body and "[ACCOUNT]" in body
+        if marker == "[[judge: fully,minor]]":  # markers survive: the verdicts are scripted
+            assert [v.verdict for v in result.verdict.verdicts] == [Level.FULLY, Level.MINOR]
+
+    def test_cache_key_includes_the_redaction(self, srv: ScriptedJudge, tmp_path: Path) -> None:
+        path = tmp_path / "verdicts.sqlite"
+        sample = [secret_sample("")]
+        judge_all(make(srv), sample, cache=path)
+        assert srv.calls == 1
+        judge_all(make(srv, redaction=REDACTION), sample, cache=path)
+        assert srv.calls == 2  # the unredacted verdict is not reused
+        judge_all(make(srv, redaction=REDACTION), sample, cache=path)
+        assert srv.calls == 2  # same redaction: cached
+        changed = REDACTION.model_copy(update={"roles": None})
+        judge_all(make(srv, redaction=changed), sample, cache=path)
+        assert srv.calls == 3
+        judge_all(make(srv), sample, cache=path)
+        assert srv.calls == 3  # no redaction: the first verdict, key unchanged by the feature

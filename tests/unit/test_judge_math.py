@@ -27,7 +27,16 @@ from controller.judge import (
 from controller.judge.aggregate import eval_lib_exponent, eval_lib_score, soft_min_score
 from controller.judge.budget import Budget, BudgetExhausted
 from controller.judge.schemas import ChecksAnswer, Stage, VerdictsAnswer, check_answer, json_schema
-from controller.models import Aggregation, JudgeSpec, Level, Sample
+from controller.models import (
+    Aggregation,
+    JudgeSpec,
+    Level,
+    RecordedVerdict,
+    Sample,
+    Unjudged,
+    UnjudgedReason,
+    judge_unavailable,
+)
 from controller.scrubbing import SecretScrubber
 
 L = Level
@@ -321,3 +330,37 @@ class TestSchemasAndBudget:
         r.close()
         with pytest.raises(BudgetExhausted, match="cost budget"):
             budget.reserve(1)
+
+
+class TestFailureTaxonomy:
+    def test_transient_and_permanent(self) -> None:
+        transient = {r.value for r in UnjudgedReason if r.transient}
+        assert transient == {"connection", "timeout", "rate_limited", "server_error"}
+        for r in ("malformed", "bad_request", "context_length", "budget", "not_sampled",
+                  "api_key_missing", "auth", "not_found", "error", "other"):
+            assert not UnjudgedReason(r).transient
+
+    def test_old_free_text_reasons_still_load(self) -> None:
+        u = Unjudged.model_validate_json(
+            '{"reason": "api_key_unavailable: Secret judge/api-key: NotFound", "detail": ""}'
+        )
+        assert u.reason is UnjudgedReason.API_KEY_UNAVAILABLE
+        assert u.detail == "Secret judge/api-key: NotFound" and not u.transient
+        odd = Unjudged.model_validate({"reason": "judge exploded", "detail": "stack"})
+        assert odd.reason is UnjudgedReason.OTHER and odd.detail == "judge exploded; stack"
+        assert Unjudged(reason="timeout").transient  # type: ignore[arg-type]
+        again = Unjudged.model_validate_json(odd.model_dump_json())
+        assert again == odd  # round trip of the new form
+
+    def test_judge_unavailable_summary(self) -> None:
+        verdicts = [
+            Unjudged(reason=UnjudgedReason.CONNECTION),
+            Unjudged(reason=UnjudgedReason.CONNECTION),
+            Unjudged(reason=UnjudgedReason.TIMEOUT),
+            Unjudged(reason=UnjudgedReason.NOT_SAMPLED),
+            RecordedVerdict(score=1.0),
+        ]
+        assert judge_unavailable(verdicts) == (
+            "judge unavailable: 3 samples unjudged (connection: 2, timeout: 1)"
+        )
+        assert judge_unavailable(verdicts[3:]) is None
