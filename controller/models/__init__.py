@@ -17,7 +17,7 @@ from .rule import (
     TargetRef,
     TrustedSpec,
 )
-from .sample import Cohort, Feedback, Risk, Sample, Turn
+from .sample import DEFAULT_NAMESPACE, Cohort, Feedback, Risk, RuleKey, Sample, Turn
 from .status import HISTORY_LIMIT, CanaryRuleStatus, Condition, DecisionRecord, Phase
 from .verdict import (
     DEFAULT_THRESHOLD,
@@ -31,10 +31,10 @@ from .verdict import (
     Unjudged,
     UnjudgedReason,
     Verdict,
-    judge_unavailable,
 )
 
 __all__ = [
+    "DEFAULT_NAMESPACE",
     "DEFAULT_THRESHOLD",
     "HISTORY_LIMIT",
     "LEVEL_SCORES",
@@ -66,6 +66,7 @@ __all__ = [
     "PromQuery",
     "RecordedVerdict",
     "Risk",
+    "RuleKey",
     "Sample",
     "Step",
     "TargetRef",
@@ -74,6 +75,5 @@ __all__ = [
     "Unjudged",
     "UnjudgedReason",
     "Verdict",
-    "judge_unavailable",
     "parse_duration",
 ]

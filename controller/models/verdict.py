@@ -8,8 +8,6 @@ The score formulas (how criterion verdicts become one task score) live in
 from __future__ import annotations
 
 import math
-from collections import Counter
-from collections.abc import Iterable
 from enum import StrEnum
 from typing import Any
 
@@ -40,12 +38,11 @@ LEVEL_SCORES: dict[Level, float] = {
 
 
 class Aggregation(StrEnum):
-    """How criterion scores become one task score (formulas: controller.judge.aggregate).
+    """How criterion verdicts become one task score: ``evalLib``, eval-ai-library's Task
+    Success Rate aggregation (a power mean with a penalty for ``none``; the default), or
+    ``softMin``, the soft minimum ``-T ln(mean exp(-s/T))``."""
 
-    ``evalLib``: eval-ai-library's power mean with its ``none`` penalty (the reference
-    Task Success Rate metric; thresholds calibrated with eval_lib carry over).
-    ``softMin``: ``-T ln(mean exp(-s/T))``, this product's original formula.
-    """
+    # The formulas: controller.judge.aggregate.
 
     EVAL_LIB = "evalLib"
     SOFT_MIN = "softMin"
@@ -74,11 +71,16 @@ def check_temperature(aggregation: Aggregation, temperature: float) -> float:
 
 
 class CriterionVerdict(BaseModel):
+    """The judge's verdict on one success criterion of one sample."""
+
     model_config = ConfigDict(extra="allow")
 
-    criterion: str
-    verdict: Level
-    reason: str = ""
+    criterion: str = Field(description="One success criterion the judge wrote for the task.")
+    verdict: Level = Field(
+        description="How far the output meets it: fully (1.0), mostly (0.9), partially (0.7), "
+        "minor (0.3), none (0.0)."
+    )
+    reason: str = Field(default="", description="Why, in a sentence.")
 
 
 class JudgeUsage(BaseModel):
@@ -100,26 +102,50 @@ class RecordedVerdict(BaseModel):
     ``score`` is the aggregated task-success score in [0, 1]; success is decided later
     against the rule's threshold, so one recorded verdict serves rules with different
     thresholds. ``sampling_weight`` is ``1/pi``, the inverse of the probability that the
-    sample was chosen for judging (see controller.judge.sampling): weighting by it keeps
-    interval estimates unbiased when strata are oversampled. 1.0 means "judged for sure".
+    sample was chosen for judging: weighting by it keeps interval estimates unbiased when
+    strata are oversampled. 1.0 means "judged for sure".
     """
 
-    model_config = ConfigDict(extra="allow")
+    model_config = ConfigDict(
+        extra="allow",
+        json_schema_extra={"examples": [{
+            "score": 0.9,
+            "verdicts": [{"criterion": "Refunds the duplicate charge", "verdict": "mostly",
+                          "reason": "Refund opened; amount not confirmed."}],
+            "model": "gpt-4.1", "prompt_version": "judge-v3", "policy_violation": False,
+        }]},
+    )
 
-    score: float = Field(ge=0.0, le=1.0)
-    verdicts: list[CriterionVerdict] = Field(default_factory=list)
-    model: str = "unknown"
-    prompt_version: str | None = None
-    goal: str | None = None
-    policy_violation: bool | None = None
+    score: float = Field(
+        ge=0.0, le=1.0, allow_inf_nan=False,
+        description="Aggregated task-success score in [0, 1] (the rule's judge.aggregation of "
+        "the criterion verdicts); success is score >= the rule's judge.threshold.",
+    )
+    verdicts: list[CriterionVerdict] = Field(
+        default_factory=list, description="One verdict per success criterion."
+    )
+    model: str = Field(default="unknown", description="The judge model.")
+    prompt_version: str | None = Field(default=None, description="The judge prompt version.")
+    goal: str | None = Field(default=None, description="The user's goal as the judge read it.")
+    policy_violation: bool | None = Field(
+        default=None, description="The judge's policy check (null: not checked)."
+    )
     policy_reason: str | None = None
-    decision: str | None = None
+    decision: str | None = Field(
+        default=None, description="The system's decision label as the judge extracted it."
+    )
     mode: str | None = Field(default=None, description="Judge mode: fast or thorough.")
     aggregation: Aggregation | None = Field(
-        default=None, description="The formula of the score (None: recorded before it was kept)."
+        default=None, description="The score's formula: evalLib or softMin (null: not recorded)."
     )
     usage: JudgeUsage | None = None
-    sampling_weight: float = Field(default=1.0, ge=1.0, allow_inf_nan=False)
+    sampling_weight: float = Field(
+        default=1.0,
+        ge=1.0,
+        allow_inf_nan=False,
+        description="1 / the probability that this sample was chosen for judging in its "
+        "interval: the weight that keeps estimates unbiased when strata are oversampled.",
+    )
 
 
 class UnjudgedReason(StrEnum):
@@ -157,6 +183,9 @@ class UnjudgedReason(StrEnum):
     """No key configured for a hosted endpoint."""
     API_KEY_UNAVAILABLE = "api_key_unavailable"
     """The key's Secret could not be read."""
+    CONFIG = "config"
+    """The rule's judge settings cannot be used here (e.g. a cost budget without a price
+    for the endpoint the controller is told to use)."""
     ERROR = "error"
     """A bug in the judge itself (the detail names the exception)."""
     OTHER = "other"
@@ -231,17 +260,3 @@ DEFAULT_THRESHOLD = 0.7
 
 Verdict = RecordedVerdict | Unjudged
 """What the judge concluded about one sample: a score, or why there is none."""
-
-
-def judge_unavailable(verdicts: Iterable[Verdict]) -> str | None:
-    """``"judge unavailable: N samples unjudged (connection: 3, timeout: 1)"`` when any
-    sample is unjudged for a transient reason, else None: what an interval reports as an
-    error outcome instead of silently writing the samples off."""
-    counts = Counter(
-        v.reason.value for v in verdicts if isinstance(v, Unjudged) and v.reason.transient
-    )
-    if not counts:
-        return None
-    n = sum(counts.values())
-    parts = ", ".join(f"{reason}: {k}" for reason, k in counts.most_common())
-    return f"judge unavailable: {n} sample{'s' if n != 1 else ''} unjudged ({parts})"

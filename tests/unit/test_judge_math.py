@@ -31,11 +31,9 @@ from controller.models import (
     Aggregation,
     JudgeSpec,
     Level,
-    RecordedVerdict,
     Sample,
     Unjudged,
     UnjudgedReason,
-    judge_unavailable,
 )
 from controller.scrubbing import SecretScrubber
 
@@ -351,16 +349,3 @@ class TestFailureTaxonomy:
         assert Unjudged(reason="timeout").transient  # type: ignore[arg-type]
         again = Unjudged.model_validate_json(odd.model_dump_json())
         assert again == odd  # round trip of the new form
-
-    def test_judge_unavailable_summary(self) -> None:
-        verdicts = [
-            Unjudged(reason=UnjudgedReason.CONNECTION),
-            Unjudged(reason=UnjudgedReason.CONNECTION),
-            Unjudged(reason=UnjudgedReason.TIMEOUT),
-            Unjudged(reason=UnjudgedReason.NOT_SAMPLED),
-            RecordedVerdict(score=1.0),
-        ]
-        assert judge_unavailable(verdicts) == (
-            "judge unavailable: 3 samples unjudged (connection: 2, timeout: 1)"
-        )
-        assert judge_unavailable(verdicts[3:]) is None
