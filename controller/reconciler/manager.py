@@ -168,6 +168,7 @@ class Manager:
         self._intervals: dict[Key, float] = {}
         self._claims: dict[Key, tuple[str, Claim]] = {}  # rule -> (target, claim)
         self._failures: dict[Key, int] = {}
+        self._retry_at: dict[Key, float] = {}  # a failed rule's next attempt (monotonic)
         self._lock = threading.Lock()
         self.synced = threading.Event()
         deps.claims = self.claims
@@ -335,6 +336,7 @@ class Manager:
             self._intervals.pop(key, None)
             self._claims.pop(key, None)
             self._failures.pop(key, None)
+            self._retry_at.pop(key, None)
         if self._scheduler is not None:
             with contextlib.suppress(JobLookupError):  # was never scheduled
                 self._scheduler.remove_job(str(key))
@@ -375,6 +377,10 @@ class Manager:
     def _run(self, key: Key, *, analyze: bool) -> None:
         if self._stop.is_set():
             return
+        with self._lock:
+            retry_at = self._retry_at.get(key, 0.0)
+        if analyze and time.monotonic() < retry_at:
+            return  # a failing rule's ticks wait for its backoff too (no hot loop)
         try:
             result = reconcile(self.deps, key.namespace, key.name, analyze=analyze)
         except NotLeader:
@@ -385,6 +391,8 @@ class Manager:
                 failures = self._failures.get(key, 0)
                 self._failures[key] = failures + 1
             delay = FAILURE.delay(failures, exc)
+            with self._lock:
+                self._retry_at[key] = time.monotonic() + delay
             if isinstance(exc, KubeError):
                 log.warning("reconcile of %s failed: %s; again in %.1fs", key, exc, delay)
             else:
@@ -393,6 +401,7 @@ class Manager:
             return
         with self._lock:
             self._failures.pop(key, None)
+            self._retry_at.pop(key, None)
         if result.waiting:
             self.queue.put_after(key, self.poll_seconds)
 

@@ -360,9 +360,11 @@ def _report(deps: Deps, obj: dict[str, Any], failure: OperationFailed) -> Operat
         _check_leader(deps)
         fresh = deps.cluster.get_rule(namespace, name)
         status = _status_of(fresh)
+        before = _dump_status(status)
         engine.set_condition(status, SYNCED, False, cause.reason or "Error", message,
                              deps.clock())
-        deps.cluster.write_status(fresh, _dump_status(status))
+        if _dump_status(status) != before:  # a write would wake the rule's watch again
+            deps.cluster.write_status(fresh, _dump_status(status))
     with contextlib.suppress(KubeError, NotLeader):
         _check_leader(deps)
         deps.cluster.emit(obj, "Warning", "OperationFailed", message)

@@ -85,7 +85,7 @@ def test_the_chart_grants_exactly_what_the_controller_calls(
     wait_for("a repeated Event", lambda: any(
         r["method"] == "PATCH" and "/events/" in r["path"] for r in emu.requests(mark)), c)
     rules.set_annotations(kube, NS, "bot", {ACTION_ANNOTATION: None, ACTION_ID_ANNOTATION: None})
-    c.post_samples(records(100, revision=revision))
+    c.post_samples(records(150, revision=revision))
     wait_for("promoted and finalizer released", lambda: phase(kube) == "Succeeded" and not
              rules.get_rule(kube, NS, "bot")["metadata"].get("finalizers"), c)
     c.stop()
