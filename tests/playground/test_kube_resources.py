@@ -10,7 +10,7 @@ from collections.abc import Iterator
 
 import pytest
 from canary_playground.kube import EmulatorHandle, running_emulator
-from kubernetes import client, config
+from kubernetes import client
 from kubernetes.client.exceptions import ApiException
 
 from tests.playground.kube_support import deployment, new_ns, rolled_out, wait_for
@@ -20,13 +20,6 @@ from tests.playground.kube_support import deployment, new_ns, rolled_out, wait_f
 def emu(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EmulatorHandle]:
     with running_emulator(tmp_path_factory.mktemp("kube"), readiness_delay=0.05) as handle:
         yield handle
-
-
-@pytest.fixture(scope="module")
-def api(emu: EmulatorHandle) -> Iterator[client.ApiClient]:
-    api_client = config.new_client_from_config(emu.kubeconfig)
-    yield api_client
-    api_client.close()
 
 
 def test_events_are_one_storage_in_two_groups(api: client.ApiClient) -> None:
