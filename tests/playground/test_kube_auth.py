@@ -30,16 +30,9 @@ def emu(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EmulatorHandle]:
         yield handle
 
 
-@pytest.fixture(scope="module")
-def admin(emu: EmulatorHandle) -> Iterator[client.ApiClient]:
-    api_client = config.new_client_from_config(emu.kubeconfig)
-    yield api_client
-    api_client.close()
-
-
 @pytest.fixture
-def ns() -> str:
-    return new_ns()
+def admin(api: client.ApiClient) -> client.ApiClient:
+    return api
 
 
 @pytest.fixture

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import time
-import uuid
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -20,7 +19,7 @@ from canary_playground.kube import (
     running_emulator,
     strategic_merge,
 )
-from kubernetes import client, config, watch
+from kubernetes import client, watch
 from kubernetes.client.exceptions import ApiException
 
 GROUP, VERSION, PLURAL = "canary.llmops.dev", "v1alpha1", "canaryrules"
@@ -33,30 +32,13 @@ def kube_emulator(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Emulator
 
 
 @pytest.fixture(scope="module")
-def api(kube_emulator: EmulatorHandle) -> Iterator[client.ApiClient]:
-    api_client = config.new_client_from_config(kube_emulator.kubeconfig)
-    yield api_client
-    api_client.close()
-
-
-@pytest.fixture
-def ns() -> str:
-    return f"t-{uuid.uuid4().hex[:8]}"
-
-
-@pytest.fixture
-def apps(api: client.ApiClient) -> client.AppsV1Api:
-    return client.AppsV1Api(api)
+def emu(kube_emulator: EmulatorHandle) -> EmulatorHandle:
+    return kube_emulator  # the fixtures in conftest.py build the clients on it
 
 
 @pytest.fixture
 def custom(api: client.ApiClient) -> client.CustomObjectsApi:
     return client.CustomObjectsApi(api)
-
-
-@pytest.fixture
-def core(api: client.ApiClient) -> client.CoreV1Api:
-    return client.CoreV1Api(api)
 
 
 def wait_for(check: Callable[[], Any], timeout: float = 5.0) -> Any:

@@ -9,10 +9,10 @@ from typing import Any
 
 import pytest
 from canary_playground.kube import EmulatorHandle, running_emulator
-from kubernetes import client, config, watch
+from kubernetes import client, watch
 from kubernetes.client.exceptions import ApiException
 
-from tests.playground.kube_support import deployment, error_of, new_ns, rolled_out, wait_for
+from tests.playground.kube_support import deployment, error_of, rolled_out, wait_for
 
 GROUP, VERSION, PLURAL = "canary.llmops.dev", "v1alpha1", "canaryrules"
 
@@ -21,28 +21,6 @@ GROUP, VERSION, PLURAL = "canary.llmops.dev", "v1alpha1", "canaryrules"
 def emu(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EmulatorHandle]:
     with running_emulator(tmp_path_factory.mktemp("kube"), readiness_delay=0.05) as handle:
         yield handle
-
-
-@pytest.fixture(scope="module")
-def api(emu: EmulatorHandle) -> Iterator[client.ApiClient]:
-    api_client = config.new_client_from_config(emu.kubeconfig)
-    yield api_client
-    api_client.close()
-
-
-@pytest.fixture
-def apps(api: client.ApiClient) -> client.AppsV1Api:
-    return client.AppsV1Api(api)
-
-
-@pytest.fixture
-def core(api: client.ApiClient) -> client.CoreV1Api:
-    return client.CoreV1Api(api)
-
-
-@pytest.fixture
-def ns() -> str:
-    return new_ns()
 
 
 def names(items: list[Any]) -> list[str]:

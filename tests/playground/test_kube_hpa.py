@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 from canary_playground.kube import EmulatorHandle, running_emulator
-from kubernetes import client, config
+from kubernetes import client
 
 from tests.playground.kube_support import deployment, new_ns, rolled_out, wait_for
 
@@ -21,13 +21,6 @@ def emu(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EmulatorHandle]:
     with running_emulator(tmp_path_factory.mktemp("kube"), readiness_delay=0.05,
                           hpa_interval=0.3) as handle:
         yield handle
-
-
-@pytest.fixture(scope="module")
-def api(emu: EmulatorHandle) -> Iterator[client.ApiClient]:
-    api_client = config.new_client_from_config(emu.kubeconfig)
-    yield api_client
-    api_client.close()
 
 
 def hpa(desired: int | None, low: int = 2, high: int = 6) -> dict[str, Any]:

@@ -9,7 +9,7 @@ from collections.abc import Iterator
 
 import pytest
 from canary_playground.kube import EmulatorHandle, running_emulator
-from kubernetes import client, config
+from kubernetes import client
 from kubernetes.client.exceptions import ApiException
 
 from tests.playground.kube_support import (
@@ -17,7 +17,6 @@ from tests.playground.kube_support import (
     condition,
     deployment,
     error_of,
-    new_ns,
     rolled_out,
     set_image,
     wait_for,
@@ -29,28 +28,6 @@ def emu(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EmulatorHandle]:
     with running_emulator(tmp_path_factory.mktemp("kube"), readiness_delay=0.1,
                           slow_ready_delay=1.5, crash_loop_interval=0.2) as handle:
         yield handle
-
-
-@pytest.fixture(scope="module")
-def api(emu: EmulatorHandle) -> Iterator[client.ApiClient]:
-    api_client = config.new_client_from_config(emu.kubeconfig)
-    yield api_client
-    api_client.close()
-
-
-@pytest.fixture
-def apps(api: client.ApiClient) -> client.AppsV1Api:
-    return client.AppsV1Api(api)
-
-
-@pytest.fixture
-def core(api: client.ApiClient) -> client.CoreV1Api:
-    return client.CoreV1Api(api)
-
-
-@pytest.fixture
-def ns() -> str:
-    return new_ns()
 
 
 def replicasets(apps: client.AppsV1Api, ns: str) -> list[client.V1ReplicaSet]:

@@ -287,8 +287,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--crd", type=Path, action="append", help="CRD manifests (repeatable)")
     p.add_argument("--rbac", action="store_true", help="enforce RBAC for non-admin users")
     p.add_argument("--no-token", action="store_true", help="accept unauthenticated requests")
-    p.add_argument("--tls", action="store_true", help="serve HTTPS (self-signed certificate "
-                   "next to the kubeconfig, or in a temporary directory)")
+    p.add_argument("--tls", action="store_true", help="serve HTTPS with a self-signed "
+                   "certificate (its CA goes into the kubeconfig)")
     args = p.parse_args(argv)
     token = None if args.no_token else secrets.token_hex(16)
     emulator = Emulator(Settings(
