@@ -131,8 +131,10 @@ class Traffic:
     requests in the exporter; stops by itself at ``stop`` or after ``limit`` seconds."""
 
     def __init__(self, url: str, scenario: str, weight: Callable[[], int],
-                 exporter: Exporter | None, seed: int = 7, rate: int = 160) -> None:
+                 exporter: Exporter | None, seed: int = 7, rate: int = 160,
+                 revision: Callable[[], str | None] = lambda: None) -> None:
         self.url, self.weight, self.exporter = url, weight, exporter
+        self.revision = revision  # what a canary pod reads from CANARY_REVISION
         self.behaviour = behaviours(scenario)
         self.rng = random.Random(seed)
         self.rate = rate  # samples per second over both cohorts
@@ -156,7 +158,7 @@ class Traffic:
         if self.exporter is not None:
             self.exporter.record(cohort, queue, requests=1,
                                  violations=int(self.rng.random() < b.error_rate))
-        return {
+        record: dict[str, Any] = {
             "id": f"demo-{cohort}-{i}", "rule": NAME, "cohort": cohort,
             "ts": datetime.now(UTC).isoformat(), "queue": queue,
             "input": f"customer question {i} about {queue}",
@@ -164,6 +166,10 @@ class Traffic:
             "latency_ms": round(self.rng.lognormvariate(6.9, 0.3), 1),
             "cost_usd": 0.002, "fallback": fallback,
         }
+        revision = self.revision() if cohort == "canary" else None
+        if revision:
+            record["revision"] = revision
+        return record
 
     def _run(self) -> None:
         i = 0
@@ -241,7 +247,10 @@ def run_demo(scenario: str, *, on_update: Callable[[dict[str, Any]], None] | Non
         def weight() -> int:
             return int((current.get("status") or {}).get("weight") or 0)
 
-        traffic = Traffic(url, scenario, weight, exporter)
+        def revision() -> str | None:
+            return (current.get("status") or {}).get("canaryRevision")
+
+        traffic = Traffic(url, scenario, weight, exporter, revision=revision)
         traffic.start()
         cleanup.callback(traffic.join)
         deadline = time.monotonic() + timeout
