@@ -68,7 +68,7 @@ from controller.models import (
     Unjudged,
     Verdict,
 )
-from controller.models.verdict import TRANSIENT_REASONS
+from controller.models.verdict import TRANSIENT_REASONS, UnjudgedReason
 from controller.ports import CountsProvider, EvidenceLog, JudgePort, VerdictLog
 from controller.sources.counts import Status
 from controller.sources.records import AwaitingVerdict, SampleChange
@@ -150,7 +150,8 @@ def judge_pending(
     awaiting = [a for a in waiting if evidence.admit(a.sample) is not None]
     ignored = [a.sample.id for a in waiting if evidence.admit(a.sample) is None]
     if ignored:
-        samples.set_verdicts(key, [(i, Unjudged(reason="not_counted")) for i in ignored])
+        samples.set_verdicts(key, [(i, Unjudged(reason=UnjudgedReason.NOT_COUNTED))
+                                   for i in ignored])
     if not awaiting:
         return JudgeReport(samples.head(key) if ignored else upto,
                            unavailable=unavailable if judge is None else None)
