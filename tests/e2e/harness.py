@@ -131,7 +131,8 @@ def target_deployment(replicas: int = 4, image: str = "bot:1", name: str = "bot"
 
 def rule_manifest(judge_url: str, *, name: str = "bot", target: str = "bot",
                   canary: dict[str, Any] | None = None,
-                  steps: list[dict[str, Any]] | None = None, **analysis: Any) -> dict[str, Any]:
+                  steps: list[dict[str, Any]] | None = None,
+                  judge: dict[str, Any] | None = None, **analysis: Any) -> dict[str, Any]:
     base_analysis: dict[str, Any] = {
         "interval": "1m", "minSamplesPerCohort": 60, "maxDuration": "1h", "settle": "1s",
         "guards": [
@@ -155,7 +156,7 @@ def rule_manifest(judge_url: str, *, name: str = "bot", target: str = "bot",
             "analysis": base_analysis,
             "judge": {"model": "judge-model", "baseUrl": judge_url,
                       "apiKeySecretRef": {"name": "judge-key", "key": "api-key"},
-                      "samplesPerInterval": 1000, "concurrency": 16},
+                      "samplesPerInterval": 1000, "concurrency": 16, **(judge or {})},
             **spec_extra,
         },
     }

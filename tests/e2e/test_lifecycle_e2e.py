@@ -95,9 +95,9 @@ def test_a_slow_canary_is_waited_for_then_the_rollout_proceeds(
     controllers: Callable[..., Controller],
 ) -> None:
     setup(kube, judge.base_url, canary={"container": "app", "image": "bot:slow-ready"},
-          steps=[{"weight": 25}], progressDeadlineSeconds=30)
+          steps=[{"weight": 25}, {"weight": 50}], progressDeadlineSeconds=30)
     wait_for("target ready", lambda: ready_pods(emu, TARGET_PODS) == 4)
-    pods = PodCounter(emu)
+    pods = PodCounter(emu, "app=bot")  # every pod the Service sends traffic to
     c = controllers()
     wait_for("canary pod created", lambda: replicas(kube, "bot-canary") == 1, c)
     message = wait_for("waiting", lambda: "waiting for the canary" in status_of(kube).get(
@@ -108,10 +108,12 @@ def test_a_slow_canary_is_waited_for_then_the_rollout_proceeds(
     assert replicas(kube, "bot") == 3 and "1 canary pods available" in condition(
         kube, "CanaryAvailable")["message"]
     c.post_samples(records(150, revision=revision))
-    wait_for("promoted", lambda: phase(kube) == "Succeeded", c, timeout=40)
-    wait_for("canary gone", lambda: replicas(kube, "bot-canary") == 0, c)
+    wait_for("proceeds to step 2", lambda: status_of(kube).get("currentStep") == 1, c)
+    wait_for("step 2's slow pod available", lambda: status_of(kube).get("stepReadyAt"), c,
+             timeout=20)
+    assert (replicas(kube, "bot"), replicas(kube, "bot-canary")) == (2, 2)
     seen = pods.stop()
-    assert min(seen) >= 3, seen  # one target pod gave way to one available canary pod
+    assert min(seen) >= 4, seen  # a target pod goes only once a canary pod serves
     assert "waiting for the canary" in message
 
 

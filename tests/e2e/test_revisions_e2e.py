@@ -153,7 +153,7 @@ def test_a_judge_outage_reaches_the_error_limit_with_the_cause_in_status(
     down = ScriptedJudge(api_key=SECRET_KEY).start()
     url = down.base_url
     down.stop()  # the judge is gone: connection refused
-    setup(kube, url, errorLimit=1)
+    setup(kube, url, errorLimit=1, judge={"maxRetries": 0, "timeoutSeconds": 2})
     c = controllers()
     revision = wait_for("analysable", lambda: status_of(kube).get("canaryReadyAt")
                         and canary_revision(kube), c)
