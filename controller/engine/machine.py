@@ -65,6 +65,9 @@ def plan(
     if claimed_by is not None:
         _claimed(b, claimed_by)
         return b.plan()
+    if b.get_condition(CLAIMED_CONDITION) is not None:  # it waited for another rule
+        b.condition(CLAIMED_CONDITION, True, "Claimed", f"manages Deployment "
+                    f"{spec.target_ref.name}")
     if observed.target is None:
         _target_missing(b)
         return b.plan()

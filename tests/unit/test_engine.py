@@ -705,3 +705,26 @@ def test_manual_step_promotion_and_analysis_never_double_advance() -> None:
     d.until(lambda s: s.step_ready_at is not None)
     p = d.step(manual=ManualRequest(ManualAction.PROMOTE, "s1"), decision=PASS)
     assert p.status.current_step == 1
+
+
+def test_a_rule_that_waited_for_another_takes_over_when_it_is_gone() -> None:
+    d = Driver()
+    d.step(claimed_by="first")
+    p = d.step()
+    assert p.status.phase is Phase.PROGRESSING
+    assert {c.type: c.status for c in p.status.conditions}["Claimed"] == "True"
+
+
+def test_a_status_written_before_template_revisions_is_adopted_not_restarted() -> None:
+    from controller.engine import spec_hash
+
+    s = make_spec()
+    legacy = CanaryRuleStatus(phase=Phase.PROGRESSING, canary_revision=spec_hash(s.canary),
+                              started_at=T0, total_replicas=10, current_step=0, weight=10)
+    d = Driver(s, status=legacy)
+    p = d.step()
+    assert "RolloutRestarted" not in [e.reason for e in p.events]
+    assert p.status.canary_spec_hash == spec_hash(s.canary)
+    assert p.status.stable_template == TEMPLATE
+    assert p.status.canary_revision == canary_template(TEMPLATE, s.canary)[1]
+    assert p.status.started_at == T0
