@@ -3,7 +3,9 @@
 from .base import Duration, parse_duration
 from .decision import Action, Decision, GuardResult, Outcome
 from .rule import (
+    CLASSIFICATION_METRICS,
     AnalysisSpec,
+    Budget,
     CanaryRule,
     CanaryRuleSpec,
     CanarySpec,
@@ -16,6 +18,8 @@ from .rule import (
     Step,
     TargetRef,
     TrustedSpec,
+    guard_dimensions,
+    success_threshold,
 )
 from .sample import Cohort, Feedback, Risk, Sample, Turn
 from .status import HISTORY_LIMIT, CanaryRuleStatus, Condition, DecisionRecord, Phase
@@ -31,11 +35,13 @@ from .verdict import (
 )
 
 __all__ = [
+    "CLASSIFICATION_METRICS",
     "DEFAULT_THRESHOLD",
     "HISTORY_LIMIT",
     "LEVEL_SCORES",
     "Action",
     "AnalysisSpec",
+    "Budget",
     "CanaryRule",
     "CanaryRuleSpec",
     "CanaryRuleStatus",
@@ -67,5 +73,7 @@ __all__ = [
     "Turn",
     "Unjudged",
     "Verdict",
+    "guard_dimensions",
     "parse_duration",
+    "success_threshold",
 ]

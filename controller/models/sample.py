@@ -53,7 +53,17 @@ class Sample(BaseModel):
     label: str | None = None
     task: str | None = None
     correction_minutes: float | None = Field(default=None, ge=0)
+    accepted: bool | None = Field(
+        default=None,
+        description="From feedback: false when the output was discarded rather than used.",
+    )
     judge: RecordedVerdict | None = None
+    feedback_closed: bool = Field(
+        default=False,
+        description="Server-owned, never sent by clients: set by the controller (and the "
+        "replay) once the rule's feedbackWindow has passed since ts. From then on an output "
+        "without correction_minutes counts as 0 correction minutes.",
+    )
 
     def extras(self) -> dict[str, Any]:
         """Fields the record carried that the schema does not know."""
@@ -68,3 +78,6 @@ class Feedback(BaseModel):
     id: str = Field(min_length=1)
     correction_minutes: float | None = Field(default=None, ge=0)
     label: str | None = None
+    accepted: bool | None = Field(
+        default=None, description="false when the output was discarded rather than used."
+    )

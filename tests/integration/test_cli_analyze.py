@@ -62,10 +62,10 @@ def test_healthy_example_promotes() -> None:
     ("example", "guard", "where", "decided_at", "seen"),
     [
         ("trusted-regression-billing", "trusted-completion", "queue=billing",
-         "2026-11-02T09:09:00+00:00", 540),
+         "2026-11-02T09:10:00+00:00", 600),
         ("fallback-spike-refunds", "fallback", "queue=refunds",
          "2026-11-02T09:20:00+00:00", 1200),
-        ("correction-burden", "correction-burden", None, "2026-11-02T09:04:00+00:00", 240),
+        ("correction-burden", "correction-burden", None, "2026-11-02T09:19:00+00:00", 1140),
     ],
 )
 def test_regression_examples_roll_back_naming_guard_and_queue(
@@ -103,7 +103,7 @@ def test_table_output_has_a_row_per_guard_and_slice_and_the_decision() -> None:
     for guard in ("trusted-completion", "correction-burden", "fallback", "policy",
                   "decisions-f1", "latency", "cost"):
         assert guard in out
-    assert "decision: rollback at 2026-11-02T09:09:00+00:00 after 540 baseline / 540 canary" in out
+    assert "decision: rollback at 2026-11-02T09:10:00+00:00 after 600 baseline / 600 canary" in out
 
 
 def test_continue_when_data_ends_before_a_decision(tmp_path: Path) -> None:
