@@ -69,7 +69,7 @@ JUDGE_CALLS = Counter(
 )
 JUDGE_LATENCY = Histogram(
     "llmcanary_judge_latency_seconds",
-    "Judge time per sample.",
+    "Wall-clock time to judge one rule's batch of an interval.",
     ["rule"],
     registry=REGISTRY,
     buckets=(0.1, 0.25, 0.5, 1, 2, 5, 10, 30, 60),

@@ -21,7 +21,7 @@ from .rule import (
     guard_dimensions,
     success_threshold,
 )
-from .sample import Cohort, Feedback, Risk, Sample, Turn
+from .sample import DEFAULT_NAMESPACE, Cohort, Feedback, Risk, RuleKey, Sample, Turn
 from .status import HISTORY_LIMIT, CanaryRuleStatus, Condition, DecisionRecord, Phase
 from .verdict import (
     DEFAULT_THRESHOLD,
@@ -36,6 +36,7 @@ from .verdict import (
 
 __all__ = [
     "CLASSIFICATION_METRICS",
+    "DEFAULT_NAMESPACE",
     "DEFAULT_THRESHOLD",
     "HISTORY_LIMIT",
     "LEVEL_SCORES",
@@ -66,6 +67,7 @@ __all__ = [
     "PromQuery",
     "RecordedVerdict",
     "Risk",
+    "RuleKey",
     "Sample",
     "Step",
     "TargetRef",

@@ -16,7 +16,7 @@ from typing import Literal
 from pydantic import Field, model_validator
 
 from .base import Duration, FieldError, KubeModel, parse_duration
-from .sample import Risk
+from .sample import DEFAULT_NAMESPACE, Risk, RuleKey
 from .verdict import DEFAULT_THRESHOLD
 
 
@@ -602,6 +602,11 @@ class CanaryRule(KubeModel):
     metadata: ObjectMeta
     spec: CanaryRuleSpec
     status: dict[str, object] | None = None
+
+    @property
+    def key(self) -> RuleKey:
+        """The rule's identity (namespace ``default`` when the manifest names none)."""
+        return RuleKey(self.metadata.namespace or DEFAULT_NAMESPACE, self.metadata.name)
 
     @model_validator(mode="after")
     def _api_version(self) -> CanaryRule:

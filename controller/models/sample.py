@@ -2,12 +2,27 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any
 
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
 
 from .verdict import RecordedVerdict
+
+DEFAULT_NAMESPACE = "default"
+
+
+@dataclass(frozen=True, order=True)
+class RuleKey:
+    """A CanaryRule's identity: evidence is kept per namespace and rule name, so a rule
+    ``bot`` in two namespaces never shares samples."""
+
+    namespace: str
+    name: str
+
+    def __str__(self) -> str:
+        return f"{self.namespace}/{self.name}"
 
 
 class Cohort(StrEnum):
@@ -39,6 +54,9 @@ class Sample(BaseModel):
 
     id: str = Field(min_length=1, description="Unique idempotency key; duplicates are dropped.")
     rule: str = Field(min_length=1)
+    namespace: str | None = Field(
+        default=None, description="The rule's namespace (default: the caller's, else default)."
+    )
     cohort: Cohort
     ts: AwareDatetime
     queue: str = Field(default="default", min_length=1)
@@ -58,12 +76,20 @@ class Sample(BaseModel):
         description="From feedback: false when the output was discarded rather than used.",
     )
     judge: RecordedVerdict | None = None
+    revision: str | None = Field(
+        default=None,
+        description="The canary revision that served it (CANARY_REVISION in canary pods).",
+    )
     feedback_closed: bool = Field(
         default=False,
         description="Server-owned, never sent by clients: set by the controller (and the "
         "replay) once the rule's feedbackWindow has passed since ts. From then on an output "
         "without correction_minutes counts as 0 correction minutes.",
     )
+
+    @property
+    def key(self) -> RuleKey:
+        return RuleKey(self.namespace or DEFAULT_NAMESPACE, self.rule)
 
     def extras(self) -> dict[str, Any]:
         """Fields the record carried that the schema does not know."""
@@ -76,8 +102,14 @@ class Feedback(BaseModel):
     model_config = ConfigDict(extra="allow")
 
     id: str = Field(min_length=1)
+    rule: str = Field(min_length=1, description="The rule of the sample it corrects.")
+    namespace: str | None = None
     correction_minutes: float | None = Field(default=None, ge=0)
     label: str | None = None
     accepted: bool | None = Field(
         default=None, description="false when the output was discarded rather than used."
     )
+
+    @property
+    def key(self) -> RuleKey:
+        return RuleKey(self.namespace or DEFAULT_NAMESPACE, self.rule)

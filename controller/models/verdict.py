@@ -79,6 +79,10 @@ class RecordedVerdict(BaseModel):
     )
 
 
+TRANSIENT_REASONS = frozenset({"connection", "timeout", "server_error", "rate_limited"})
+"""Unjudged reasons that describe the endpoint's state, not the sample."""
+
+
 class Unjudged(BaseModel):
     """A sample the judge could not score (budget, malformed answers, endpoint errors).
 
@@ -91,6 +95,12 @@ class Unjudged(BaseModel):
     model: str = "unknown"
     prompt_version: str | None = None
     usage: JudgeUsage = Field(default_factory=JudgeUsage)
+
+    @property
+    def transient(self) -> bool:
+        """The endpoint could not be reached or answer in time: worth another attempt in a
+        later interval (and, for an interval's samples, a judge outage)."""
+        return self.reason in TRANSIENT_REASONS
 
 
 DEFAULT_THRESHOLD = 0.7

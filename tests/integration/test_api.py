@@ -12,7 +12,10 @@ import httpx
 import pytest
 
 from controller.api import ApiServer
+from controller.models import RuleKey
 from controller.sources.store import SampleStore
+
+KEY = RuleKey("default", "bot")
 
 GOOD = {"rule": "bot", "cohort": "canary", "ts": "2026-11-22T12:00:00Z", "input": "q",
         "output": "a", "latency_ms": 120, "cost_usd": 0.001, "fallback": False}
@@ -55,7 +58,7 @@ def test_json_array_is_stored_and_duplicates_dropped(api: Running) -> None:
     again = post(api, "/v1/samples", json.dumps([rec(1)]))  # a client retry
     assert again.status_code == 200
     assert again.json()["duplicates"] == 1 and again.json()["accepted"] == 0
-    assert api.store.count("bot") == 2
+    assert api.store.count(KEY) == 2
 
 
 def test_json_lines_with_bad_records_stores_the_rest_and_names_the_field(api: Running) -> None:
@@ -69,7 +72,7 @@ def test_json_lines_with_bad_records_stores_the_rest_and_names_the_field(api: Ru
     assert any("request:2: invalid JSON" in e for e in body["errors"])
     assert any("request:3: field 'cohort'" in e for e in body["errors"])
     assert any("request:4: field 'latency_ms'" in e for e in body["errors"])
-    assert api.store.count("bot") == 2
+    assert api.store.count(KEY) == 2
 
 
 def test_nothing_valid_is_400(api: Running) -> None:
@@ -81,19 +84,20 @@ def test_body_over_the_limit_is_413(api: Running) -> None:
     big = json.dumps([rec(i, input="x" * 1000) for i in range(100)])
     r = post(api, "/v1/samples", big)
     assert r.status_code == 413
-    assert api.store.count("bot") == 0
+    assert api.store.count(KEY) == 0
 
 
 def test_feedback_is_joined_by_id_and_kept_when_early(api: Running) -> None:
     post(api, "/v1/samples", json.dumps([rec(1)]))
-    r = post(api, "/v1/feedback", json.dumps([{"id": "s-1", "correction_minutes": 4},
-                                             {"id": "s-9", "label": "approve"}]))
+    r = post(api, "/v1/feedback", json.dumps([
+        {"id": "s-1", "rule": "bot", "correction_minutes": 4},
+        {"id": "s-9", "rule": "bot", "label": "approve"}]))
     assert r.status_code == 200
     assert r.json()["applied"] == 1 and r.json()["pending"] == 1
-    stored = api.store.get("s-1")
+    stored = api.store.get(KEY, "s-1")
     assert stored is not None and stored.sample.correction_minutes == 4
     post(api, "/v1/samples", json.dumps([rec(9)]))
-    late = api.store.get("s-9")
+    late = api.store.get(KEY, "s-9")
     assert late is not None and late.sample.label == "approve"
 
 
@@ -128,7 +132,7 @@ def test_acknowledged_samples_survive_a_restart(tmp_path: Path) -> None:
     first.close()
     second = Running(tmp_path / "d.db")
     try:
-        assert second.store.count("bot") == 50
+        assert second.store.count(KEY) == 50
     finally:
         second.close()
 
