@@ -84,7 +84,7 @@ from controller.models import (
 from . import classification as clf
 from .accumulator import ALL, DECISIONS, HIST, RuleStatistics, measure_of, parse_slice
 from .mix import mix_check, share_check
-from .onesample import mean_cs, proportion_cs
+from .onesample import mean_cs, proportion_cs, proportion_normal_cs
 from .quantiles import combine_quantile_bounds, histogram_quantile_cs, quantile_difference
 from .sequential import (
     CS,
@@ -117,10 +117,9 @@ TEST_NAMES = {
 BASE = Cohort.BASELINE.value
 CAN = Cohort.CANARY.value
 MIX = "traffic-mix"
-NEED_GRID = np.geomspace(1.0, 1e6, 49)
-"""Scale factors tried first for the "samples needed" estimate (33% apart), then
-refined to 2.4% between the two that bracket the answer."""
-NEED_REFINE = 12
+NEED_GRID = np.geomspace(1.0, 1e6, 37)
+"""Scale factors tried for the "samples needed" estimate (47% apart; the answer is
+interpolated in log-scale between the two that bracket it)."""
 
 __all__ = ["BURN_IN", "alpha_split", "bound_alpha", "evaluate", "family_size",
            "guard_dimensions", "guard_outcomes", "traffic_checks"]
@@ -507,15 +506,19 @@ def _one_sample(stats: RuleStatistics, g: Guard, alpha: float, m: int,
         if g.metric in PROPORTIONS:
             con.test, con.exact = TEST_NAMES["binomial"], not mc.weighted
             x, n = mc.total, mc.n_eff
-            con.cs_at = lambda f: proportion_cs(x, n, alpha, m, value, f)
+            if mc.n:
+                con.cs = proportion_cs(x, n, alpha, m, value)
+            # the estimate of samples needed uses the normal approximation (cheaper)
+            con.cs_at = lambda f: proportion_normal_cs(x, n, alpha, m, f)
         else:
             con.test = TEST_NAMES["t1"]
             mean, var, n = mc.mean, mc.variance, mc.n_eff
             con.cs_at = lambda f: mean_cs(mean, var, n, alpha, m, f)
         if mc.n == 0:
             con.cs_at = None
-    if con.cs_at is not None:
+    if con.cs_at is not None and con.cs is None:
         con.cs = con.cs_at(np.asarray(1.0))
+    if con.cs is not None:
         con.est_c = _num(con.cs.estimate)
     return con
 
@@ -596,30 +599,25 @@ def _needed(con: _Contrast, m: int, hib: bool) -> dict[str, object]:
     amount of data would do, e.g. the estimate lies beyond the tolerance)."""
     if con.cs_at is None:
         return {}
-    first = _first_safe(con, NEED_GRID, hib)
-    if first is None:
+    with np.errstate(all="ignore"):
+        cs = con.cs_at(NEED_GRID)
+    bound = np.broadcast_to(np.asarray(cs.lower if hib else cs.upper, float), NEED_GRID.shape)
+    margin = (bound - con.threshold) if hib else (con.threshold - bound)
+    safe = margin >= 0
+    if not safe.any():
         return {"needed_canary": None, "needed_baseline": None}
-    f = float(NEED_GRID[first])
-    if first > 0:
-        fine = np.geomspace(NEED_GRID[first - 1], f, NEED_REFINE + 1)[1:]
-        at = _first_safe(con, fine, hib)
-        f = float(fine[at]) if at is not None else f
+    i = int(np.argmax(safe))
+    f = float(NEED_GRID[i])
+    if i > 0 and np.isfinite(margin[i - 1]) and margin[i] > margin[i - 1]:
+        lo, hi = math.log(NEED_GRID[i - 1]), math.log(f)
+        w = float(-margin[i - 1] / (margin[i] - margin[i - 1]))
+        f = math.exp(lo + w * (hi - lo))
 
     def more(n: int) -> int:
         return max(math.ceil(f * n), m if con.min_n else 0) - n
 
     return {"needed_canary": max(more(con.n_c), 0),
             "needed_baseline": None if con.one_sample else max(more(con.n_b), 0)}
-
-
-def _first_safe(con: _Contrast, grid: FloatArray, hib: bool) -> int | None:
-    """Index of the first scale factor at which the safe-side bound is within the limit."""
-    assert con.cs_at is not None
-    with np.errstate(all="ignore"):
-        cs = con.cs_at(grid)
-    bound = np.broadcast_to(np.asarray(cs.lower if hib else cs.upper, float), grid.shape)
-    safe = (bound >= con.threshold) if hib else (bound <= con.threshold)
-    return int(np.argmax(safe)) if safe.any() else None
 
 
 # ---- traffic mix ---------------------------------------------------------------------------

@@ -38,24 +38,31 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 import numpy as np
+import numpy.typing as npt
 from scipy.special import betaln
 
 from .sequential import beta_binomial_prior, proportion_cs_beta_binomial
+from .stats import FloatArray
 
 HALF_BETA = float(betaln(0.5, 0.5))
 
 
-def mix_log_e(canary: Sequence[float], baseline: Sequence[float]) -> float:
-    """log e-value against "the canary share is the same in every category"."""
+def mix_log_e_array(canary: npt.ArrayLike, baseline: npt.ArrayLike) -> FloatArray:
+    """log e-value against "the canary share is the same in every category", for counts
+    per category on the last axis (vectorised over leading axes for simulations)."""
     c = np.asarray(canary, float)
     b = np.asarray(baseline, float)
-    tc, tb = float(c.sum()), float(b.sum())
-    if tc == 0 or tb == 0:
-        return 0.0
-    s = tc / (tc + tb)
-    alt = float(np.sum(betaln(c + 0.5, b + 0.5) - HALF_BETA))
-    null = tc * math.log(s) + tb * math.log1p(-s)
-    return alt - null
+    tc, tb = c.sum(axis=-1), b.sum(axis=-1)
+    both = (tc > 0) & (tb > 0)
+    s = np.where(both, tc / np.where(both, tc + tb, 1.0), 0.5)
+    alt = np.sum(betaln(c + 0.5, b + 0.5) - HALF_BETA, axis=-1)
+    null = tc * np.log(s) + tb * np.log1p(-s)
+    return np.asarray(np.where(both, alt - null, 0.0))
+
+
+def mix_log_e(canary: Sequence[float], baseline: Sequence[float]) -> float:
+    """:func:`mix_log_e_array` for one set of counts."""
+    return float(mix_log_e_array(canary, baseline))
 
 
 @dataclass(frozen=True)

@@ -25,6 +25,7 @@ from .sequential import (
     CS,
     beta_binomial_prior,
     mixture_eta,
+    normal_mixture_cs,
     proportion_cs_beta_binomial,
     t_mixture_radius,
 )
@@ -39,6 +40,21 @@ def proportion_cs(
     f = np.asarray(scale, float)
     a, b = beta_binomial_prior(min(max(centre, 0.01), 0.99), target_n, alpha)
     return proportion_cs_beta_binomial(successes * f, n * f, a, b, alpha)
+
+
+def proportion_normal_cs(
+    successes: float, n: float, alpha: float, target_n: float,
+    scale: FloatArray | float = 1.0,
+) -> CS:
+    """The normal-mixture approximation of :func:`proportion_cs` (Agresti–Caffo variance);
+    used only to estimate how many more samples a floor needs, where it is cheap to
+    evaluate at many scaled counts."""
+    f = np.asarray(scale, float)
+    p_hat = successes / n if n > 0 else 0.5
+    p_t = (successes + 1.0) / (n + 2.0)
+    unit = p_t * (1.0 - p_t)
+    est = np.full(f.shape, p_hat)
+    return normal_mixture_cs(est, unit / (n * f), unit, alpha, target_n)
 
 
 def mean_cs(

@@ -87,9 +87,10 @@ def quantile_ranks(
     """(rank of the lower bound, rank of the upper bound), each valid at ``alpha``; a rank
     below 1 means no lower bound yet, above t no upper bound yet."""
     t = np.asarray(t, float)
-    upper = rank_bound(t, p, alpha, target_n)
-    lower = t + 1.0 - rank_bound(t, 1.0 - p, alpha, target_n)
-    return lower, upper
+    uniq, inverse = np.unique(t, return_inverse=True)  # many streams share a count
+    upper = rank_bound(uniq, p, alpha, target_n)
+    lower = uniq + 1.0 - rank_bound(uniq, 1.0 - p, alpha, target_n)
+    return lower[inverse].reshape(t.shape), upper[inverse].reshape(t.shape)
 
 
 @lru_cache(maxsize=64)
@@ -179,9 +180,13 @@ def dense_quantile_cs(
     cum = np.cumsum(counts, axis=-1)
     r_lo, r_hi = quantile_ranks(np.maximum(n, 1.0), p, alpha, target_n)
     nb = counts.shape[-1]
+    # one searchsorted over all rows: offset each row's (sorted) cumulative counts
+    offset = (np.arange(cum[..., 0].size).reshape(cum.shape[:-1]) * (n.max() + 2.0))
+    flat = (cum + offset[..., None]).ravel()
 
     def at(rank: FloatArray) -> npt.NDArray[np.intp]:
-        return np.minimum((cum < rank[..., None]).sum(axis=-1), nb - 1)
+        pos = np.searchsorted(flat, (rank + offset).ravel(), side="left").reshape(rank.shape)
+        return np.minimum(pos - np.arange(rank.size).reshape(rank.shape) * nb, nb - 1)
 
     i_hi, i_lo = at(r_hi), at(np.maximum(r_lo, 1.0))
     i_est = at(np.ceil(p * np.maximum(n, 1.0)))

@@ -175,6 +175,8 @@ class Moments:
         per-observation variance ``Var(μ)·n_eff`` of the linearised Hájek estimator."""
         if self.n < 2:
             return 0.0
+        if not math.isfinite(self.s2):
+            return math.inf  # values too large to square: no usable variance
         if not self.wn:
             return max(0.0, (self.s2 - self.s1 * self.s1 / self.n) / (self.n - 1))
         w, q = self.n + self.ew, self.n + self.eq
