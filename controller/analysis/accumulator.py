@@ -13,7 +13,10 @@ Metric definitions per sample (the README's metric table says the same in prose)
   budgets for the sample's task/queue/risk (most specific wins; unset budgets are not
   checked, and ``validate`` warns). An unknown policy result (neither the sample nor
   the judge says) is untrusted by default; ``trusted.unknownPolicy`` may count it as
-  trusted or leave the sample out. Weighted like task success.
+  trusted or leave the sample out. An unknown cost (``cost_usd`` null: no price for the
+  model) under a cost budget leaves the sample out, like an unjudged one: it cannot be
+  shown to be within budget, and counting it either way would bias the cohort whose
+  model has no price. Weighted like task success.
 - ``correctionBurden``: human edit minutes **per output**. An output's burden is known
   once its feedback window closed (``feedback_closed``, set by the controller, or by
   the replay, ``analysis.feedbackWindow`` after ``ts``): its ``correction_minutes``,
@@ -31,7 +34,9 @@ Metric definitions per sample (the README's metric table says the same in prose)
   per task kind (:mod:`.classification` averages per-task values).
 - ``latency`` / ``cost``: ``latency_ms`` / ``cost_usd`` of every sample; for a mean,
   clipped at ``analysis.plausibilityCap`` (winsorised; clipped values are counted); for
-  a quantile, binned in a log-spaced histogram.
+  a quantile, binned in a log-spaced histogram. Samples of unknown cost are left out of
+  ``cost`` (a cohort with none known is ``no_data``: the cost guard holds the rollout,
+  it never passes on missing prices).
 - ``prometheus``: not from samples; the controller feeds cohort counts with
   :meth:`RuleStatistics.set_counts` and resets them at every traffic step.
 
@@ -182,13 +187,15 @@ def trusted_completion(spec: CanaryRuleSpec, s: Sample) -> bool | None:
     else:
         policy_ok = not violation
     latency, cost = t.budgets_for(s.task, s.queue, s.risk.value)
+    if cost is not None and s.cost_usd is None:
+        return None  # unknown cost under a cost budget: cannot be shown within it
     return (
         success
         and policy_ok
         and (t.allow_fallback or not s.fallback)
         and (s.correction_minutes is None or s.correction_minutes <= t.max_correction_minutes)
         and (latency is None or s.latency_ms <= latency)
-        and (cost is None or s.cost_usd <= cost)
+        and (cost is None or (s.cost_usd or 0.0) <= cost)
     )
 
 
@@ -388,7 +395,9 @@ class RuleStatistics:
                 (tc.add if sign > 0 else tc.remove)(task or NO_TASK, *pair, w)
             return
         if kind is Histogram:
-            x = s.latency_ms if measure.startswith(Metric.LATENCY.value) else s.cost_usd
+            x = s.latency_ms if measure.startswith(_LATENCY) else s.cost_usd
+            if x is None:  # unknown cost
+                return
             for key in keys:
                 h = self._cell(measure, key, cohort, Histogram)
                 assert isinstance(h, Histogram)

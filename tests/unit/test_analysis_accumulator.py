@@ -13,6 +13,7 @@ from controller.analysis import (
     OTHER,
     RuleStatistics,
     StatisticsMismatch,
+    evaluate,
     measure_value,
     metric_value,
 )
@@ -22,6 +23,7 @@ from controller.models import (
     CanaryRuleSpec,
     Cohort,
     Metric,
+    Outcome,
     success_threshold,
 )
 from controller.models.rule import ThresholdOverride
@@ -152,12 +154,28 @@ def test_plausibility_cap_clips_means_and_counts_them() -> None:
     sp = make_spec([{"name": "lat", "metric": "latency", "statistic": "mean",
                      "tolerance": 0.1, "relative": True}], plausibilityCap={"latencyMs": 60000})
     st_ = RuleStatistics(sp)
-    st_.add(make_sample(1, latency_ms=1e308))
+    absurd = make_sample(1, latency_ms=86_400_000.0)  # one day: the largest valid latency
+    st_.add(absurd)
     st_.add(make_sample(2, latency_ms=100.0))
     m = st_.moments("latency", "all", Cohort.CANARY)
     assert (m.n, m.clipped, m.mean) == (2, 1, 30050.0)
-    st_.remove(make_sample(1, latency_ms=1e308))
+    st_.remove(absurd)
     assert st_.moments("latency", "all", Cohort.CANARY).clipped == 0
+
+
+def test_values_too_large_to_square_hold_a_mean_guard_and_never_fail_it() -> None:
+    """Defence in depth below the parser's bounds: a sum that overflows makes the mean
+    guard inconclusive (no usable variance), never a pass or a fail."""
+    sp = make_spec([{"name": "lat", "metric": "latency", "statistic": "mean",
+                     "tolerance": 0.1, "relative": True}], minSamplesPerCohort=20)
+    st_ = RuleStatistics(sp)
+    for i in range(40):
+        st_.add(make_sample(i, Cohort.BASELINE, latency_ms=1000.0 + i))
+        st_.add(make_sample(i, latency_ms=1000.0 + i))
+    st_.add(make_sample(99, latency_ms=1e308, validate=False))
+    (row, *_) = evaluate(sp, st_).guards
+    assert row.outcome is Outcome.INCONCLUSIVE
+    assert "too large to average" in row.reason
 
 
 def test_weighted_judge_metrics_are_hajek_and_unit_weights_change_nothing() -> None:
@@ -176,6 +194,22 @@ def test_weighted_judge_metrics_are_hajek_and_unit_weights_change_nothing() -> N
     assert mw.n_eff == pytest.approx(100 / 34)
     # fallback does not come from the judge: unweighted
     assert not weighted.moments("fallbackRate", "all", Cohort.CANARY).weighted
+
+
+def test_unknown_cost_counts_for_everything_but_cost() -> None:
+    unknown = make_sample(1, cost_usd=None, judge_policy=False)
+    sp = spec()
+    assert metric_value(sp, Metric.COST, unknown) is None
+    assert metric_value(sp, Metric.TRUSTED_COMPLETION, unknown) is None  # budget set: unknown
+    assert metric_value(sp, Metric.LATENCY, unknown) == unknown.latency_ms
+    assert metric_value(sp, Metric.FALLBACK_RATE, unknown) == 0.0
+    no_budget = spec(trusted={"maxCorrectionMinutes": 5})
+    assert metric_value(no_budget, Metric.TRUSTED_COMPLETION, unknown) == 1.0
+    stats = RuleStatistics(sp)
+    stats.add(unknown)
+    stats.add(make_sample(2, Cohort.BASELINE))
+    assert set(stats.cells["cost"]["all"]) == {"baseline"}  # the unknown cost is left out
+    assert set(stats.cells["latency:hist"]["all"]) == {"baseline", "canary"}  # p95 latency
 
 
 def test_policy_metric_excludes_unknown() -> None:
