@@ -1,6 +1,6 @@
 """Guard outcomes and the decision: promote, roll back, or continue.
 
-Family-wise false rollback (DESIGN §3). A false rollback needs some slice's one-sided
+Family-wise false rollback. A false rollback needs some slice's one-sided
 bound to exclude the truth, so a union bound over slices controls it:
 
 - the family is the G guards plus every absolute floor or ceiling (``minimum`` /

@@ -27,8 +27,8 @@ rule's ``minSamplesPerCohort`` (:func:`.sequential.beta_binomial_prior`).
 Histograms. Values are kept in fixed log-spaced bins (:class:`.stats.Histogram`), so an
 order statistic is known only up to its bin: an upper bound takes the upper edge of the
 bin holding ``X_(j⁺)`` and a lower bound the lower edge of the bin holding
-``X_(t−j⁻+1)``. The bounds are therefore conservative by at most one bin (1%), and the
-guarantee above carries over unchanged. The point estimate is the geometric middle of the
+``X_(t−j⁻+1)``. The bounds are therefore conservative by at most one bin (0.5%), and
+the guarantee above carries over unchanged. The point estimate is the geometric middle of the
 bin holding ``X_(⌈p·t⌉)``.
 
 Two cohorts. For ``θ = Q_c − k·Q_b`` (``k = 1 + r`` for a relative tolerance r) the

@@ -1,4 +1,4 @@
-"""Monte Carlo checks of the guarantees (DESIGN §3), looking at every interval.
+"""Monte Carlo checks of the guarantees, looking at every interval.
 
 - A/A at the tolerance boundary: the fraction of streams whose harmful-side bound EVER
   crosses the tolerance (after the burn-in decide.py applies) stays ≤ alpha, for every
