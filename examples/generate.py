@@ -29,7 +29,8 @@ from typing import Any
 
 import numpy as np
 
-from controller.models.verdict import LEVEL_SCORES, Level, soft_min_score
+from controller.judge.aggregate import soft_min_score
+from controller.models.verdict import LEVEL_SCORES, Level
 
 HERE = Path(__file__).resolve().parent
 RULE = "support-assistant"
@@ -37,7 +38,7 @@ QUEUES = {"general": 0.47, "billing": 0.25, "technical": 0.20, "refunds": 0.08}
 RISKS = {"low": 0.6, "medium": 0.3, "high": 0.1}
 TASKS = ["refund_request", "account_change", "complaint", "question"]
 LABELS = ["approve", "review", "reject"]
-TEMPERATURE = 0.1  # the rule's judge.temperature
+TEMPERATURE = 0.1  # the rule's judge.temperature (judge.aggregation: softMin)
 START = datetime(2026, 11, 2, 9, 0, tzinfo=UTC)
 
 
@@ -122,9 +123,9 @@ def scenario(name: str) -> tuple[Cohort, Cohort]:
 
 
 # Samples per cohort: enough for each scenario to reach its decision with room to spare
-# (healthy promotes near 3100 per cohort; the regressions roll back well before the end).
+# (healthy promotes at 3600 per cohort; the regressions roll back well before the end).
 SCENARIOS = {
-    "healthy": 3600,
+    "healthy": 4200,
     "trusted-regression-billing": 1200,
     "fallback-spike-refunds": 1800,
     "correction-burden": 1500,

@@ -58,9 +58,21 @@ Statistics are stored per value for up to ``MAX_TRACKED`` (64, the largest
 (the merged rank order is the left order followed by the right's new values);
 values beyond that are stored pooled.
 
+Per-step window: the caller says which traffic step the rollout is at with
+:meth:`RuleStatistics.enter_step` (its index and start time). Beside the cumulative
+cells, the statistics then keep the all-traffic cells of every measure but the decision
+one over the samples of the current step only (``ts`` at or after the step's start; a
+sample without a time counts as current), and the number of samples per cohort in that
+window. A new step index clears the window. The window serves two purposes in
+:mod:`.decide`: advancing past a step needs new evidence gathered at that step's
+weight (``minSamplesPerStep``), and a regression that only appears at a higher
+weight is tested on that step's own samples, undiluted by the healthy history.
+Without ``enter_step`` there is no window and the decision is today's.
+
 Traffic mix: per dimension of ``analysis.trafficMix``, the samples per cohort and value
-since :meth:`RuleStatistics.reset_mix` (called by the controller at each traffic step);
-feedback (``replace``) leaves them unchanged.
+of the current step's window (every sample when no step is known, as in a replay); a
+new step clears them (the canary's share changes with the weight), and so does
+:meth:`RuleStatistics.reset_mix`. Feedback (``replace``) leaves them unchanged.
 """
 
 from __future__ import annotations
@@ -68,6 +80,7 @@ from __future__ import annotations
 import copy
 import json
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
 from controller.models import (
@@ -341,6 +354,45 @@ class RuleStatistics:
             used.add("task")
         self._used = [d for d in DIMENSIONS if d in used]
         self._kinds = {m: _kind(m) for m in self.metric_dims}
+        self.step: int | None = None
+        self.step_started: datetime | None = None
+        self.window: dict[str, dict[str, Cell]] = {}
+        self.window_samples: dict[str, int] = {c: 0 for c in COHORTS}
+
+    # ---- traffic steps ----------------------------------------------------------------
+    def enter_step(self, index: int, started_at: datetime | None = None) -> bool:
+        """The rollout is at step ``index`` (0-based) since ``started_at``; a new index
+        starts a fresh window (and fresh traffic-mix counts). Idempotent: call it every
+        analysis with the status's current step. Returns True when a new window began."""
+        if index < 0:
+            raise ValueError("step index must be >= 0")
+        if index == self.step:
+            return False
+        self.step, self.step_started = index, started_at
+        self.window = {}
+        self.window_samples = {c: 0 for c in COHORTS}
+        self.reset_mix()
+        return True
+
+    def _in_window(self, s: Sample) -> bool:
+        if self.step is None:
+            return False
+        return self.step_started is None or s.ts is None or s.ts >= self.step_started
+
+    def window_moments(self, metric: Metric | str, cohort: Cohort | str) -> Moments:
+        """All-traffic moments of a metric over the current step's samples."""
+        cell = self.window.get(self._measure(metric), {}).get(str(cohort))
+        return cell if isinstance(cell, Moments) else Moments()
+
+    def window_statistics(self) -> RuleStatistics:
+        """The current step's window as statistics of its own (all-traffic cells only),
+        so the same tests run on it."""
+        out = RuleStatistics(self.spec)
+        for measure, by_cohort in self.window.items():
+            out.cells[measure] = {ALL: {c: _merge_cells(_kind(measure)(), cell)
+                                        for c, cell in by_cohort.items()}}
+        out.n_samples = dict(self.window_samples)
+        return out
 
     # ---- samples -------------------------------------------------------------------
     def add(self, sample: Sample) -> None:
@@ -370,20 +422,27 @@ class RuleStatistics:
         cohort = s.cohort.value
         if sign < 0 and self.n_samples[cohort] <= 0:
             raise ValueError(f"cannot remove sample {s.id!r}: no {cohort} samples")
+        in_window = self._in_window(s)
+        if in_window and sign < 0 and self.window_samples[cohort] <= 0:
+            in_window = False  # added before the window began (delayed feedback)
         slots: dict[str, str | None] = dict.fromkeys(DIMENSIONS)
         for dim in self._used:
             v = _sample_dim_value(s, dim)
             slots[dim] = None if v is None else self._slot(dim, v, assign=sign > 0)
         for measure, dims in self.metric_dims.items():
             keys = [ALL] + [slice_key(d, slots[d]) for d in dims if slots[d] is not None]
-            self._apply_measure(measure, keys, cohort, s, slots["task"], sign)
-        if mix and self.mix_on:
+            self._apply_measure(measure, keys, cohort, s, slots["task"], sign, in_window)
+        if mix and self.mix_on and (self.step is None or in_window):
             self._apply_mix(slots, cohort, sign)
         self.n_samples[cohort] += sign
+        if in_window:
+            self.window_samples[cohort] += sign
 
     def _apply_measure(self, measure: str, keys: list[str], cohort: str, s: Sample,
-                       task: str | None, sign: int) -> None:
+                       task: str | None, sign: int, in_window: bool = False) -> None:
         kind = self._kinds[measure]
+        if in_window and kind is not TaskConfusions:
+            self._window_apply(measure, cohort, s, sign)
         if kind is TaskConfusions:
             pair = f1_pair(s)
             if pair is None:
@@ -410,6 +469,39 @@ class RuleStatistics:
             mom = self._cell(measure, key, cohort, Moments)
             assert isinstance(mom, Moments)
             (mom.add if sign > 0 else mom.remove)(*got)
+
+    def _window_apply(self, measure: str, cohort: str, s: Sample, sign: int) -> None:
+        """The step window's all-traffic cell of one measure (no slices)."""
+        kind = self._kinds[measure]
+        if kind is Histogram:
+            x = s.latency_ms if measure.startswith(_LATENCY) else s.cost_usd
+            got: tuple[float, float, bool] | None = None if x is None else (x, 1.0, False)
+        else:
+            got = measure_value(self.spec, measure, s)
+        if got is None:
+            return
+        cell = self.window.setdefault(measure, {}).get(cohort)
+        if cell is None:
+            cell = self.window[measure][cohort] = kind()
+        if isinstance(cell, Histogram):
+            (cell.add if sign > 0 else cell.remove)(got[0])
+        elif isinstance(cell, Moments):
+            (cell.add if sign > 0 else cell.remove)(*got)
+
+    def fold(self, cohort: Cohort | str, n_samples: int, cells: dict[str, Cell]) -> None:
+        """Add pre-aggregated all-traffic statistics of ``n_samples`` samples of one
+        cohort, keyed by measure (planning and simulation: the same decision without
+        building samples). Only the ``all`` slice and the step window receive them."""
+        c = str(cohort)
+        for measure, cell in cells.items():
+            mine = self._cell(measure, ALL, c, type(cell))
+            self.cells[measure][ALL][c] = _merge_cells(mine, cell)
+            if self.step is not None and not isinstance(cell, TaskConfusions):
+                win = self.window.setdefault(measure, {}).get(c)
+                self.window[measure][c] = cell if win is None else _merge_cells(win, cell)
+        self.n_samples[c] += n_samples
+        if self.step is not None:
+            self.window_samples[c] += n_samples
 
     def _apply_mix(self, slots: dict[str, str | None], cohort: str, sign: int) -> None:
         col = COHORTS.index(cohort)
@@ -589,6 +681,14 @@ class RuleStatistics:
                 row[1] += nc
         for c in COHORTS:
             out.n_samples[c] += other.n_samples[c]
+        if other.step is not None and other.step == out.step:
+            for wmeasure, wcells in other.window.items():
+                for wcohort, wcell in wcells.items():
+                    mine_w = out.window.setdefault(wmeasure, {}).get(wcohort)
+                    out.window[wmeasure][wcohort] = (
+                        wcell if mine_w is None else _merge_cells(mine_w, wcell))
+            for c in COHORTS:
+                out.window_samples[c] += other.window_samples[c]
         for g, cnt in other.counts.items():
             mine_c = out.counts.get(g)
             if mine_c is None:
@@ -610,6 +710,14 @@ class RuleStatistics:
             },
             "counts": {g: c.to_dict() for g, c in self.counts.items()},
             "mix": {d: {v: list(bc) for v, bc in rows.items()} for d, rows in self.mix.items()},
+            **({} if self.step is None else {"step": {
+                "index": self.step,
+                "startedAt": None if self.step_started is None
+                else self.step_started.isoformat(),
+                "samples": dict(self.window_samples),
+                "cells": {m: {c: cell.to_dict() for c, cell in bc.items()}
+                          for m, bc in self.window.items()},
+            }}),
         }
 
     @classmethod
@@ -630,6 +738,14 @@ class RuleStatistics:
                 for c, cell in bc.items():
                     out.cells.setdefault(m, {}).setdefault(k, {})[c] = kind.from_dict(cell)
         out.counts = {g: Counts.from_dict(c) for g, c in data.get("counts", {}).items()}
+        step = data.get("step")
+        if step is not None:
+            started = step.get("startedAt")
+            out.enter_step(int(step["index"]),
+                           None if started is None else datetime.fromisoformat(started))
+            out.window_samples = {c: int(step.get("samples", {}).get(c, 0)) for c in COHORTS}
+            out.window = {m: {c: _kind(m).from_dict(v) for c, v in bc.items()}
+                          for m, bc in step.get("cells", {}).items()}
         out.mix = {str(d): {str(v): [int(bc[0]), int(bc[1])] for v, bc in rows.items()}
                    for d, rows in data.get("mix", {}).items()}
         return out

@@ -1,24 +1,52 @@
 """Guard outcomes and the decision: promote, roll back, or continue.
 
-Family-wise false rollback. A false rollback needs some slice's one-sided
-bound to exclude the truth, so a union bound over slices controls it:
+Family-wise false rollback. A false rollback needs some test's one-sided bound to
+exclude the truth, so a union bound over the tests controls it (:func:`alpha_budget`):
 
-- the family is the G guards plus every absolute floor or ceiling (``minimum`` /
-  ``maximum``, F of them): each of the G guards gets ``alpha/(G+F)`` for its
-  comparison and each floor or ceiling ``alpha/(G+F)`` for its one-sample test;
-- an ungrouped guard spends all of it on the all-traffic slice; a grouped guard (any
-  ``groupBy``, and F1 which is always also tested per task kind) spends half on the
-  all-traffic slice and splits the other half evenly over a number of slots fixed by
-  the rule alone: ``maxGroups + 1`` per queue or task dimension (the named slices and
-  the ``(other)`` pool) and ``min(3, maxGroups + 1)`` for risk tiers. Unused slots
-  waste alpha but keep the split independent of the data.
+- the family is the guards plus every absolute floor or ceiling (``minimum`` /
+  ``maximum``); guard ``g`` gets ``alpha·w_g/W`` with its ``alphaWeight`` ``w_g``
+  (default 3 for trusted completion, 2 for task success, 1 otherwise: the guard the
+  rollout exists for decides fastest; an equal split made it pay for every latency and
+  cost guard), each floor or ceiling ``alpha/W`` (weight 1), ``W`` the sum of all weights;
+- a guard tested on samples (not the decision metrics, not Prometheus) in a rule of S ≥ 2
+  steps puts ``WINDOW_SHARE`` (1/5) of its alpha on per-step windows, ``1/(S−1)`` for each
+  of steps 2..S (the first step's window is the cumulative test itself);
+- of the rest, an ungrouped guard spends all on the all-traffic slice; a grouped guard
+  (any ``groupBy``, and the decision metrics which are always also tested per task kind)
+  spends ``ALL_TRAFFIC_SHARE`` (2/3) on the all-traffic slice and splits the other third
+  evenly over a number of slots fixed by the rule alone: ``maxGroups + 1`` per queue or
+  task dimension (the named slices and the ``(other)`` pool) and ``min(3, maxGroups +
+  1)`` for risk tiers. Unused slots waste alpha but keep the split independent of the
+  data. Every share is fixed by the rule before any data is seen, so the sum over all
+  tests is at most the rule's alpha whatever happens.
+
+Per-step evidence (windows). When the caller tells the statistics which step the
+rollout is at (:meth:`RuleStatistics.enter_step`):
+
+- PROMOTE (advance) needs, besides every guard passing on all the evidence, that the
+  current step gathered ``minSamples`` canary samples of its own (the step's
+  ``minSamples``, else ``analysis.minSamplesPerStep``, else ``minSamplesPerCohort/4``).
+  Evidence collected at 5% says little about behaviour under 50% of the load (queues,
+  caches, rate limits); without this one batch at the first step carried a rule
+  through every later step in one tick.
+- From the second step on, each sample guard is also tested on the step's own samples
+  (all traffic, same test, its window alpha). A regression that starts with the step
+  (load-dependent) is then judged on fresh evidence, not diluted by the healthy
+  history of the earlier steps. A window can only roll back; it never holds.
+- A failure is still decided at any moment from all of the revision's evidence (the
+  cumulative tests are unchanged).
+
+Mixture tuning: every CS is tuned to be tightest at :func:`mixture_target`
+(``4 × minSamplesPerCohort``); PASS still needs ``minSamplesPerCohort`` per cohort.
 
 Slice outcome (contrast ``θ = μ_c − k·μ_b``, see :mod:`.sequential`):
 
 - NO_DATA when a cohort has no observation for the metric;
 - FAIL when the bound on the harmful side lies beyond the tolerance, once each cohort
   has ``min(20, minSamplesPerCohort)`` observations (a burn-in for the plug-in
-  variance; Prometheus event-count tests are exact and need none);
+  variance; quantile and Prometheus event-count tests are exact and need none) and, for
+  a proportion, the canary expects 5 events at the boundary
+  (:func:`.sequential.proportion_fail_ready`);
 - PASS when the other bound lies within the tolerance AND both cohorts have
   ``minSamplesPerCohort`` observations;
 - INCONCLUSIVE otherwise.
@@ -91,6 +119,7 @@ from .sequential import (
     diff_means_normal,
     diff_means_t,
     diff_proportions,
+    proportion_fail_ready,
     rate_ratio_cs,
 )
 from .stats import FloatArray
@@ -121,35 +150,118 @@ NEED_GRID = np.geomspace(1.0, 1e6, 37)
 """Scale factors tried for the "samples needed" estimate (47% apart; the answer is
 interpolated in log-scale between the two that bracket it)."""
 
-__all__ = ["BURN_IN", "alpha_split", "bound_alpha", "evaluate", "family_size",
-           "guard_dimensions", "guard_outcomes", "traffic_checks"]
+__all__ = ["BURN_IN", "AlphaShare", "alpha_budget", "alpha_split", "bound_alpha", "evaluate",
+           "family_size", "group_slots", "guard_alpha_weight", "guard_dimensions",
+           "guard_outcomes", "has_window", "mixture_target", "step_min_samples",
+           "step_shortfall", "traffic_checks"]
 
 
-def family_size(spec: CanaryRuleSpec) -> int:
-    """How many tests share the family-wise alpha: each guard's comparison, plus each
-    absolute floor or ceiling."""
-    return len(spec.analysis.guards) + sum(len(g.bounds) for g in spec.analysis.guards)
+DEFAULT_ALPHA_WEIGHTS = {Metric.TRUSTED_COMPLETION: 3.0, Metric.TASK_SUCCESS: 2.0}
+BOUND_WEIGHT = 1.0
+"""Alpha weight of one floor or ceiling (one more slot of the family)."""
+WINDOW_SHARE = 0.2
+ALL_TRAFFIC_SHARE = 2.0 / 3.0
+TARGET_FACTOR = 4.0
+
+
+@dataclass(frozen=True)
+class AlphaShare:
+    """Alpha of each test of one guard (see the module docstring)."""
+
+    all: float  # the all-traffic slice, all of the revision's evidence
+    slice: float  # each group slot (queue / risk / task)
+    window: float  # each step window (steps 2..S), all traffic
+    bound: float = 0.0  # each floor or ceiling of the guard
+
+
+def guard_alpha_weight(guard: Guard) -> float:
+    """The guard's ``alphaWeight``, or its metric's default."""
+    if guard.alpha_weight is not None:
+        return guard.alpha_weight
+    return DEFAULT_ALPHA_WEIGHTS.get(guard.metric, 1.0)
+
+
+def has_window(guard: Guard) -> bool:
+    """Guards tested on each step's own samples (sample metrics other than the decision
+    metrics, whose per-task matrices are not windowed)."""
+    return guard.metric is not Metric.PROMETHEUS and not guard.metric.from_decisions
+
+
+def group_slots(spec: CanaryRuleSpec, guard: Guard) -> int:
+    """Slots the group part of a guard's alpha is split over (fixed by the rule)."""
+    a = spec.analysis
+    return sum(min(len(Risk), a.max_groups + 1) if d == "risk" else a.max_groups + 1
+               for d in guard_dimensions(guard))
+
+
+def family_size(spec: CanaryRuleSpec) -> float:
+    """The total alpha weight: every guard's weight plus one per floor or ceiling."""
+    return sum(guard_alpha_weight(g) + BOUND_WEIGHT * len(g.bounds)
+               for g in spec.analysis.guards)
 
 
 def bound_alpha(spec: CanaryRuleSpec) -> float:
     """The alpha of one floor or ceiling (one slot of the family)."""
-    return spec.analysis.alpha / family_size(spec)
+    return spec.analysis.alpha * BOUND_WEIGHT / family_size(spec)
+
+
+def alpha_budget(spec: CanaryRuleSpec) -> dict[str, AlphaShare]:
+    """Per guard: alpha of its all-traffic test, of each group slot, of each step window,
+    and of each of its floors or ceilings."""
+    a = spec.analysis
+    total_w = family_size(spec)
+    windows = len(spec.steps) - 1
+    bound = bound_alpha(spec)
+    out: dict[str, AlphaShare] = {}
+    for g in a.guards:
+        per_guard = a.alpha * guard_alpha_weight(g) / total_w
+        window_total = WINDOW_SHARE * per_guard if windows > 0 and has_window(g) else 0.0
+        rest = per_guard - window_total
+        window = window_total / windows if window_total else 0.0
+        slots = group_slots(spec, g)
+        if not slots:
+            out[g.name] = AlphaShare(rest, 0.0, window, bound)
+        else:
+            out[g.name] = AlphaShare(rest * ALL_TRAFFIC_SHARE,
+                                     rest * (1.0 - ALL_TRAFFIC_SHARE) / slots, window, bound)
+    return out
 
 
 def alpha_split(spec: CanaryRuleSpec) -> dict[str, tuple[float, float]]:
     """Per guard: (alpha of the all-traffic slice, alpha of each group slice)."""
-    a = spec.analysis
-    per_guard = a.alpha / family_size(spec)
-    out: dict[str, tuple[float, float]] = {}
-    for g in a.guards:
-        dims = guard_dimensions(g)
-        if not dims:
-            out[g.name] = (per_guard, 0.0)
-            continue
-        slots = sum(min(len(Risk), a.max_groups + 1) if d == "risk" else a.max_groups + 1
-                    for d in dims)
-        out[g.name] = (per_guard / 2.0, per_guard / 2.0 / slots)
-    return out
+    return {name: (s.all, s.slice) for name, s in alpha_budget(spec).items()}
+
+
+def mixture_target(spec: CanaryRuleSpec) -> float:
+    """Sample size per cohort at which the mixture CSs are tightest:
+    ``TARGET_FACTOR × minSamplesPerCohort``. With a small canary share the canary
+    reaches m long before the baseline, and moderate regressions are decided well past
+    m; tuning at 4m costs large effects nothing measurable (decided within the burn-in
+    granularity) and shortens the tail of moderate ones (see benchmarks/README.md)."""
+    return TARGET_FACTOR * spec.analysis.min_samples_per_cohort
+
+
+def step_min_samples(spec: CanaryRuleSpec, index: int) -> int:
+    """Canary samples step ``index`` must gather at its own weight before advancing."""
+    steps = spec.steps
+    own = steps[index].min_samples if 0 <= index < len(steps) else None
+    if own is not None:
+        return own
+    if spec.analysis.min_samples_per_step is not None:
+        return spec.analysis.min_samples_per_step
+    return math.ceil(spec.analysis.min_samples_per_cohort / 4)
+
+
+def step_shortfall(spec: CanaryRuleSpec, stats: RuleStatistics) -> str | None:
+    """Why the current step may not advance yet, or None (no step known: today's rule)."""
+    if stats.step is None:
+        return None
+    need = step_min_samples(spec, stats.step)
+    have = stats.window_samples.get(CAN, 0)
+    if have >= need:
+        return None
+    return (f"step {stats.step + 1} has {have} of the {need} canary samples it needs at "
+            f"its own weight")
 
 
 def _num(x: object) -> float | None:
@@ -180,6 +292,7 @@ class _Contrast:
     test: str
     exact: bool = False  # no burn-in needed
     min_n: bool = True  # PASS needs minSamplesPerCohort
+    fail_ready: bool = True  # enough expected events for a proportion's FAIL
     delta: float | None = None
     lower: float | None = None
     upper: float | None = None
@@ -207,18 +320,26 @@ def evaluate(
     needs no share). Pure: same inputs, same decision.
     """
     errors = dict(errors or {})
-    split = alpha_split(spec)
+    budget = alpha_budget(spec)
+    window = _window(spec, stats)
     results: list[GuardResult] = []
     overall: dict[str, GuardResult] = {}
     required: list[GuardResult] = []
     for g in spec.analysis.guards:
-        rows = _evaluate_guard(spec, stats, g, split[g.name], errors.get(g.name))
+        share = budget[g.name]
+        rows = _evaluate_guard(spec, stats, g, share, errors.get(g.name))
+        if window is not None and share.window > 0 and errors.get(g.name) is None:
+            rows = _with_window(rows, _window_result(spec, window, g, share.window,
+                                                     stats.step))
         overall[g.name] = rows[0]
         required.extend(r for r in rows[1:] if r.required)
         results.extend(rows)
     checks = traffic_checks(spec, stats, expected_share)
     results.extend(checks)
     action, reason = _decide(spec, overall, required, checks, deadline_reached)
+    short = step_shortfall(spec, stats) if action is Action.PROMOTE else None
+    if short is not None:
+        action, reason = Action.CONTINUE, f"{reason}; waiting: {short}"
     return Decision(
         action=action,
         reason=reason,
@@ -227,6 +348,31 @@ def evaluate(
         n_canary=stats.n_samples.get(CAN, 0),
         at=at,
     )
+
+
+def _window(spec: CanaryRuleSpec, stats: RuleStatistics) -> RuleStatistics | None:
+    """The current step's own samples, from the second step on (else None)."""
+    if stats.step is None or stats.step < 1 or len(spec.steps) < 2:
+        return None
+    return stats.window_statistics()
+
+
+def _window_result(
+    spec: CanaryRuleSpec, window: RuleStatistics, g: Guard, alpha: float, step: int | None
+) -> GuardResult:
+    res = _slice_result(spec, window, g, ALL, alpha, needed=False)
+    return res.model_copy(update={"step": None if step is None else step + 1})
+
+
+def _with_window(results: list[GuardResult], win: GuardResult) -> list[GuardResult]:
+    """Add a step-window result; it can turn the guard's outcome into FAIL, nothing else."""
+    head = results[0]
+    if win.outcome is Outcome.FAIL and head.outcome is not Outcome.FAIL:
+        head = head.model_copy(update={
+            "outcome": Outcome.FAIL,
+            "reason": f"fails on {win.slice_label}; all traffic: {head.outcome.value} "
+                      f"({head.reason})"})
+    return [head, *results[1:], win]
 
 
 def guard_outcomes(decision: Decision) -> dict[str, Outcome]:
@@ -243,21 +389,21 @@ def _evaluate_guard(
     spec: CanaryRuleSpec,
     stats: RuleStatistics,
     g: Guard,
-    alphas: tuple[float, float],
+    share: AlphaShare,
     error: str | None,
 ) -> list[GuardResult]:
     if error is not None:
         return [GuardResult(name=g.name, metric=g.metric.value, outcome=Outcome.ERROR,
-                            tolerance=g.tolerance, relative=g.relative, alpha=alphas[0],
+                            tolerance=g.tolerance, relative=g.relative, alpha=share.all,
                             reason=f"source failed: {error}")]
     if g.metric is Metric.PROMETHEUS:
-        return [_slice_result(spec, stats, g, ALL, alphas[0])]
+        return [_slice_result(spec, stats, g, ALL, share.all)]
     keys = stats.slices(measure_of(g), guard_dimensions(g))
-    rows = [_slice_result(spec, stats, g, key, alphas[0] if key == ALL else alphas[1],
+    rows = [_slice_result(spec, stats, g, key, share.all if key == ALL else share.slice,
                           needed=key == ALL or _required_key(g, key))
             for key in keys]
-    rows = _mark_required(g, rows, alphas[1])
-    bounds = [_bound_result(spec, stats, g, kind, value, bound_alpha(spec))
+    rows = _mark_required(g, rows, share.slice)
+    bounds = [_bound_result(spec, stats, g, kind, value, share.bound)
               for kind, value in g.bounds]
     return [_combine(rows[0], rows[1:], bounds), *rows[1:], *bounds]
 
@@ -272,6 +418,9 @@ def _combine(head: GuardResult, groups: list[GuardResult],
         if head.outcome is not Outcome.FAIL:
             note = ("fails on " + ", ".join(r.slice_label for r in failing)
                     + "; all traffic: " + head.outcome.value)
+        elif len(failing) > 1:  # name every failing slice, not only all traffic
+            return head.model_copy(update={"reason": head.reason + "; also fails on "
+                                           + ", ".join(r.slice_label for r in failing[1:])})
     elif head.outcome is Outcome.PASS and any(b.outcome is not Outcome.PASS for b in bounds):
         outcome = Outcome.INCONCLUSIVE
         note = "passes, but " + ", ".join(f"{b.check} {b.outcome.value}" for b in bounds
@@ -330,11 +479,11 @@ def _slice_result(
                        outcome=Outcome.NO_DATA, tolerance=tol, relative=g.relative, alpha=alpha,
                        statistic=None if g.metric is Metric.PROMETHEUS else g.stat)
     if g.metric is Metric.PROMETHEUS:
-        con = _prometheus(stats, g, tol, alpha, m)
+        con = _prometheus(stats, g, tol, alpha, mixture_target(spec))
         if isinstance(con, GuardResult):
             return con.model_copy(update={"tolerance": tol, "alpha": alpha})
     else:
-        con = _sample_contrast(stats, g, key, tol, alpha, m)
+        con = _sample_contrast(stats, g, key, tol, alpha, mixture_target(spec))
     return base.model_copy(update=_result_fields(con, tol, m, g.higher_is_better, g.relative,
                                                  needed=needed))
 
@@ -357,8 +506,9 @@ def _result_fields(con: _Contrast, tol: float, m: int, hib: bool, relative: bool
 
 
 def _sample_contrast(
-    stats: RuleStatistics, g: Guard, key: str, tol: float, alpha: float, m: int
+    stats: RuleStatistics, g: Guard, key: str, tol: float, alpha: float, m: float
 ) -> _Contrast:
+    """One slice's contrast; ``m`` is where the mixtures are tuned (not the PASS minimum)."""
     k, thr = (1.0 + tol, 0.0) if g.relative else (1.0, tol)
     measure = measure_of(g)
     if measure == DECISIONS:
@@ -376,6 +526,7 @@ def _sample_contrast(
         xc, nc, xb, nb = mc.total, mc.n_eff, mb.total, mb.n_eff
         con.cs_at = lambda f: diff_proportions(xc * f, nc * f, xb * f, nb * f, k, alpha, m)
         con.cs = diff_proportions(xc, nc, xb, nb, k, alpha, m)
+        con.fail_ready = bool(proportion_fail_ready(nc, nb, xb, k, thr))
         return con
     args = (mc.mean, mc.variance, mc.n_eff, mb.mean, mb.variance, mb.n_eff)
     if not all(math.isfinite(x) for x in args):
@@ -390,7 +541,7 @@ def _sample_contrast(
 
 
 def _class_contrast(stats: RuleStatistics, g: Guard, key: str, k: float, thr: float,
-                    alpha: float, m: int) -> _Contrast:
+                    alpha: float, m: float) -> _Contrast:
     tc, tb = stats.task_confusions(key, CAN), stats.task_confusions(key, BASE)
     con = _Contrast(None, tc.n, tb.n, None, None, k, thr, TEST_NAMES["f1"])
     both = clf.estimates({CAN: tc, BASE: tb}, g) if tc.n and tb.n else None
@@ -410,7 +561,7 @@ def _class_contrast(stats: RuleStatistics, g: Guard, key: str, k: float, thr: fl
 
 
 def _quantile_contrast(stats: RuleStatistics, g: Guard, measure: str, key: str, k: float,
-                       thr: float, alpha: float, m: int) -> _Contrast:
+                       thr: float, alpha: float, m: float) -> _Contrast:
     hc, hb = stats.histogram(measure, key, CAN), stats.histogram(measure, key, BASE)
     p = g.quantile
     assert p is not None
@@ -432,7 +583,7 @@ def _quantile_contrast(stats: RuleStatistics, g: Guard, measure: str, key: str, 
 
 
 def _prometheus(
-    stats: RuleStatistics, g: Guard, tol: float, alpha: float, m: int
+    stats: RuleStatistics, g: Guard, tol: float, alpha: float, m: float
 ) -> _Contrast | GuardResult:
     cnt = stats.counts.get(g.name)
     if cnt is None:
@@ -449,6 +600,7 @@ def _prometheus(
             return con
         if rc <= 1.0 and rb <= 1.0:
             con.cs = diff_proportions(ec, tc, eb, tb, 1.0, alpha, m)
+            con.fail_ready = bool(proportion_fail_ready(tc, tb, eb, 1.0, tol))
         else:  # more than one event per request: Poisson variance (rate per request)
             con.cs = diff_means_normal(rc, rc, tc, rb, rb, tb, 1.0, alpha, m)
         return con
@@ -482,7 +634,7 @@ def _prometheus(
 
 # ---- absolute floors and ceilings -----------------------------------------------------
 
-def _one_sample(stats: RuleStatistics, g: Guard, alpha: float, m: int,
+def _one_sample(stats: RuleStatistics, g: Guard, alpha: float, m: float,
                 value: float) -> _Contrast:
     """The canary's own value with one-sided bounds at ``alpha`` (all traffic)."""
     measure = measure_of(g)
@@ -526,7 +678,7 @@ def _one_sample(stats: RuleStatistics, g: Guard, alpha: float, m: int,
 def _bound_result(spec: CanaryRuleSpec, stats: RuleStatistics, g: Guard, kind: str,
                   value: float, alpha: float) -> GuardResult:
     m = spec.analysis.min_samples_per_cohort
-    con = _one_sample(stats, g, alpha, m, value)
+    con = _one_sample(stats, g, alpha, mixture_target(spec), value)
     base = GuardResult(name=g.name, metric=g.metric.value, outcome=Outcome.NO_DATA,
                        check=kind, tolerance=value, alpha=alpha, statistic=g.stat)
     upd = _result_fields(con, value, m, kind == "minimum", False, limit=kind)
@@ -546,7 +698,7 @@ def _judge(con: _Contrast, tol: float, m: int, *, hib: bool, relative: bool,
     safe = (lo >= thr) if hib else (hi <= thr)
     burn = min(BURN_IN, m)
     n_b = con.n_c if con.one_sample else con.n_b
-    enough_fail = con.exact or (con.n_c >= burn and n_b >= burn)
+    enough_fail = con.exact or (con.n_c >= burn and n_b >= burn and con.fail_ready)
     enough_pass = (not con.min_n) or (con.n_c >= m and n_b >= m)
     delta, lower, upper = _reported(con, est, lo, hi, tol, relative)
     bound_name, bound = ("upper", upper) if hib else ("lower", lower)
@@ -565,7 +717,9 @@ def _judge(con: _Contrast, tol: float, m: int, *, hib: bool, relative: bool,
         outcome = Outcome.INCONCLUSIVE
         counts = (f"n canary {con.n_c}" if con.one_sample
                   else f"n canary {con.n_c}, baseline {con.n_b}")
-        if harmful:
+        if harmful and not con.fail_ready:
+            why = f"beyond {limit} but fewer than 5 events expected at the boundary yet"
+        elif harmful:
             why = f"beyond {limit} but in burn-in ({counts} < {burn})"
         elif safe:
             why = f"within {limit} but {counts} < {m}"

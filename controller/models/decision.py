@@ -40,6 +40,9 @@ class GuardResult(OpenModel):
     queue: str | None = None
     risk: str | None = None
     task: str | None = Field(default=None, description="Task kind (per-task F1 slices).")
+    step: int | None = Field(
+        default=None, description="Set on a step-window test: the step (1-based) whose own "
+                                  "samples it uses.")
     outcome: Outcome
     n_baseline: int = 0
     n_canary: int = 0
@@ -73,6 +76,8 @@ class GuardResult(OpenModel):
             label = f"risk={self.risk}"
         elif self.task is not None:
             label = f"task={self.task}"
+        elif self.step is not None:
+            label = f"step {self.step} window"
         else:
             label = "all"
         return label if self.check in ("compare", "mix", "share") else f"{label} {self.check}"

@@ -47,8 +47,8 @@ def test_healthy_example_promotes() -> None:
     assert code == 0
     assert report["decision"] == "promote"
     assert report["reason"] == "all 7 guards pass"
-    assert report["decided_at"] == "2026-11-02T09:52:00+00:00"
-    assert report["samples_seen"] == {"baseline": 3120, "canary": 3120}
+    assert report["decided_at"] == "2026-11-02T10:00:00+00:00"  # score CS: 8 min later
+    assert report["samples_seen"] == {"baseline": 3600, "canary": 3600}
     overall = {g["name"]: g["outcome"] for g in report["guards"] if not any(
         g.get(k) for k in ("queue", "risk", "task"))}
     assert set(overall.values()) == {"pass"}
@@ -64,7 +64,7 @@ def test_healthy_example_promotes() -> None:
         ("trusted-regression-billing", "trusted-completion", "queue=billing",
          "2026-11-02T09:10:00+00:00", 600),
         ("fallback-spike-refunds", "fallback", "queue=refunds",
-         "2026-11-02T09:20:00+00:00", 1200),
+         "2026-11-02T09:23:00+00:00", 1380),
         ("correction-burden", "correction-burden", None, "2026-11-02T09:19:00+00:00", 1140),
     ],
 )
