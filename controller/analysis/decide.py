@@ -311,13 +311,16 @@ def evaluate(
     deadline_reached: bool = False,
     errors: Mapping[str, str] | None = None,
     expected_share: float | None = None,
+    estimate_needed: bool = True,
 ) -> Decision:
     """Evaluate every guard on the current statistics and decide.
 
     ``errors`` maps guard names whose source failed to a message (outcome ERROR).
     ``expected_share`` is the canary's expected share of samples at the current step
     (canary pods / all pods); without it the share check is skipped (the mix check
-    needs no share). Pure: same inputs, same decision.
+    needs no share). ``estimate_needed=False`` skips the samples-needed estimates
+    (simulations that only want the decision; the decision is the same). Pure: same
+    inputs, same decision.
     """
     errors = dict(errors or {})
     budget = alpha_budget(spec)
@@ -327,7 +330,7 @@ def evaluate(
     required: list[GuardResult] = []
     for g in spec.analysis.guards:
         share = budget[g.name]
-        rows = _evaluate_guard(spec, stats, g, share, errors.get(g.name))
+        rows = _evaluate_guard(spec, stats, g, share, errors.get(g.name), estimate_needed)
         if window is not None and share.window > 0 and errors.get(g.name) is None:
             rows = _with_window(rows, _window_result(spec, window, g, share.window,
                                                      stats.step))
@@ -391,6 +394,7 @@ def _evaluate_guard(
     g: Guard,
     share: AlphaShare,
     error: str | None,
+    estimate_needed: bool = True,
 ) -> list[GuardResult]:
     if error is not None:
         return [GuardResult(name=g.name, metric=g.metric.value, outcome=Outcome.ERROR,
@@ -400,10 +404,10 @@ def _evaluate_guard(
         return [_slice_result(spec, stats, g, ALL, share.all)]
     keys = stats.slices(measure_of(g), guard_dimensions(g))
     rows = [_slice_result(spec, stats, g, key, share.all if key == ALL else share.slice,
-                          needed=key == ALL or _required_key(g, key))
+                          needed=estimate_needed and (key == ALL or _required_key(g, key)))
             for key in keys]
     rows = _mark_required(g, rows, share.slice)
-    bounds = [_bound_result(spec, stats, g, kind, value, share.bound)
+    bounds = [_bound_result(spec, stats, g, kind, value, share.bound, estimate_needed)
               for kind, value in g.bounds]
     return [_combine(rows[0], rows[1:], bounds), *rows[1:], *bounds]
 
@@ -676,12 +680,13 @@ def _one_sample(stats: RuleStatistics, g: Guard, alpha: float, m: float,
 
 
 def _bound_result(spec: CanaryRuleSpec, stats: RuleStatistics, g: Guard, kind: str,
-                  value: float, alpha: float) -> GuardResult:
+                  value: float, alpha: float, estimate_needed: bool = True) -> GuardResult:
     m = spec.analysis.min_samples_per_cohort
     con = _one_sample(stats, g, alpha, mixture_target(spec), value)
     base = GuardResult(name=g.name, metric=g.metric.value, outcome=Outcome.NO_DATA,
                        check=kind, tolerance=value, alpha=alpha, statistic=g.stat)
-    upd = _result_fields(con, value, m, kind == "minimum", False, limit=kind)
+    upd = _result_fields(con, value, m, kind == "minimum", False, limit=kind,
+                         needed=estimate_needed)
     upd["n_baseline"], upd["baseline"] = 0, None
     return base.model_copy(update=upd)
 

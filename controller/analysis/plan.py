@@ -296,7 +296,7 @@ def simulate_rollout(spec: CanaryRuleSpec, rate: float, base: dict[str, float],
                 stats.set_counts(g.name, canary_events=e[0], baseline_events=e[1],
                                  canary_total=e[2], baseline_total=e[3])
         now = look * interval
-        decision = evaluate(spec, stats, deadline_reached=look == looks)
+        decision = evaluate(spec, stats, deadline_reached=look == looks, estimate_needed=False)
         if decision.action is Action.ROLLBACK:
             return _Run(Action.ROLLBACK, now, canary_total, step_minutes, step_samples, [])
         pause = spec.steps[step].pause

@@ -87,10 +87,20 @@ def quantile_ranks(
     """(rank of the lower bound, rank of the upper bound), each valid at ``alpha``; a rank
     below 1 means no lower bound yet, above t no upper bound yet."""
     t = np.asarray(t, float)
+    if t.size == 1:  # one stream (the controller): a count seen before is free
+        lo1, hi1 = _ranks_one(float(t.reshape(-1)[0]), p, alpha, target_n)
+        return np.full(t.shape, lo1), np.full(t.shape, hi1)
     uniq, inverse = np.unique(t, return_inverse=True)  # many streams share a count
     upper = rank_bound(uniq, p, alpha, target_n)
     lower = uniq + 1.0 - rank_bound(uniq, 1.0 - p, alpha, target_n)
     return lower[inverse].reshape(t.shape), upper[inverse].reshape(t.shape)
+
+
+@lru_cache(maxsize=8192)
+def _ranks_one(t: float, p: float, alpha: float, target_n: float) -> tuple[float, float]:
+    upper = float(rank_bound(np.asarray(t), p, alpha, target_n))
+    lower = t + 1.0 - float(rank_bound(np.asarray(t), 1.0 - p, alpha, target_n))
+    return lower, upper
 
 
 @lru_cache(maxsize=64)

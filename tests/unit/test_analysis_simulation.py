@@ -240,7 +240,7 @@ def _rollout(seed: int, per_look: int, looks: int, spec: CanaryRuleSpec = SUPPOR
         for cohort in (Cohort.BASELINE, Cohort.CANARY):
             for s in _samples(rng, per_look, cohort, look * per_look, weights):
                 stats.add(s)
-        decision = evaluate(spec, stats)
+        decision = evaluate(spec, stats, estimate_needed=False)
         if decision.action is not Action.CONTINUE:
             return decision.action
     return Action.CONTINUE
