@@ -20,7 +20,7 @@ from typing import Any
 
 import httpx
 import pytest
-from canary_playground.kube_emulator import EmulatorHandle, running_emulator
+from canary_playground.kube import EmulatorHandle, running_emulator
 from canary_playground.scripted_judge import ScriptedJudge
 
 from controller.actuator import deployments as deps_api
