@@ -55,6 +55,8 @@ RULE: dict[str, Any] = {
         "analysis": {
             "interval": "1m",
             "minSamplesPerCohort": 50,
+            # these samples carry their correction minutes (0 included): count them at once
+            "feedbackComplete": True,
             "guards": [
                 {"name": "success", "metric": "taskSuccess", "tolerance": -0.05},
                 {"name": "correction", "metric": "correctionBurden", "tolerance": 0.5},
