@@ -44,7 +44,7 @@ from controller.models import CanaryRule, CanaryRuleStatus, Condition, GuardResu
 from controller.sources.manifests import load_rules
 
 from .analyze_cmd import guards_table
-from .output import console, echo_err, fail
+from .output import console, echo_err, echo_warnings, fail
 
 EXIT_ROLLED_BACK = 3
 EXIT_UNREACHABLE = 5
@@ -144,6 +144,7 @@ def apply(files: tuple[str, ...], namespace: str, kubeconfig: str | None,
         for e in errors:
             echo_err(f"error {e}")
         fail(f"{len(errors)} error(s): nothing applied", 2)
+    echo_warnings(w for r in loaded for w in r.warnings)
     with cluster(kubeconfig, context) as kube:
         for r in loaded:
             manifest = dict(r.raw)
@@ -167,7 +168,7 @@ def _ratio_warnings(kube: Kube, namespace: str, rule: CanaryRule) -> list[str]:
         return []
     weights = [s.weight for s in rule.spec.steps]
     replicas = deployments.replicas_of(dep)
-    lines = ratio_warnings(weights, replicas, autoscaled=hpa is not None)
+    lines = [text for _, text in ratio_warnings(weights, replicas, autoscaled=hpa is not None)]
     if hpa is not None:
         lines.insert(0, f"HorizontalPodAutoscaler {hpa} owns {target}'s replicas: the "
                         "canary is sized as a share of them (at most as many pods)")

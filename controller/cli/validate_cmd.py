@@ -7,9 +7,10 @@ import json
 import click
 
 from controller.engine import ratio_warnings
+from controller.models.manifest import ManifestWarning
 from controller.sources.manifests import load_rules
 
-from .output import echo_err
+from .output import echo_err, echo_warnings
 
 
 @click.command()
@@ -29,18 +30,22 @@ from .output import echo_err
 def validate(files: tuple[str, ...], output: str, replicas: int | None,
              autoscaled: bool) -> None:
     """Validate CanaryRule manifests. Exit 0 when all are valid, 2 when any is not.
-    Warnings (--replicas) never change the exit code."""
+
+    Warnings (a valid setting that weakens a guard, e.g. trusted completion without a
+    latency budget; with --replicas, a step that replica ratio cannot honour) are printed
+    but never change the exit code."""
     rules, errors = load_rules(files)
-    warnings = {r.rule.metadata.name: ratio_warnings([s.weight for s in r.rule.spec.steps],
-                                                     replicas, autoscaled=autoscaled)
-                for r in rules} if replicas else {}
+    warnings = [w for r in rules for w in r.warnings]
+    ratio = [ManifestWarning(r.file, r.doc, f"spec.steps[{i}].weight", text)
+             for r in rules if replicas
+             for i, text in ratio_warnings([s.weight for s in r.rule.spec.steps], replicas,
+                                           autoscaled=autoscaled)]
     if output == "json":
         click.echo(
             json.dumps(
                 {
                     "valid": [
-                        {"file": r.file, "doc": r.doc, "name": r.rule.metadata.name,
-                         "warnings": warnings.get(r.rule.metadata.name, [])}
+                        {"file": r.file, "doc": r.doc, "name": r.rule.metadata.name}
                         for r in rules
                     ],
                     "errors": [
@@ -53,6 +58,10 @@ def validate(files: tuple[str, ...], output: str, replicas: int | None,
                         }
                         for e in errors
                     ],
+                    "warnings": [
+                        {"file": w.file, "doc": w.doc, "path": w.path, "reason": w.reason}
+                        for w in [*warnings, *ratio]
+                    ],
                 },
                 indent=2,
             )
@@ -60,8 +69,9 @@ def validate(files: tuple[str, ...], output: str, replicas: int | None,
     else:
         for r in rules:
             click.echo(f"ok   {r.file}[{r.doc}]: CanaryRule {r.rule.metadata.name}")
-            for line in warnings.get(r.rule.metadata.name, []):
-                echo_err(f"warning {r.file}[{r.doc}]: {line}")
+        echo_warnings(warnings)
+        for w in ratio:
+            echo_err(f"WARNING {w}")
         for e in errors:
             echo_err(f"error {e}")
         if errors:

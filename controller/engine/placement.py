@@ -137,10 +137,12 @@ TOLERATED_RATIO_ERROR = 0.2
 reported as not honoured by replica ratio."""
 
 
-def ratio_warnings(weights: list[int], replicas: int, *, autoscaled: bool = False) -> list[str]:
-    """One line per step whose weight cannot be honoured by replica ratio with
-    ``replicas`` target pods (what ``canaryctl apply`` and ``validate --replicas`` say)."""
-    out: list[str] = []
+def ratio_warnings(weights: list[int], replicas: int, *, autoscaled: bool = False
+                   ) -> list[tuple[int, str]]:
+    """``(step index, message)`` for each step whose weight cannot be honoured by replica
+    ratio with ``replicas`` target pods (what ``canaryctl apply`` and ``validate
+    --replicas`` say)."""
+    out: list[tuple[int, str]] = []
     for i, weight in enumerate(weights):
         if autoscaled:
             canary = surge_share(weight, replicas)
@@ -151,7 +153,7 @@ def ratio_warnings(weights: list[int], replicas: int, *, autoscaled: bool = Fals
         effective = 100.0 * canary / pods if pods else 0.0
         if abs(effective - weight) > TOLERATED_RATIO_ERROR * weight:
             how = "beside the autoscaled target's" if autoscaled else "of"
-            out.append(f"step {i + 1} (weight {weight}%) runs {canary} canary pod(s) {how} "
-                       f"{pods if not autoscaled else replicas} pods: {effective:.0f}% of the "
-                       "traffic by replica ratio")
+            out.append((i, f"step {i + 1} (weight {weight}%) runs {canary} canary pod(s) "
+                           f"{how} {pods if not autoscaled else replicas} pods: "
+                           f"{effective:.0f}% of the traffic by replica ratio"))
     return out

@@ -60,7 +60,13 @@ from controller.observability import (
 )
 from controller.ports import Cluster, CountsProvider, JudgePort, SampleLog, TrafficRouter
 
-from .analysis_step import AnalysisResult, JudgeReport, analyse, judge_pending
+from .analysis_step import (
+    AnalysisResult,
+    JudgeReport,
+    analyse,
+    close_feedback_windows,
+    judge_pending,
+)
 
 log = logging.getLogger(__name__)
 
@@ -178,6 +184,7 @@ def _judge_step(deps: Deps, namespace: str, name: str) -> JudgeReport | None:
     if window is None:
         return None
     judge, unavailable = deps.judge_for(rule)
+    close_feedback_windows(deps.samples, rule, deps.clock())
     upto = deps.samples.head(rule.key)
     _check_leader(deps)
     return judge_pending(deps.samples, rule, window, judge, upto=upto,

@@ -220,8 +220,8 @@ def test_a_bake_tells_cohorts_apart_by_revision() -> None:
 def test_ratio_warnings_name_steps_replica_ratio_cannot_honour() -> None:
     assert ratio_warnings([10, 50], 10) == []
     two = ratio_warnings([2], 10)
-    assert two == ["step 1 (weight 2%) runs 1 canary pod(s) of 10 pods: 10% of the traffic "
-                   "by replica ratio"]
-    assert len(ratio_warnings([2, 10], 2)) == 2
-    capped = ratio_warnings([20, 80], 10, autoscaled=True)
-    assert len(capped) == 1 and "80%" in capped[0] and "50%" in capped[0]
+    assert two == [(0, "step 1 (weight 2%) runs 1 canary pod(s) of 10 pods: 10% of the "
+                       "traffic by replica ratio")]
+    assert [i for i, _ in ratio_warnings([2, 10], 2)] == [0, 1]
+    ((index, text),) = ratio_warnings([20, 80], 10, autoscaled=True)
+    assert index == 1 and "80%" in text and "50%" in text
