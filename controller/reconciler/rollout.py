@@ -109,6 +109,10 @@ class Deps:
     judge_for: JudgeFor = lambda rule: (None, None)
     counts_for: Callable[[CanaryRule], CountsProvider | None] = lambda rule: None
     claims: Claims = lambda namespace, target: []
+    on_observed: Callable[[CanaryRule, engine.Observed], None] = lambda rule, observed: None
+    """Told what each reconcile observed (the target's pod template included): the
+    controller watches only its own Deployments, so whoever needs the targets (e.g. who may
+    report for a rule) learns them here, at every reconcile."""
     locks: dict[str, threading.Lock] = field(default_factory=dict)
     locks_guard: threading.Lock = field(default_factory=threading.Lock)
 
@@ -245,6 +249,7 @@ def _reconcile_once(
         observed = deps.router.observe(rule)
     except KubeError as exc:
         raise _report(deps, obj, OperationFailed("observing the Deployments", exc)) from exc
+    deps.on_observed(rule, observed)
     analysis = None if deleting else _analyse(deps, rule, status, meta, judged, now)
     if analysis is not None:
         status = status.model_copy(update={"statistics": analysis.statistics})

@@ -176,10 +176,11 @@ class Traffic:
         deadline = time.monotonic() + 600
         while not self.stop.is_set() and time.monotonic() < deadline:
             w = max(1, min(99, self.weight()))
-            # the judge samples both cohorts equally; traffic follows the weight
+            # traffic follows the weight in effect (the controller checks the canary's
+            # share of samples against it); the judge samples both cohorts equally
             batch = []
             for _ in range(max(2, self.rate // 4)):
-                cohort = "canary" if self.rng.random() < max(w, 30) / 100 else "baseline"
+                cohort = "canary" if self.rng.random() < w / 100 else "baseline"
                 batch.append(self._record(i, cohort))
                 i += 1
             try:
@@ -245,7 +246,8 @@ def run_demo(scenario: str, *, on_update: Callable[[dict[str, Any]], None] | Non
         current: dict[str, Any] = {}
 
         def weight() -> int:
-            return int((current.get("status") or {}).get("weight") or 0)
+            status = current.get("status") or {}
+            return round(status.get("effectiveWeight") or status.get("weight") or 0)
 
         def revision() -> str | None:
             return (current.get("status") or {}).get("canaryRevision")

@@ -171,13 +171,17 @@ def setup(kube: Kube, judge_url: str, *, replicas: int = 4, image: str = "bot:1"
 
 def records(n: int, *, canary_verdict: str = "fully,mostly", start: int = 0,
             prefix: str = "s", revision: str | None = None, cohorts: tuple[str, ...] = (
-                "baseline", "canary"), rule: str = "bot") -> list[dict[str, Any]]:
-    """``n`` samples per cohort, as an application posts them (a canary sample names its
-    revision when ``revision`` is given, as the SDK does from ``CANARY_REVISION``)."""
+                "baseline", "canary"), rule: str = "bot", share: float = 0.5
+            ) -> list[dict[str, Any]]:
+    """``n`` canary samples and, for a canary ``share`` of the traffic, as many baseline
+    samples as the target's pods serve meanwhile (``n`` at 50%, ``3n`` at 25%), as an
+    application posts them; a canary sample names its revision when ``revision`` is given,
+    as the SDK does from ``CANARY_REVISION``."""
     out = []
     now = time.time()
-    for i in range(start, start + n):
-        for cohort in cohorts:
+    per_cohort = {"canary": n, "baseline": round(n * (1 - share) / share)}
+    for cohort in cohorts:
+        for i in range(start, start + per_cohort[cohort]):
             verdict = canary_verdict if cohort == "canary" else "fully,mostly"
             record: dict[str, Any] = {
                 "id": f"{prefix}-{cohort}-{i}", "rule": rule, "cohort": cohort,

@@ -57,10 +57,11 @@ def test_healthy_canary_is_promoted_step_by_step(
     assert "canary.llmops.dev/rollout" in rules.get_rule(kube, NS, "bot")["metadata"][
         "finalizers"]
 
-    assert c.post_samples(records(150, revision=revision)).status_code == 200
+    # the traffic at 25%: three baseline samples for each canary one
+    assert c.post_samples(records(150, revision=revision, share=0.25)).status_code == 200
     wait_for("step 2", lambda: status_of(kube).get("currentStep") == 1, c)
     # per-step evidence: the second step gathers its own samples before promoting
-    c.post_samples(records(150, start=150, revision=revision))
+    c.post_samples(records(150, prefix="step2", revision=revision))
     wait_for("promotion", lambda: phase(kube) == "Succeeded", c)
     target = deployment(kube, "bot")
     assert env_of(target)["MODEL_NAME"] == "new-model"
@@ -196,9 +197,9 @@ def test_only_the_leader_acts_and_a_new_leader_takes_over(
     refused = httpx.post(b.url + "/v1/samples", content=json.dumps(records(1)))
     assert refused.status_code == 503 and "Retry-After" in refused.headers
     a.kill()
-    wait_for("b leads", lambda: b.post_samples(records(150, revision=revision)).status_code
-             == 200, b, timeout=30)
+    wait_for("b leads", lambda: b.post_samples(records(150, revision=revision, share=0.25))
+             .status_code == 200, b, timeout=30)
     wait_for("step 2", lambda: status_of(kube).get("currentStep") == 1, b)
-    b.post_samples(records(150, start=150, revision=revision))
+    b.post_samples(records(150, prefix="step2", revision=revision))
     wait_for("promotion by b", lambda: phase(kube) == "Succeeded", b)
     assert actions(kube).count("start") == 1

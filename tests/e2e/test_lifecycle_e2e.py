@@ -107,7 +107,7 @@ def test_a_slow_canary_is_waited_for_then_the_rollout_proceeds(
     wait_for("canary available", lambda: status_of(kube).get("stepReadyAt"), c, timeout=20)
     assert replicas(kube, "bot") == 3 and "1 canary pods available" in condition(
         kube, "CanaryAvailable")["message"]
-    c.post_samples(records(150, revision=revision))
+    c.post_samples(records(150, revision=revision, share=0.25))
     wait_for("proceeds to step 2", lambda: status_of(kube).get("currentStep") == 1, c)
     wait_for("step 2's slow pod available", lambda: status_of(kube).get("stepReadyAt"), c,
              timeout=20)

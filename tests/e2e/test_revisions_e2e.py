@@ -264,12 +264,12 @@ def test_one_batch_at_the_first_step_cannot_promote_a_multi_step_rule(
     c = controllers()
     revision = wait_for("analysable", lambda: status_of(kube).get("canaryReadyAt")
                         and canary_revision(kube), c)
-    c.post_samples(records(150, revision=revision))
+    c.post_samples(records(150, revision=revision, share=0.25))
     wait_for("step 2", lambda: status_of(kube).get("currentStep") == 1, c)
     waiting = wait_for("held for the step's own samples", lambda: "step 2 has" in status_of(
         kube).get("message", "") and status_of(kube)["message"], c)
     assert "canary samples it needs at its own weight" in waiting
     time.sleep(2)  # several looks: the first step's evidence alone never promotes
     assert phase(kube) == "Progressing" and status_of(kube)["currentStep"] == 1
-    c.post_samples(records(40, start=150, revision=revision))
+    c.post_samples(records(40, prefix="step2", revision=revision))
     wait_for("promoted once step 2 has its own evidence", lambda: phase(kube) == "Succeeded", c)
