@@ -2,9 +2,11 @@
 
 - ``POST /v1/samples``: a JSON array or JSON Lines of sample records. Valid records are
   stored (durably, before the answer) and duplicates dropped by id; each bad record is
-  reported with its line and field. 200 when everything was stored, 207 when some
-  records were rejected, 400 when none were usable, 413 over the size limit.
-- ``POST /v1/feedback``: delayed feedback ``{id, correction_minutes, label}`` joined by id.
+  reported as a structured reject (line, field, reason, id, kind, message). 200 when
+  everything was stored, 207 when some records were rejected, 400 when none were usable,
+  413 over the size limit. The answer is :class:`~controller.models.ingest.SamplesAnswer`.
+- ``POST /v1/feedback``: delayed feedback ``{id, rule, correction_minutes, label,
+  accepted}`` joined by id (:class:`~controller.models.ingest.FeedbackAnswer`).
 - ``GET /metrics`` (Prometheus text), ``/healthz`` (process alive), ``/readyz``.
 
 Only the leader ingests: samples must never be split across replicas' stores (each
@@ -26,6 +28,7 @@ from typing import Any
 
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
+from controller.models.ingest import FeedbackAnswer, SamplesAnswer
 from controller.observability import REGISTRY, SAMPLES_INGESTED
 from controller.sources.samples_io import LoadReport, parse_feedback, parse_samples
 from controller.sources.store import SampleStore
@@ -82,26 +85,40 @@ class ApiServer:
         stored = self.store.insert_many(samples) if samples else None
         accepted = stored.accepted if stored else 0
         duplicates = (stored.duplicates if stored else 0) + report.skipped.get("duplicate", 0)
-        rejected = report.total_skipped - report.skipped.get("duplicate", 0)
+        rejected = report.total_rejected
         SAMPLES_INGESTED.labels("accepted").inc(accepted)
         SAMPLES_INGESTED.labels("duplicate").inc(duplicates)
         SAMPLES_INGESTED.labels("rejected").inc(rejected)
-        payload = {"accepted": accepted, "duplicates": duplicates, "rejected": rejected,
-                   "errors": _errors(report)}
-        return _status(accepted + duplicates, rejected, report), payload
+        answer = SamplesAnswer(
+            accepted=accepted, duplicates=duplicates, rejected=rejected,
+            errors=report.rejects, errors_dropped=report.rejects_dropped,
+            message=_summary(report, stored=accepted, duplicates=duplicates),
+        )
+        return _status(accepted + duplicates, rejected, report), answer.model_dump(mode="json")
 
     def ingest_feedback(self, body: bytes) -> tuple[int, dict[str, Any]]:
         records, report = parse_feedback(body, "request")
         result = self.store.apply_feedback_many(records) if records else None
-        rejected = report.total_skipped
-        payload = {"applied": result.applied if result else 0,
-                   "pending": result.pending if result else 0,
-                   "rejected": rejected, "errors": _errors(report)}
-        return _status(len(records), rejected, report), payload
+        rejected = report.total_rejected
+        answer = FeedbackAnswer(
+            applied=result.applied if result else 0, pending=result.pending if result else 0,
+            rejected=rejected, errors=report.rejects, errors_dropped=report.rejects_dropped,
+            message=_summary(report, applied=result.applied if result else 0,
+                             pending=result.pending if result else 0),
+        )
+        return _status(len(records), rejected, report), answer.model_dump(mode="json")
 
 
-def _errors(report: LoadReport) -> list[str]:
-    return [m for m in report.messages if "duplicate id" not in m]
+def _summary(report: LoadReport, **counts: int) -> str:
+    """One line: the counts, then the first refused record's message."""
+    parts = [f"{n} {what}" for what, n in counts.items()]
+    parts.append(f"{report.total_rejected} rejected")
+    text = ", ".join(parts)
+    if report.rejects:
+        text += f"; first: {report.rejects[0].message}"
+    elif report.empty:
+        text += "; the body holds no records"
+    return text
 
 
 def _status(good: int, rejected: int, report: LoadReport) -> int:

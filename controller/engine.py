@@ -88,7 +88,6 @@ class Op(StrEnum):
     SET_WEIGHT = "set-weight"  # replicas split between target and canary by weight
     PROMOTE = "promote"  # target runs the canary's template at full size
     SCALE_DOWN_CANARY = "scale-down-canary"  # canary at zero, target back at full size
-    RESET_STATISTICS = "reset-statistics"  # a new rollout starts with fresh evidence
 
 
 @dataclass(frozen=True)
@@ -261,8 +260,7 @@ def _start(
     s.step_started_at = b.now
     s.consecutive_errors = 0
     s.guards = []
-    s.statistics = {}
-    b.op(Op.RESET_STATISTICS)
+    s.statistics = {}  # fresh evidence: the analysis reads the log from started_at on
     why = f"canary revision {revision}: starting at step 1 of {len(spec.steps)}, weight {s.weight}%"
     b.record("restart" if restarted else "start", why)
     b.status.phase = Phase.PENDING

@@ -13,7 +13,7 @@ import os
 import signal
 import socket
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import timedelta
 from pathlib import Path
 
@@ -21,24 +21,16 @@ from controller.actuator import secrets
 from controller.actuator.client import Kube, connect
 from controller.actuator.errors import KubeError
 from controller.actuator.lease import LeaderElector
-from controller.judge import Budget, JudgeSettings, judge_samples
-from controller.judge.core import Judged
-from controller.models import CanaryRule, Sample, Unjudged, Verdict, parse_duration
-from controller.observability import (
-    JUDGE_CALLS,
-    JUDGE_COST,
-    JUDGE_UNJUDGED,
-    LEADER,
-    configure_logging,
-    register_secret,
-)
+from controller.judge.service import JudgeService, KeyReader
+from controller.models import CanaryRule, parse_duration
+from controller.observability import LEADER, configure_logging, register_secret
+from controller.ports import CountsProvider
 from controller.sources.prometheus import PrometheusSource
 from controller.sources.store import SampleStore
 
 from .api import ApiServer
 from .reconciler.manager import Manager
-from .reconciler.rollout import Deps, JudgeFor
-from .reconciler.tick import JudgeFn
+from .reconciler.rollout import Deps
 
 log = logging.getLogger("controller")
 
@@ -78,60 +70,43 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
                    help="Delete stored samples older than this (checked hourly).")
     p.add_argument("--max-samples-per-rule", type=int,
                    default=int(_env("CANARY_MAX_SAMPLES_PER_RULE", "2000000") or 2000000))
+    p.add_argument("--judge-base-url", default=_env("CANARY_JUDGE_BASE_URL"),
+                   help="Judge endpoint for rules whose spec.judge names no baseUrl "
+                        "(default: the OpenAI API).")
+    p.add_argument("--prometheus-url", default=_env("CANARY_PROMETHEUS_URL"),
+                   help="Prometheus for rules whose spec.metrics names no prometheusUrl.")
     p.add_argument("--log-level", default=_env("LOG_LEVEL", "info"))
     return p.parse_args(argv)
 
 
-def judge_factory(kube: Kube, cache_path: str) -> JudgeFor:
-    """``rule -> (judge function, reason it cannot judge)``; keys are read per call so a
-    rotated Secret is picked up, and every key is registered for log redaction."""
+def _key_reader(kube: Kube) -> KeyReader:
+    """Judge keys from Secrets through the actuator; a failure names the Secret, never
+    its value."""
 
-    def judge_for(rule: CanaryRule) -> tuple[JudgeFn | None, str | None]:
-        spec = rule.spec.judge
-        if spec is None:
-            return None, "no_judge"
-        key: str | None = None
-        if spec.api_key_secret_ref is not None:
-            ref = spec.api_key_secret_ref
-            try:
-                key = secrets.read_secret_key(kube, rule.metadata.namespace or "default",
-                                              ref.name, ref.key)
-            except KubeError as exc:
-                return None, f"api_key_unavailable: Secret {ref.name}/{ref.key}: {exc.reason}"
-        else:
-            key = _env("OPENAI_API_KEY")
-        if key is None and spec.base_url is None:
-            return None, "api_key_missing"
-        register_secret(key)
-        interval = parse_duration(rule.spec.analysis.interval)
-        settings = JudgeSettings.from_spec(spec, interval_seconds=interval)
-        name = rule.metadata.name
+    def read(namespace: str, name: str, key: str) -> str:
+        try:
+            return secrets.read_secret_key(kube, namespace, name, key)
+        except KubeError as exc:
+            raise LookupError(f"Secret {name}/{key}: {exc.reason}") from None
 
-        def judge(samples: Sequence[Sample]) -> list[Verdict]:
-            budget = Budget(max_calls=spec.budget.max_calls_per_interval,
-                            max_cost_usd=spec.budget.max_cost_usd_per_interval,
-                            interval_seconds=interval)
-            run = judge_samples(list(samples), settings, api_key=key or "none",
-                                cache=cache_path, budget=budget)
-            out: list[Verdict] = []
-            for r in run.results:
-                if isinstance(r, Judged):
-                    out.append(r.verdict)
-                elif isinstance(r, Unjudged):
-                    out.append(r)
-                else:
-                    out.append(Unjudged(reason="error", detail="no result"))
-            t = run.totals
-            JUDGE_CALLS.labels(name, "paid").inc(t.calls)
-            JUDGE_CALLS.labels(name, "cached").inc(t.cache_hits)
-            JUDGE_COST.labels(name).inc(t.cost_usd)
-            for reason, n in t.unjudged.items():
-                JUDGE_UNJUDGED.labels(name, reason).inc(n)
-            return out
+    return read
 
-        return judge, None
 
-    return judge_for
+def _counts_for(args: argparse.Namespace) -> Callable[[CanaryRule], CountsProvider | None]:
+    """One Prometheus client per (URL, timeout), shared by the rules that use it."""
+    cache: dict[tuple[str, float], PrometheusSource] = {}
+
+    def counts_for(rule: CanaryRule) -> CountsProvider | None:
+        m = rule.spec.metrics
+        url = m.prometheus_url or args.prometheus_url
+        if not url:
+            return None
+        key = (url, m.timeout_seconds)
+        if key not in cache:
+            cache[key] = PrometheusSource(url, timeout_seconds=m.timeout_seconds)
+        return cache[key]
+
+    return counts_for
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -155,19 +130,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     def is_leader() -> bool:
         """Checked before every write: a lease not renewed in time stops us at once."""
         return leading.is_set() and (elector is None or elector.is_leader)
-    prom_cache: dict[tuple[str, float], PrometheusSource] = {}
-
-    def prometheus_for(rule: CanaryRule) -> PrometheusSource | None:
-        m = rule.spec.metrics
-        if not m.prometheus_url:
-            return None
-        key = (m.prometheus_url, m.timeout_seconds)
-        if key not in prom_cache:
-            prom_cache[key] = PrometheusSource(m.prometheus_url, timeout_seconds=m.timeout_seconds)
-        return prom_cache[key]
-
-    deps = Deps(kube=kube, store=store, is_leader=is_leader,
-                judge_for=judge_factory(kube, cache_path), prometheus_for=prometheus_for)
+    judges = JudgeService(cache_path=cache_path, read_key=_key_reader(kube),
+                          default_base_url=args.judge_base_url,
+                          default_key=_env("OPENAI_API_KEY"))
+    deps = Deps(kube=kube, samples=store, is_leader=is_leader, judge_for=judges.for_rule,
+                counts_for=_counts_for(args))
     manager = Manager(deps, namespace=args.namespace, resync_seconds=args.resync,
                       interval_override=interval)
     api = ApiServer(store, host=args.host, port=args.port, is_leader=is_leader,

@@ -17,24 +17,30 @@ from .rule import (
     TargetRef,
     TrustedSpec,
 )
-from .sample import Cohort, Feedback, Risk, Sample, Turn
+from .sample import DEFAULT_NAMESPACE, Cohort, Feedback, Risk, RuleKey, Sample, Turn
 from .status import HISTORY_LIMIT, CanaryRuleStatus, Condition, DecisionRecord, Phase
 from .verdict import (
     DEFAULT_THRESHOLD,
     LEVEL_SCORES,
+    TRANSIENT_REASONS,
+    Aggregation,
     CriterionVerdict,
     JudgeUsage,
     Level,
     RecordedVerdict,
     Unjudged,
+    UnjudgedReason,
     Verdict,
 )
 
 __all__ = [
+    "DEFAULT_NAMESPACE",
     "DEFAULT_THRESHOLD",
     "HISTORY_LIMIT",
     "LEVEL_SCORES",
+    "TRANSIENT_REASONS",
     "Action",
+    "Aggregation",
     "AnalysisSpec",
     "CanaryRule",
     "CanaryRuleSpec",
@@ -60,12 +66,14 @@ __all__ = [
     "PromQuery",
     "RecordedVerdict",
     "Risk",
+    "RuleKey",
     "Sample",
     "Step",
     "TargetRef",
     "TrustedSpec",
     "Turn",
     "Unjudged",
+    "UnjudgedReason",
     "Verdict",
     "parse_duration",
 ]

@@ -4,7 +4,9 @@ Level-triggered: the outcome depends only on the resource and the cluster as the
 now, never on which event woke us. The order is what makes restarts safe:
 
 1. read the rule and observe its Deployments;
-2. on an analysis tick, fold the store's new samples into the statistics and decide;
+2. on an analysis tick, judge the rule's waiting samples first (once: a conflict below
+   never re-runs LLM calls), then fold the log's new changes into the statistics and
+   decide (:mod:`.analysis_step`);
 3. ``engine.plan`` → new status + idempotent operations + events;
 4. write the status through the status subresource, guarded by the resourceVersion
    read in step 1 (a 409 means someone else changed the rule: start over);
@@ -47,10 +49,9 @@ from controller.observability import (
     RULE_WEIGHT,
     TICK_SECONDS,
 )
-from controller.sources.prometheus import PrometheusSource
-from controller.sources.store import SampleStore
+from controller.ports import CountsProvider, JudgePort, SampleLog
 
-from .tick import JudgeFn, TickResult, run_tick
+from .analysis_step import AnalysisResult, JudgeReport, analyse, judge_pending
 
 log = logging.getLogger(__name__)
 
@@ -61,8 +62,8 @@ def utcnow() -> datetime:
     return datetime.now(UTC)
 
 
-JudgeFor = Callable[[CanaryRule], tuple[JudgeFn | None, str | None]]
-"""The judge for a rule and, when it cannot judge, why (samples then stay unjudged)."""
+JudgeFor = Callable[[CanaryRule], tuple[JudgePort | None, str | None]]
+"""The judge for a rule and, when it cannot judge, why (its samples then wait)."""
 
 
 class NotLeader(Exception):
@@ -71,14 +72,14 @@ class NotLeader(Exception):
 
 @dataclass
 class Deps:
-    """What a reconcile needs from the outside world."""
+    """What a reconcile needs from the outside world (each a port; see controller.ports)."""
 
     kube: Kube
-    store: SampleStore
+    samples: SampleLog
     is_leader: Callable[[], bool] = lambda: True
     clock: Callable[[], datetime] = utcnow
-    judge_for: JudgeFor = lambda rule: (None, "no_judge")
-    prometheus_for: Callable[[CanaryRule], PrometheusSource | None] = lambda rule: None
+    judge_for: JudgeFor = lambda rule: (None, None)
+    counts_for: Callable[[CanaryRule], CountsProvider | None] = lambda rule: None
     locks: dict[str, threading.Lock] = field(default_factory=dict)
     locks_guard: threading.Lock = field(default_factory=threading.Lock)
 
@@ -88,32 +89,58 @@ class Deps:
 
 
 @dataclass
-class Outcome_:
+class ReconcileResult:
     """What one reconcile did (for logs and tests)."""
 
     phase: Phase | None = None
     wrote_status: bool = False
     operations: list[str] = field(default_factory=list)
     events: list[str] = field(default_factory=list)
-    tick: TickResult | None = None
+    judged: JudgeReport | None = None
+    analysis: AnalysisResult | None = None
 
 
-def reconcile(deps: Deps, namespace: str, name: str, *, analyze: bool = False) -> Outcome_:
-    """Reconcile one rule; ``analyze`` on the rule's interval tick. Retries conflicts."""
+def reconcile(
+    deps: Deps, namespace: str, name: str, *, analyze: bool = False
+) -> ReconcileResult:
+    """Reconcile one rule; ``analyze`` on the rule's interval tick. The judge runs first,
+    once; the status read-modify-write after it is retried on conflicts."""
     start = time.perf_counter()
     with deps.lock(f"{namespace}/{name}"):
         try:
+            judged = _judge_step(deps, namespace, name) if analyze else None
             for attempt in range(CONFLICT_RETRIES):
                 try:
-                    return _reconcile_once(deps, namespace, name, analyze=analyze)
+                    result = _reconcile_once(deps, namespace, name, judged=judged)
+                    result.judged = judged
+                    return result
                 except Conflict:
                     log.info("conflict on %s/%s, re-reading (attempt %d)", namespace, name,
                              attempt + 1)
             log.warning("giving up on %s/%s after %d conflicts", namespace, name,
                         CONFLICT_RETRIES)
-            return Outcome_()
+            return ReconcileResult(judged=judged)
         finally:
             (TICK_SECONDS if analyze else RECONCILE_SECONDS).observe(time.perf_counter() - start)
+
+
+def _judge_step(deps: Deps, namespace: str, name: str) -> JudgeReport | None:
+    """Judge the rule's waiting samples, if its rollout is being analysed: before, and
+    independent of, the status read-modify-write (a conflict never re-runs LLM calls)."""
+    _check_leader(deps)
+    try:
+        obj = rules.get_rule(deps.kube, namespace, name)
+        rule = CanaryRule.model_validate({k: v for k, v in obj.items() if k != "status"})
+        status = CanaryRuleStatus.model_validate(obj.get("status") or {})
+    except (NotFound, ValidationError):
+        return None  # the reconcile below reports it
+    if status.phase is not Phase.PROGRESSING or \
+            status.canary_revision != engine.canary_revision(rule.spec):
+        return None
+    judge, unavailable = deps.judge_for(rule)
+    upto = deps.samples.head(rule.key)
+    _check_leader(deps)
+    return judge_pending(deps.samples, rule, status, judge, upto=upto, unavailable=unavailable)
 
 
 def _float(text: str | None) -> float | None:
@@ -132,69 +159,84 @@ def _check_leader(deps: Deps) -> None:
         raise NotLeader
 
 
-def _reconcile_once(deps: Deps, namespace: str, name: str, *, analyze: bool) -> Outcome_:
-    _check_leader(deps)
+def _read(deps: Deps, namespace: str, name: str) -> dict[str, Any] | None:
     try:
-        obj = rules.get_rule(deps.kube, namespace, name)
+        return rules.get_rule(deps.kube, namespace, name)
     except NotFound:
         _forget_metrics(namespace, name)
-        return Outcome_()
+        return None
+
+
+def _status_of(obj: dict[str, Any]) -> CanaryRuleStatus:
+    try:
+        return CanaryRuleStatus.model_validate(obj.get("status") or {})
+    except ValidationError:
+        meta = obj.get("metadata") or {}
+        log.warning("status of %s/%s unreadable; starting from an empty status",
+                    meta.get("namespace"), meta.get("name"))
+        return CanaryRuleStatus()
+
+
+def _reconcile_once(
+    deps: Deps, namespace: str, name: str, *, judged: JudgeReport | None
+) -> ReconcileResult:
+    _check_leader(deps)
+    obj = _read(deps, namespace, name)
+    if obj is None:
+        return ReconcileResult()
     now = deps.clock()
     meta = obj.get("metadata", {})
-    raw_status = obj.get("status") or {}
-    try:
-        status = CanaryRuleStatus.model_validate(raw_status)
-    except ValidationError:
-        log.warning("status of %s/%s unreadable; starting from an empty status", namespace, name)
-        status = CanaryRuleStatus()
+    status = _status_of(obj)
     try:
         rule = CanaryRule.model_validate({k: v for k, v in obj.items() if k != "status"})
     except ValidationError as exc:
         reason = f"invalid CanaryRule: {format_field_errors(exc)}"
         return _persist(deps, obj, engine.failed(status, now=now, reason=reason), rule=None)
-
     try:
         observed = deployments.observe(deps.kube, rule, status.total_replicas)
     except NotFound as exc:
         reason = f"target Deployment {rule.spec.target_ref.name!r} not found ({exc})"
         return _persist(deps, obj, engine.failed(status, now=now, reason=reason), rule=rule)
 
-    manual = engine.manual_request(dict(meta.get("annotations") or {}))
-    revision = engine.canary_revision(rule.spec)
-    tick: TickResult | None = None
-    if analyze and status.phase is Phase.PROGRESSING and status.canary_revision == revision:
-        judge, judge_error = deps.judge_for(rule)
-        total = observed.target_replicas + observed.canary_replicas
-        share = observed.canary_replicas / total if total else None
-        kappa = _float((meta.get("annotations") or {}).get(KAPPA_ANNOTATION))
-        tick = run_tick(
-            rule, status, now=now, store=deps.store,
-            deadline_reached=engine.deadline_reached(rule.spec, status, now),
-            canary_share=share, judge=judge, judge_error=judge_error,
-            prometheus=deps.prometheus_for(rule), judge_kappa=kappa,
-        )
-        status = status.model_copy(update={"statistics": tick.statistics})
-
+    analysis = _analyse(deps, rule, status, meta, observed, judged, now)
+    if analysis is not None:
+        status = status.model_copy(update={"statistics": analysis.statistics})
     plan = engine.plan(
         rule.spec, status, generation=meta.get("generation"), now=now, observed=observed,
-        manual=manual, decision=tick.decision if tick else None,
+        manual=engine.manual_request(dict(meta.get("annotations") or {})),
+        decision=analysis.decision if analysis else None,
     )
-    if any(op.op is engine.Op.RESET_STATISTICS for op in plan.operations):
-        # A new rollout counts only samples stored from now on.
-        plan.status.statistics = {"cursor": deps.store.head(name)}
     result = _persist(deps, obj, plan, rule=rule)
-    result.tick = tick
+    result.analysis = analysis
     return result
+
+
+def _analyse(
+    deps: Deps, rule: CanaryRule, status: CanaryRuleStatus, meta: dict[str, Any],
+    observed: engine.Observed, judged: JudgeReport | None, now: datetime,
+) -> AnalysisResult | None:
+    """This interval's analysis, when the judge step ran for the rollout now in status."""
+    if judged is None or status.phase is not Phase.PROGRESSING \
+            or status.canary_revision != engine.canary_revision(rule.spec):
+        return None
+    total = observed.target_replicas + observed.canary_replicas
+    return analyse(
+        deps.samples, rule, status, now=now, judged=judged,
+        deadline_reached=engine.deadline_reached(rule.spec, status, now),
+        canary_share=observed.canary_replicas / total if total else None,
+        counts=deps.counts_for(rule),
+        judge_kappa=_float((meta.get("annotations") or {}).get(KAPPA_ANNOTATION)),
+    )
 
 
 def _persist(
     deps: Deps, obj: dict[str, Any], plan: engine.Plan, *, rule: CanaryRule | None
-) -> Outcome_:
+) -> ReconcileResult:
     """Write the status (if it changed), then act, then emit events."""
     meta = obj.get("metadata", {})
     namespace, name = meta.get("namespace", "default"), meta["name"]
     new = plan.status
-    out = Outcome_(phase=new.phase)
+    out = ReconcileResult(phase=new.phase)
     try:
         old = CanaryRuleStatus.model_validate(obj.get("status") or {})
     except ValidationError:
@@ -233,7 +275,6 @@ def _apply(deps: Deps, rule: CanaryRule, status: CanaryRuleStatus, operation: en
         deployments.promote(deps.kube, rule, revision, total)
     elif op is engine.Op.SCALE_DOWN_CANARY:
         deployments.scale_down_canary(deps.kube, rule, total)
-    # RESET_STATISTICS lives in the status written above
 
 
 def _record_metrics(namespace: str, name: str, old: CanaryRuleStatus, new: CanaryRuleStatus

@@ -20,16 +20,16 @@ import math
 import re
 import string
 from collections.abc import Sequence
-from dataclasses import dataclass, field
 from datetime import datetime
-from enum import StrEnum
 from typing import Any
 
 import requests
 from prometheus_api_client import PrometheusApiClientException, PrometheusConnect
 from urllib3.util.retry import Retry
 
-from controller.models import Cohort, MetricsSpec, PromQuery, parse_duration
+from controller.models import Cohort, PromQuery, parse_duration
+
+from .counts import CountsResult, ErrorKind, PromError, SliceCounts, Status, Value
 
 ALL_QUEUES = ".*"
 """What ``${queue}`` renders as when a query covers every queue."""
@@ -39,79 +39,6 @@ PLACEHOLDERS = frozenset({"cohort", "queue", "namespace", "rule", "interval"})
 # Values substituted inside PromQL string literals: nothing that could end the literal
 # or change the query. Kubernetes names, queue names and cohorts all fit.
 _SAFE_VALUE = re.compile(r"^[A-Za-z0-9_.:/\-]+$")
-
-
-class ErrorKind(StrEnum):
-    UNREACHABLE = "unreachable"
-    TIMEOUT = "timeout"
-    BAD_QUERY = "badQuery"
-    SERVER = "server"
-    BAD_RESPONSE = "badResponse"
-
-
-class Status(StrEnum):
-    OK = "ok"
-    PARTIAL = "partial"
-    """Some slices have data, some do not (read each slice)."""
-    NO_DATA = "noData"
-    ERROR = "error"
-
-
-@dataclass(frozen=True)
-class PromError:
-    kind: ErrorKind
-    message: str
-    query: str | None = None
-
-    def __str__(self) -> str:
-        return f"{self.kind.value}: {self.message}"
-
-
-@dataclass(frozen=True)
-class Value:
-    """One instant query's answer: the sum over the returned series, or ``None`` when
-    Prometheus returned no series (or only NaN)."""
-
-    value: float | None
-    series: int
-
-
-@dataclass(frozen=True)
-class SliceCounts:
-    """Counts for one cohort (and queue; ``None`` means all queues). ``None`` counts
-    mean Prometheus had no data, which is not zero."""
-
-    cohort: Cohort
-    queue: str | None
-    events: float | None
-    total: float | None
-    needs_total: bool
-
-    @property
-    def has_data(self) -> bool:
-        return self.events is not None and (self.total is not None or not self.needs_total)
-
-
-@dataclass(frozen=True)
-class CountsResult:
-    """Every slice of one PromQuery, or the error that stopped it."""
-
-    query: str
-    status: Status
-    slices: tuple[SliceCounts, ...] = ()
-    error: PromError | None = None
-    queries: tuple[str, ...] = field(default=(), repr=False)
-    """The rendered PromQL, in the order run (for evidence and debugging)."""
-
-    def get(self, cohort: Cohort, queue: str | None = None) -> SliceCounts | None:
-        for s in self.slices:
-            if s.cohort == cohort and s.queue == queue:
-                return s
-        return None
-
-    @property
-    def missing(self) -> list[SliceCounts]:
-        return [s for s in self.slices if not s.has_data]
 
 
 class TemplateError(ValueError):
@@ -228,13 +155,6 @@ class PrometheusSource:
             url=self.url, headers=headers, retry=retry, timeout=timeout_seconds
         )
 
-    @classmethod
-    def from_spec(cls, spec: MetricsSpec) -> PrometheusSource | None:
-        """The source a rule's ``metrics`` section describes; ``None`` without a URL."""
-        if not spec.prometheus_url:
-            return None
-        return cls(spec.prometheus_url, timeout_seconds=spec.timeout_seconds)
-
     def close(self) -> None:
         self._client.close()
 
@@ -329,11 +249,6 @@ class PrometheusSource:
         else:
             status = Status.PARTIAL
         return CountsResult(query.name, status, tuple(slices), None, tuple(rendered))
-
-    def check(self) -> PromError | None:
-        """A cheap liveness probe (``vector(1)``); ``None`` when Prometheus answers."""
-        answer = self.instant("vector(1)")
-        return answer if isinstance(answer, PromError) else None
 
 
 def _short(exc: BaseException) -> str:

@@ -2,27 +2,33 @@
 
 Why it looks like this:
 
-- **Idempotent ingestion.** ``id`` is the primary key; a repeated id is dropped
-  (``INSERT OR IGNORE``), so clients may retry a batch safely.
+- **Evidence belongs to a rule.** Samples are keyed by (namespace, rule, id): a rule
+  ``bot`` in two namespaces never shares samples, and one rule's clients cannot squat on
+  another rule's ids.
+- **Idempotent ingestion.** A repeated id for the same rule is dropped (``INSERT OR
+  IGNORE``), so clients may retry a batch safely.
 - **Nothing acknowledged is lost.** Every write is one ``BEGIN IMMEDIATE`` transaction
   committed with ``synchronous=FULL`` before the call returns.
-- **One cursor for new and changed samples.** Every insert and every feedback that alters
-  a sample appends a row to a change log with a monotonic sequence number
+- **One cursor for new and changed samples.** Every insert, every feedback that alters a
+  sample and every verdict appends a row to a change log with a monotonic sequence number
   (``AUTOINCREMENT``: never reused, even after deletes). A consumer keeps the sequence it
-  has read up to; :meth:`SampleStore.changes` returns each touched sample once with
-  ``previous`` (the sample as the consumer last saw it, or ``None`` if new to it) and
-  ``current``, so the analysis can retract the old contribution and add the new one.
-  Each change row stores the feedback overlay before and after it, so ``previous`` is
-  exact however the reads are batched.
+  has read up to (the analysis keeps it in the CanaryRule's status);
+  :meth:`SampleStore.changes` returns each touched sample once with ``previous`` (the
+  sample as the consumer last saw it, or ``None`` if new to it) and ``current``, so the
+  analysis can retract the old contribution and add the new one. Each change row stores
+  the state before it, so ``previous`` is exact however the reads are batched.
 - **Verdicts are kept beside the record, not in it.** A verdict is about the interaction
-  (input and output), which feedback never changes; a consumer counts ``previous`` and
-  ``current`` with the same stored verdict. Setting a verdict is not a change (the
-  consumer that judged has already counted it) unless ``log_change=True``.
-- **Feedback may arrive first.** Feedback for an unknown id is kept pending and applied
-  in the same transaction that inserts the sample.
+  (input and output), which feedback never changes. The judge runs before the analysis
+  reads the log (see :mod:`controller.reconciler.analysis_step`): a sample it judged in
+  the same interval reaches the analysis once, with its verdict; a verdict that arrives
+  later (a retry after a judge outage) is a change that swaps the sample's contribution.
+- **Feedback may arrive first.** Feedback for an unknown id is kept pending (per rule) and
+  applied in the same transaction that inserts the sample.
 - **One process, several threads.** One connection guarded by a lock; safe for a web
   server and a scheduler in the same process. Other processes may open the same file
   (SQLite serialises writers); sequence order is commit order either way.
+- **Versioned schema.** ``PRAGMA user_version`` records it; a version-1 file (keyed by
+  rule name only) is migrated in place on open.
 """
 
 from __future__ import annotations
@@ -32,115 +38,90 @@ import sqlite3
 import threading
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from controller.models import Feedback, RecordedVerdict, Sample, Unjudged, Verdict
+from controller.models import Feedback, RecordedVerdict, RuleKey, Sample, Unjudged, Verdict
 
-DEFAULT_CONSUMER = "analysis"
+from .records import (
+    AwaitingVerdict,
+    ChangeBatch,
+    FeedbackResult,
+    InsertResult,
+    PruneResult,
+    SampleChange,
+    StoredSample,
+)
+
+SCHEMA_VERSION = 2
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS samples (
-    id        TEXT PRIMARY KEY,
+    namespace TEXT NOT NULL,
     rule      TEXT NOT NULL,
+    id        TEXT NOT NULL,
     cohort    TEXT NOT NULL,
     queue     TEXT NOT NULL,
     ts        REAL NOT NULL,
     received  REAL NOT NULL,
     body      TEXT NOT NULL,
     overlay   TEXT NOT NULL DEFAULT '{}',
+    inserted_seq INTEGER NOT NULL DEFAULT 0,
     verdict_kind TEXT,
-    verdict   TEXT
+    verdict   TEXT,
+    judge_attempts INTEGER NOT NULL DEFAULT 0,
+    PRIMARY KEY (namespace, rule, id)
 );
-CREATE INDEX IF NOT EXISTS samples_rule_received ON samples(rule, received);
+CREATE INDEX IF NOT EXISTS samples_received ON samples(namespace, rule, received);
+CREATE INDEX IF NOT EXISTS samples_awaiting ON samples(namespace, rule, verdict_kind, inserted_seq);
 CREATE TABLE IF NOT EXISTS changes (
     seq       INTEGER PRIMARY KEY AUTOINCREMENT,
+    namespace TEXT NOT NULL,
     rule      TEXT NOT NULL,
     sample_id TEXT NOT NULL,
     kind      TEXT NOT NULL,
     before    TEXT,
     after     TEXT NOT NULL
 );
-CREATE INDEX IF NOT EXISTS changes_rule_seq ON changes(rule, seq);
-CREATE INDEX IF NOT EXISTS changes_sample ON changes(sample_id);
+CREATE INDEX IF NOT EXISTS changes_rule_seq ON changes(namespace, rule, seq);
+CREATE INDEX IF NOT EXISTS changes_sample ON changes(namespace, rule, sample_id);
 CREATE TABLE IF NOT EXISTS pending_feedback (
-    id        TEXT PRIMARY KEY,
-    overlay   TEXT NOT NULL,
-    received  REAL NOT NULL
-);
-CREATE TABLE IF NOT EXISTS cursors (
-    consumer  TEXT NOT NULL,
+    namespace TEXT NOT NULL,
     rule      TEXT NOT NULL,
-    position  INTEGER NOT NULL,
-    PRIMARY KEY (consumer, rule)
+    id        TEXT NOT NULL,
+    overlay   TEXT NOT NULL,
+    received  REAL NOT NULL,
+    PRIMARY KEY (namespace, rule, id)
 );
+"""
+
+_MIGRATE_V1 = """
+ALTER TABLE samples RENAME TO samples_v1;
+ALTER TABLE changes RENAME TO changes_v1;
+ALTER TABLE pending_feedback RENAME TO pending_feedback_v1;
+DROP INDEX IF EXISTS samples_rule_received;
+DROP INDEX IF EXISTS changes_rule_seq;
+DROP INDEX IF EXISTS changes_sample;
+DROP TABLE IF EXISTS cursors;
+"""
+_COPY_V1 = """
+INSERT INTO changes (seq, namespace, rule, sample_id, kind, before, after)
+    SELECT seq, 'default', rule, sample_id, kind, before, after FROM changes_v1;
+INSERT INTO samples (namespace, rule, id, cohort, queue, ts, received, body, overlay,
+                     inserted_seq, verdict_kind, verdict)
+    SELECT 'default', s.rule, s.id, s.cohort, s.queue, s.ts, s.received, s.body, s.overlay,
+           COALESCE((SELECT MIN(c.seq) FROM changes_v1 c WHERE c.sample_id = s.id), 0),
+           s.verdict_kind, s.verdict
+    FROM samples_v1 s;
+DROP TABLE samples_v1;
+DROP TABLE changes_v1;
+DROP TABLE pending_feedback_v1;
 """
 
 INSERT = "insert"
 FEEDBACK = "feedback"
 VERDICT = "verdict"
-
-
-@dataclass(frozen=True)
-class InsertResult:
-    accepted: int
-    duplicates: int
-    accepted_ids: tuple[str, ...] = ()
-
-
-@dataclass(frozen=True)
-class FeedbackResult:
-    applied: int
-    pending: int
-
-
-@dataclass(frozen=True)
-class StoredSample:
-    """A sample as stored: the record with feedback applied, plus the controller's verdict."""
-
-    sample: Sample
-    received_at: datetime
-    verdict: Verdict | None
-
-
-@dataclass(frozen=True)
-class SampleChange:
-    """One sample touched since the consumer's cursor.
-
-    ``previous`` is what the consumer last saw (``None``: the sample is new to it);
-    ``current`` is the sample now. ``verdict`` is the stored verdict, which applies to
-    both (feedback does not change what was judged). ``verdict_before`` is the verdict
-    that went with ``previous`` (``None`` for a new sample); it differs from ``verdict``
-    only after a verdict change logged with ``log_change=True``.
-    """
-
-    sample_id: str
-    previous: Sample | None
-    current: Sample
-    verdict: Verdict | None
-    verdict_before: Verdict | None
-    received_at: datetime
-
-    @property
-    def is_new(self) -> bool:
-        return self.previous is None
-
-
-@dataclass(frozen=True)
-class ChangeBatch:
-    changes: list[SampleChange]
-    cursor: int
-    """Pass this back as ``after`` next time (and commit it once the batch is counted)."""
-    more: bool
-    """True when the limit stopped the read: call again with the new cursor."""
-
-
-@dataclass(frozen=True)
-class PruneResult:
-    samples: int
-    pending_feedback: int
 
 
 def _epoch(at: datetime) -> float:
@@ -149,12 +130,6 @@ def _epoch(at: datetime) -> float:
 
 def _now() -> float:
     return datetime.now(UTC).timestamp()
-
-
-def _overlay(feedback: Feedback) -> dict[str, Any]:
-    """The fields a feedback sets. ``None`` means "nothing to say", never "clear"."""
-    data = feedback.model_dump(mode="json", exclude={"id"})
-    return {k: v for k, v in data.items() if v is not None}
 
 
 def _verdict_json(verdict: Verdict | None) -> tuple[str | None, str | None]:
@@ -178,6 +153,11 @@ def _sample(body: str, overlay: dict[str, Any]) -> Sample:
     return Sample.model_validate(data)
 
 
+def _stored_body(sample: Sample, key: RuleKey) -> str:
+    """The record as stored: its namespace made explicit, so a read gives the same key."""
+    return sample.model_copy(update={"namespace": key.namespace}).model_dump_json()
+
+
 class SampleStore:
     """Durable, deduplicating sample store with a change log; see the module docstring."""
 
@@ -193,7 +173,25 @@ class SampleStore:
         self._db.execute("PRAGMA synchronous=FULL")
         self._db.execute(f"PRAGMA busy_timeout={int(timeout_seconds * 1000)}")
         with self._lock:
-            self._db.executescript(_SCHEMA)
+            self._migrate()
+
+    def _migrate(self) -> None:
+        """Create the schema, or upgrade a version-1 file (samples keyed by rule name only:
+        its rows move to namespace ``default``; pending feedback without a rule is dropped)."""
+        version = int(self._db.execute("PRAGMA user_version").fetchone()[0])
+        tables = {r[0] for r in self._db.execute("SELECT name FROM sqlite_master")}
+        legacy = version < SCHEMA_VERSION and "samples" in tables
+        script = (_MIGRATE_V1 if legacy else "") + _SCHEMA + (_COPY_V1 if legacy else "")
+        self._db.execute("BEGIN IMMEDIATE")
+        try:
+            for statement in script.split(";"):
+                if statement.strip():
+                    self._db.execute(statement)
+            self._db.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
+        except BaseException:
+            self._db.execute("ROLLBACK")
+            raise
+        self._db.execute("COMMIT")
 
     # -- plumbing -------------------------------------------------------------------
 
@@ -234,34 +232,43 @@ class SampleStore:
     def insert_many(
         self, samples: Iterable[Sample], *, now: datetime | None = None
     ) -> InsertResult:
-        """Store new samples in one transaction; ids already stored (or repeated in the
-        batch) are dropped. Pending feedback for an id is applied as it arrives."""
+        """Store new samples in one transaction; ids already stored for the same rule (or
+        repeated in the batch) are dropped. Pending feedback for an id is applied as it
+        arrives."""
         received = _epoch(now) if now else _now()
         accepted: list[str] = []
         duplicates = 0
         with self._write() as db:
             for s in samples:
-                body = s.model_dump_json()
+                key = s.key
                 cur = db.execute(
-                    "INSERT OR IGNORE INTO samples (id, rule, cohort, queue, ts, received, body)"
-                    " VALUES (?, ?, ?, ?, ?, ?, ?)",
-                    (s.id, s.rule, s.cohort.value, s.queue, _epoch(s.ts), received, body),
+                    "INSERT OR IGNORE INTO samples (namespace, rule, id, cohort, queue, ts,"
+                    " received, body) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                    (key.namespace, key.name, s.id, s.cohort.value, s.queue, _epoch(s.ts),
+                     received, _stored_body(s, key)),
                 )
                 if cur.rowcount == 0:
                     duplicates += 1
                     continue
                 overlay = "{}"
                 row = db.execute(
-                    "SELECT overlay FROM pending_feedback WHERE id = ?", (s.id,)
+                    "SELECT overlay FROM pending_feedback WHERE namespace = ? AND rule = ?"
+                    " AND id = ?", (key.namespace, key.name, s.id),
                 ).fetchone()
                 if row is not None:
                     overlay = row[0]
-                    db.execute("UPDATE samples SET overlay = ? WHERE id = ?", (overlay, s.id))
-                    db.execute("DELETE FROM pending_feedback WHERE id = ?", (s.id,))
+                    db.execute(
+                        "DELETE FROM pending_feedback WHERE namespace = ? AND rule = ? AND id = ?",
+                        (key.namespace, key.name, s.id),
+                    )
+                seq = db.execute(
+                    "INSERT INTO changes (namespace, rule, sample_id, kind, before, after)"
+                    " VALUES (?, ?, ?, ?, NULL, ?)",
+                    (key.namespace, key.name, s.id, INSERT, overlay),
+                ).lastrowid
                 db.execute(
-                    "INSERT INTO changes (rule, sample_id, kind, before, after)"
-                    " VALUES (?, ?, ?, NULL, ?)",
-                    (s.rule, s.id, INSERT, overlay),
+                    "UPDATE samples SET overlay = ?, inserted_seq = ? WHERE namespace = ?"
+                    " AND rule = ? AND id = ?", (overlay, seq, key.namespace, key.name, s.id),
                 )
                 accepted.append(s.id)
         return InsertResult(len(accepted), duplicates, tuple(accepted))
@@ -271,8 +278,8 @@ class SampleStore:
         return self.insert_many([sample], now=now).accepted == 1
 
     def apply_feedback(self, feedback: Feedback, *, now: datetime | None = None) -> bool:
-        """Join feedback to its sample by id. True when the sample exists; otherwise the
-        feedback is kept pending and applied when the sample arrives."""
+        """Join feedback to its sample by rule and id. True when the sample exists;
+        otherwise the feedback is kept pending and applied when the sample arrives."""
         return self.apply_feedback_many([feedback], now=now).applied == 1
 
     def apply_feedback_many(
@@ -282,82 +289,109 @@ class SampleStore:
         applied = pending = 0
         with self._write() as db:
             for fb in feedback:
-                update = _overlay(fb)
+                key, update = fb.key, fb.overlay()
+                where = (key.namespace, key.name, fb.id)
                 row = db.execute(
-                    "SELECT rule, overlay FROM samples WHERE id = ?", (fb.id,)
+                    "SELECT overlay FROM samples WHERE namespace = ? AND rule = ? AND id = ?",
+                    where,
                 ).fetchone()
                 if row is None:
                     pending += 1
                     old = db.execute(
-                        "SELECT overlay FROM pending_feedback WHERE id = ?", (fb.id,)
+                        "SELECT overlay FROM pending_feedback WHERE namespace = ? AND rule = ?"
+                        " AND id = ?", where,
                     ).fetchone()
                     merged = {**(json.loads(old[0]) if old else {}), **update}
                     db.execute(
-                        "INSERT OR REPLACE INTO pending_feedback (id, overlay, received)"
-                        " VALUES (?, ?, ?)",
-                        (fb.id, json.dumps(merged, sort_keys=True), received),
+                        "INSERT OR REPLACE INTO pending_feedback (namespace, rule, id, overlay,"
+                        " received) VALUES (?, ?, ?, ?, ?)",
+                        (*where, json.dumps(merged, sort_keys=True), received),
                     )
                     continue
                 applied += 1
-                rule, before = row
+                before = row[0]
                 after = json.dumps({**json.loads(before), **update}, sort_keys=True)
                 if after == before:
                     continue  # nothing new: no change for consumers to process
-                db.execute("UPDATE samples SET overlay = ? WHERE id = ?", (after, fb.id))
                 db.execute(
-                    "INSERT INTO changes (rule, sample_id, kind, before, after)"
-                    " VALUES (?, ?, ?, ?, ?)",
-                    (rule, fb.id, FEEDBACK, before, after),
+                    "UPDATE samples SET overlay = ? WHERE namespace = ? AND rule = ? AND id = ?",
+                    (after, *where),
+                )
+                db.execute(
+                    "INSERT INTO changes (namespace, rule, sample_id, kind, before, after)"
+                    " VALUES (?, ?, ?, ?, ?, ?)", (*where[:2], fb.id, FEEDBACK, before, after),
                 )
         return FeedbackResult(applied, pending)
 
     # -- verdicts ---------------------------------------------------------------------
 
-    def set_verdict(self, sample_id: str, verdict: Verdict, *, log_change: bool = False) -> bool:
-        """Record the controller's verdict for a sample; False when the id is unknown."""
-        return self.set_verdicts([(sample_id, verdict)], log_change=log_change) == 1
+    def awaiting_verdict(
+        self, key: RuleKey, *, upto: int, since: datetime | None = None, limit: int = 100_000
+    ) -> list[AwaitingVerdict]:
+        """Samples of a rule, inserted at or before sequence ``upto`` (and with
+        ``ts >= since``), that have no verdict yet, oldest first."""
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT body, overlay, inserted_seq, judge_attempts FROM samples"
+                " WHERE namespace = ? AND rule = ? AND verdict_kind IS NULL"
+                " AND inserted_seq <= ? AND ts >= ? ORDER BY inserted_seq LIMIT ?",
+                (key.namespace, key.name, upto, _epoch(since) if since else float("-inf"),
+                 limit),
+            ).fetchall()
+        return [AwaitingVerdict(_sample(body, json.loads(overlay)), seq, attempts)
+                for body, overlay, seq, attempts in rows]
 
     def set_verdicts(
-        self, verdicts: Iterable[tuple[str, Verdict]], *, log_change: bool = False
+        self, key: RuleKey, verdicts: Iterable[tuple[str, Verdict]], *,
+        retry: Iterable[str] = (),
     ) -> int:
         """Record verdicts in one transaction; returns how many samples existed.
 
-        With ``log_change`` a change is logged carrying the previous verdict, for a
-        re-judging that the consumer has not counted itself.
+        Each new verdict is logged as a change carrying the previous one, so a consumer
+        that already counted the sample (a judged retry) swaps its contribution, and one
+        that has not yet read the sample sees it once, with its verdict. Samples in
+        ``retry`` failed transiently: they stay awaiting, with one more attempt counted.
         """
         found = 0
         with self._write() as db:
+            db.executemany(
+                "UPDATE samples SET judge_attempts = judge_attempts + 1"
+                " WHERE namespace = ? AND rule = ? AND id = ?",
+                [(key.namespace, key.name, sid) for sid in retry],
+            )
             for sample_id, verdict in verdicts:
+                where = (key.namespace, key.name, sample_id)
                 row = db.execute(
-                    "SELECT rule, overlay, verdict_kind, verdict FROM samples WHERE id = ?",
-                    (sample_id,),
+                    "SELECT overlay, verdict_kind, verdict FROM samples"
+                    " WHERE namespace = ? AND rule = ? AND id = ?", where,
                 ).fetchone()
                 if row is None:
                     continue
                 found += 1
                 kind, text = _verdict_json(verdict)
+                if (kind, text) == (row[1], row[2]):
+                    continue
                 db.execute(
-                    "UPDATE samples SET verdict_kind = ?, verdict = ? WHERE id = ?",
-                    (kind, text, sample_id),
+                    "UPDATE samples SET verdict_kind = ?, verdict = ? WHERE namespace = ?"
+                    " AND rule = ? AND id = ?", (kind, text, *where),
                 )
-                if log_change and (kind, text) != (row[2], row[3]):
-                    before = json.dumps(
-                        {"overlay": json.loads(row[1]), "kind": row[2], "verdict": row[3]}
-                    )
-                    db.execute(
-                        "INSERT INTO changes (rule, sample_id, kind, before, after)"
-                        " VALUES (?, ?, ?, ?, ?)",
-                        (row[0], sample_id, VERDICT, before, row[1]),
-                    )
+                before = json.dumps(
+                    {"overlay": json.loads(row[0]), "kind": row[1], "verdict": row[2]}
+                )
+                db.execute(
+                    "INSERT INTO changes (namespace, rule, sample_id, kind, before, after)"
+                    " VALUES (?, ?, ?, ?, ?, ?)", (*where, VERDICT, before, row[0]),
+                )
         return found
 
     # -- reading ----------------------------------------------------------------------
 
-    def get(self, sample_id: str) -> StoredSample | None:
+    def get(self, key: RuleKey, sample_id: str) -> StoredSample | None:
         with self._lock:
             row = self._db.execute(
-                "SELECT body, overlay, received, verdict_kind, verdict FROM samples WHERE id = ?",
-                (sample_id,),
+                "SELECT body, overlay, received, verdict_kind, verdict FROM samples"
+                " WHERE namespace = ? AND rule = ? AND id = ?",
+                (key.namespace, key.name, sample_id),
             ).fetchone()
         if row is None:
             return None
@@ -367,19 +401,35 @@ class SampleStore:
             verdict=_verdict(row[3], row[4]),
         )
 
-    def head(self, rule: str | None = None) -> int:
+    def head(self, key: RuleKey | None = None) -> int:
         """The latest change sequence (for a rule, or overall); 0 when there is none."""
         with self._lock:
-            if rule is None:
+            if key is None:
                 row = self._db.execute("SELECT MAX(seq) FROM changes").fetchone()
             else:
                 row = self._db.execute(
-                    "SELECT MAX(seq) FROM changes WHERE rule = ?", (rule,)
+                    "SELECT MAX(seq) FROM changes WHERE namespace = ? AND rule = ?",
+                    (key.namespace, key.name),
                 ).fetchone()
         return int(row[0] or 0)
 
-    def changes(self, rule: str, after: int = 0, *, limit: int = 10_000) -> ChangeBatch:
-        """Samples of ``rule`` inserted or changed after sequence ``after``, each once.
+    def position_at(self, key: RuleKey, at: datetime) -> int:
+        """The log position just before the first sample received at or after ``at``: a
+        consumer that starts there reads every sample stored since, and nothing older."""
+        with self._lock:
+            row = self._db.execute(
+                "SELECT MIN(inserted_seq) FROM samples WHERE namespace = ? AND rule = ?"
+                " AND received >= ?", (key.namespace, key.name, _epoch(at)),
+            ).fetchone()
+        if row[0] is None:
+            return self.head(key)
+        return int(row[0]) - 1
+
+    def changes(
+        self, key: RuleKey, after: int = 0, *, upto: int | None = None, limit: int = 10_000
+    ) -> ChangeBatch:
+        """Samples of a rule inserted or changed after sequence ``after`` (and at or before
+        ``upto``), each once.
 
         Reads at most ``limit`` change rows; a sample touched several times in the range
         comes back once, with the state before the first and after the last of them.
@@ -390,56 +440,29 @@ class SampleStore:
             rows = db.execute(
                 "SELECT c.seq, c.sample_id, c.kind, c.before, c.after, s.body, s.received,"
                 " s.verdict_kind, s.verdict"
-                " FROM changes c JOIN samples s ON s.id = c.sample_id"
-                " WHERE c.rule = ? AND c.seq > ? ORDER BY c.seq LIMIT ?",
-                (rule, after, limit + 1),
+                " FROM changes c JOIN samples s ON s.namespace = c.namespace"
+                " AND s.rule = c.rule AND s.id = c.sample_id"
+                " WHERE c.namespace = ? AND c.rule = ? AND c.seq > ? AND c.seq <= ?"
+                " ORDER BY c.seq LIMIT ?",
+                (key.namespace, key.name, after, upto if upto is not None else 2**62,
+                 limit + 1),
             ).fetchall()
         more = len(rows) > limit
         rows = rows[:limit]
-        first: dict[str, tuple[str, str | None]] = {}
-        last_overlay: dict[str, str] = {}
-        old_verdict: dict[str, Verdict | None] = {}
-        stored: dict[str, tuple[str, float, Verdict | None]] = {}
-        for _seq, sample_id, kind, before, after_overlay, body, received, vkind, vtext in rows:
-            first.setdefault(sample_id, (kind, before))
-            last_overlay[sample_id] = after_overlay
-            if kind == VERDICT and sample_id not in old_verdict:
-                old = json.loads(before)
-                old_verdict[sample_id] = _verdict(old["kind"], old["verdict"])
-            stored[sample_id] = (body, received, _verdict(vkind, vtext))
-        result: list[SampleChange] = []
-        for sample_id, (kind, before) in first.items():
-            body, received, verdict = stored[sample_id]
-            previous: Sample | None = None
-            if kind == FEEDBACK:
-                previous = _sample(body, json.loads(before or "{}"))
-            elif kind == VERDICT:
-                previous = _sample(body, json.loads(before or "{}")["overlay"])
-            result.append(
-                SampleChange(
-                    sample_id=sample_id,
-                    previous=previous,
-                    current=_sample(body, json.loads(last_overlay[sample_id])),
-                    verdict=verdict,
-                    verdict_before=(
-                        None if previous is None else old_verdict.get(sample_id, verdict)
-                    ),
-                    received_at=datetime.fromtimestamp(received, UTC),
-                )
-            )
+        result = _collapse(rows)
         cursor = rows[-1][0] if rows else after
         return ChangeBatch(changes=result, cursor=cursor, more=more)
 
-    def samples(self, rule: str, *, since: datetime | None = None) -> list[StoredSample]:
+    def samples(self, key: RuleKey, *, since: datetime | None = None) -> list[StoredSample]:
         """Every stored sample of a rule (optionally with ``ts >= since``), by ts; for
         replay and for rebuilding statistics from scratch."""
         query = (
             "SELECT body, overlay, received, verdict_kind, verdict FROM samples"
-            " WHERE rule = ? AND ts >= ? ORDER BY ts, id"
+            " WHERE namespace = ? AND rule = ? AND ts >= ? ORDER BY ts, id"
         )
         with self._lock:
             rows = self._db.execute(
-                query, (rule, _epoch(since) if since else float("-inf"))
+                query, (key.namespace, key.name, _epoch(since) if since else float("-inf"))
             ).fetchall()
         return [
             StoredSample(
@@ -450,60 +473,20 @@ class SampleStore:
             for body, overlay, received, kind, text in rows
         ]
 
-    def count(self, rule: str | None = None) -> int:
+    def count(self, key: RuleKey | None = None) -> int:
         with self._lock:
-            if rule is None:
+            if key is None:
                 row = self._db.execute("SELECT COUNT(*) FROM samples").fetchone()
             else:
                 row = self._db.execute(
-                    "SELECT COUNT(*) FROM samples WHERE rule = ?", (rule,)
+                    "SELECT COUNT(*) FROM samples WHERE namespace = ? AND rule = ?",
+                    (key.namespace, key.name),
                 ).fetchone()
         return int(row[0])
 
     def pending_feedback_count(self) -> int:
         with self._lock:
             return int(self._db.execute("SELECT COUNT(*) FROM pending_feedback").fetchone()[0])
-
-    def queues(self, rule: str) -> list[str]:
-        """Distinct queues seen for a rule (for per-queue Prometheus queries)."""
-        with self._lock:
-            rows = self._db.execute(
-                "SELECT DISTINCT queue FROM samples WHERE rule = ? ORDER BY queue", (rule,)
-            ).fetchall()
-        return [r[0] for r in rows]
-
-    def rules(self) -> list[str]:
-        with self._lock:
-            rows = self._db.execute("SELECT DISTINCT rule FROM samples ORDER BY rule").fetchall()
-        return [r[0] for r in rows]
-
-    # -- cursors ----------------------------------------------------------------------
-
-    def cursor(self, rule: str, consumer: str = DEFAULT_CONSUMER) -> int:
-        """The committed read position of a consumer (0 when it has read nothing)."""
-        with self._lock:
-            row = self._db.execute(
-                "SELECT position FROM cursors WHERE consumer = ? AND rule = ?", (consumer, rule)
-            ).fetchone()
-        return int(row[0]) if row else 0
-
-    def commit_cursor(self, rule: str, position: int, consumer: str = DEFAULT_CONSUMER) -> None:
-        """Durably record that a consumer has counted everything up to ``position``.
-
-        Never moves backwards, so a late commit from a stale tick is harmless.
-        """
-        with self._write() as db:
-            db.execute(
-                "INSERT INTO cursors (consumer, rule, position) VALUES (?, ?, ?)"
-                " ON CONFLICT(consumer, rule) DO UPDATE SET"
-                " position = MAX(position, excluded.position)",
-                (consumer, rule, position),
-            )
-
-    def reset_cursor(self, rule: str, consumer: str = DEFAULT_CONSUMER) -> None:
-        """Forget a consumer's position (a new rollout recounts from the start)."""
-        with self._write() as db:
-            db.execute("DELETE FROM cursors WHERE consumer = ? AND rule = ?", (consumer, rule))
 
     # -- retention --------------------------------------------------------------------
 
@@ -522,32 +505,73 @@ class SampleStore:
         current = _epoch(now) if now else _now()
         deleted = pending = 0
         with self._write() as db:
-            doomed: list[str] = []
+            doomed: list[tuple[str, str, str]] = []
             if max_age is not None:
                 cutoff = current - max_age.total_seconds()
-                doomed += [
-                    r[0] for r in db.execute("SELECT id FROM samples WHERE received < ?", (cutoff,))
-                ]
+                doomed += db.execute(
+                    "SELECT namespace, rule, id FROM samples WHERE received < ?", (cutoff,)
+                ).fetchall()
                 pending = db.execute(
                     "DELETE FROM pending_feedback WHERE received < ?", (cutoff,)
                 ).rowcount
             if max_rows_per_rule is not None:
-                doomed += [
-                    r[0]
-                    for r in db.execute(
-                        "SELECT id FROM (SELECT id, ROW_NUMBER() OVER (PARTITION BY rule"
-                        " ORDER BY received DESC, rowid DESC) AS n FROM samples) WHERE n > ?",
-                        (max_rows_per_rule,),
-                    )
-                ]
-            for sample_id in dict.fromkeys(doomed):
-                db.execute("DELETE FROM changes WHERE sample_id = ?", (sample_id,))
-                deleted += db.execute("DELETE FROM samples WHERE id = ?", (sample_id,)).rowcount
+                doomed += db.execute(
+                    "SELECT namespace, rule, id FROM (SELECT namespace, rule, id,"
+                    " ROW_NUMBER() OVER (PARTITION BY namespace, rule"
+                    " ORDER BY received DESC, rowid DESC) AS n FROM samples) WHERE n > ?",
+                    (max_rows_per_rule,),
+                ).fetchall()
+            for where in dict.fromkeys(tuple(d) for d in doomed):
+                db.execute(
+                    "DELETE FROM changes WHERE namespace = ? AND rule = ? AND sample_id = ?",
+                    where,
+                )
+                deleted += db.execute(
+                    "DELETE FROM samples WHERE namespace = ? AND rule = ? AND id = ?", where
+                ).rowcount
         return PruneResult(samples=deleted, pending_feedback=pending)
 
 
+Row = tuple[int, str, str, str | None, str, str, float, str | None, str | None]
+
+
+def _collapse(rows: list[Row]) -> list[SampleChange]:
+    """One change per sample over a range of change rows: the state before the first row
+    and after the last."""
+    first: dict[str, tuple[str, str | None]] = {}
+    last_overlay: dict[str, str] = {}
+    old_verdict: dict[str, Verdict | None] = {}
+    stored: dict[str, tuple[str, float, Verdict | None]] = {}
+    for _seq, sample_id, kind, before, after_overlay, body, received, vkind, vtext in rows:
+        first.setdefault(sample_id, (kind, before))
+        last_overlay[sample_id] = after_overlay
+        if kind == VERDICT and sample_id not in old_verdict:
+            old = json.loads(before or "{}")
+            old_verdict[sample_id] = _verdict(old.get("kind"), old.get("verdict"))
+        stored[sample_id] = (body, received, _verdict(vkind, vtext))
+    result: list[SampleChange] = []
+    for sample_id, (kind, before) in first.items():
+        body, received, verdict = stored[sample_id]
+        previous: Sample | None = None
+        if kind == FEEDBACK:
+            previous = _sample(body, json.loads(before or "{}"))
+        elif kind == VERDICT:
+            previous = _sample(body, json.loads(before or "{}")["overlay"])
+        result.append(
+            SampleChange(
+                sample_id=sample_id,
+                previous=previous,
+                current=_sample(body, json.loads(last_overlay[sample_id])),
+                verdict=verdict,
+                verdict_before=None if previous is None else old_verdict.get(sample_id, verdict),
+                received_at=datetime.fromtimestamp(received, UTC),
+            )
+        )
+    return result
+
+
 __all__ = [
-    "DEFAULT_CONSUMER",
+    "AwaitingVerdict",
     "ChangeBatch",
     "FeedbackResult",
     "InsertResult",
@@ -555,5 +579,4 @@ __all__ = [
     "SampleChange",
     "SampleStore",
     "StoredSample",
-    "Verdict",
 ]

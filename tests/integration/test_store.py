@@ -9,16 +9,23 @@ from pathlib import Path
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from controller.models import Feedback, RecordedVerdict, Sample, Unjudged
+from controller.models import Feedback, RecordedVerdict, RuleKey, Sample, Unjudged
 from controller.sources.store import SampleStore
 
 T0 = datetime(2026, 11, 22, 12, 0, tzinfo=UTC)
+R = RuleKey("default", "r")
 
 
-def sample(i: int, rule: str = "r", cohort: str = "canary") -> Sample:
+def sample(i: int, rule: str = "r", cohort: str = "canary", namespace: str | None = None
+           ) -> Sample:
     return Sample.model_validate({
-        "id": f"s{i}", "rule": rule, "cohort": cohort, "ts": (T0 + timedelta(seconds=i)),
-        "input": "q", "output": "a", "latency_ms": 1, "cost_usd": 0, "fallback": False})
+        "id": f"s{i}", "rule": rule, "namespace": namespace, "cohort": cohort,
+        "ts": (T0 + timedelta(seconds=i)), "input": "q", "output": "a", "latency_ms": 1,
+        "cost_usd": 0, "fallback": False})
+
+
+def fb(sid: str, minutes: float, rule: str = "r") -> Feedback:
+    return Feedback(id=sid, rule=rule, correction_minutes=minutes)
 
 
 def test_duplicates_are_dropped_and_rules_kept_apart(tmp_path: Path) -> None:
@@ -27,30 +34,57 @@ def test_duplicates_are_dropped_and_rules_kept_apart(tmp_path: Path) -> None:
         assert (first.accepted, first.duplicates) == (2, 1)
         assert store.insert_many([sample(2)]).duplicates == 1
         store.insert_many([sample(3, rule="other")])
-        assert store.count("r") == 2 and store.count("other") == 1
+        assert store.count(R) == 2 and store.count(RuleKey("default", "other")) == 1
+
+
+def test_rules_of_the_same_name_in_two_namespaces_share_nothing(tmp_path: Path) -> None:
+    """Samples are keyed by namespace/rule: the same rule name and even the same ids in
+    another namespace are another rule's evidence (no sharing, no id squatting)."""
+    a, b = RuleKey("team-a", "bot"), RuleKey("team-b", "bot")
+    with SampleStore(tmp_path / "s.db") as store:
+        got = store.insert_many([sample(1, "bot", namespace="team-a"),
+                                 sample(1, "bot", namespace="team-b"),
+                                 sample(2, "bot", namespace="team-b")])
+        assert (got.accepted, got.duplicates) == (3, 0)
+        assert store.count(a) == 1 and store.count(b) == 2
+        assert {c.sample_id for c in store.changes(a).changes} == {"s1"}
+        store.apply_feedback(Feedback(id="s1", rule="bot", namespace="team-b",
+                                      correction_minutes=4))
+        one_a, one_b = store.get(a, "s1"), store.get(b, "s1")
+        assert one_a is not None and one_a.sample.correction_minutes is None
+        assert one_b is not None and one_b.sample.correction_minutes == 4
+        assert one_b.sample.namespace == "team-b"
 
 
 def test_feedback_before_its_sample_is_applied_on_arrival(tmp_path: Path) -> None:
     with SampleStore(tmp_path / "s.db") as store:
-        got = store.apply_feedback_many([Feedback(id="s1", correction_minutes=3.0)])
+        got = store.apply_feedback_many([fb("s1", 3.0)])
         assert (got.applied, got.pending) == (0, 1)
         store.insert(sample(1))
-        stored = store.get("s1")
+        stored = store.get(R, "s1")
         assert stored is not None and stored.sample.correction_minutes == 3.0
-        batch = store.changes("r")
+        batch = store.changes(R)
         assert [c.is_new for c in batch.changes] == [True]
 
 
-def test_verdicts_survive_a_restart_and_are_not_changes(tmp_path: Path) -> None:
+def test_verdicts_survive_a_restart_and_swap_a_counted_contribution(tmp_path: Path) -> None:
     path = tmp_path / "s.db"
     with SampleStore(path) as store:
         store.insert_many([sample(1), sample(2)])
-        cursor = store.changes("r").cursor
-        store.set_verdicts([("s1", RecordedVerdict(score=0.9, model="m")),
-                            ("s2", Unjudged(reason="budget"))])
-        assert store.changes("r", after=cursor).changes == []
+        cursor = store.changes(R).cursor
+        assert [a.sample.id for a in store.awaiting_verdict(R, upto=cursor)] == ["s1", "s2"]
+        store.set_verdicts(R, [("s1", RecordedVerdict(score=0.9, model="m")),
+                               ("s2", Unjudged(reason="budget"))])
+        assert store.awaiting_verdict(R, upto=cursor) == []
+        later = store.changes(R, after=cursor).changes
+        assert [(c.sample_id, c.verdict_before, type(c.verdict).__name__) for c in later] == [
+            ("s1", None, "RecordedVerdict"), ("s2", None, "Unjudged")]
+        assert all(c.previous == c.current for c in later)
+        # the same verdict again is no change
+        store.set_verdicts(R, [("s1", RecordedVerdict(score=0.9, model="m"))])
+        assert store.changes(R, after=store.changes(R, after=cursor).cursor).changes == []
     with SampleStore(path) as store:
-        one, two = store.get("s1"), store.get("s2")
+        one, two = store.get(R, "s1"), store.get(R, "s2")
         assert one is not None and isinstance(one.verdict, RecordedVerdict)
         assert two is not None and isinstance(two.verdict, Unjudged)
         assert two.verdict.reason == "budget"
@@ -83,7 +117,7 @@ def test_cursor_reads_see_every_sample_once_with_its_latest_feedback(
         def drain(limit: int) -> None:
             nonlocal cursor
             while True:
-                batch = store.changes("r", after=cursor, limit=limit)
+                batch = store.changes(R, after=cursor, limit=limit)
                 for c in batch.changes:
                     if c.previous is None:
                         assert c.sample_id not in seen, "a sample delivered as new twice"
@@ -101,7 +135,7 @@ def test_cursor_reads_see_every_sample_once_with_its_latest_feedback(
                 inserted.update(f"s{i}" for i in ids)
             elif op[0] == "feedback":
                 sid, minutes = f"s{op[1]}", float(op[2])  # type: ignore[arg-type]
-                store.apply_feedback(Feedback(id=sid, correction_minutes=minutes))
+                store.apply_feedback(fb(sid, minutes))
                 expected_minutes[sid] = minutes
             else:
                 drain(int(op[1]))  # type: ignore[call-overload]
@@ -109,7 +143,7 @@ def test_cursor_reads_see_every_sample_once_with_its_latest_feedback(
         assert set(seen) == inserted
         for sid, s in seen.items():
             assert s.correction_minutes == expected_minutes.get(sid)
-            stored = store.get(sid)
+            stored = store.get(R, sid)
             assert stored is not None and stored.sample == s
 
 
@@ -119,8 +153,69 @@ def test_prune_bounds_retention_by_age_and_count(tmp_path: Path) -> None:
         store.insert_many([sample(i) for i in range(5)], now=now - timedelta(days=30))
         store.insert_many([sample(i) for i in range(5, 15)], now=now)
         assert store.prune(max_age=timedelta(days=7), now=now).samples == 5
-        assert store.count("r") == 10
+        assert store.count(R) == 10
         assert store.prune(max_rows_per_rule=4, now=now).samples == 6
-        assert store.count("r") == 4
-        ids = {c.sample_id for c in store.changes("r").changes}
+        assert store.count(R) == 4
+        ids = {c.sample_id for c in store.changes(R).changes}
         assert ids == {"s11", "s12", "s13", "s14"}  # the newest stay, nothing comes back
+
+
+def test_a_judged_retry_reaches_a_reader_once_with_its_verdict(tmp_path: Path) -> None:
+    """Insert, feedback and a later verdict read in any batch size: the reader's last view
+    carries the verdict and the feedback, and ``previous`` always matches what it saw."""
+    with SampleStore(tmp_path / "s.db") as store:
+        store.insert(sample(1))
+        seen = store.changes(R)
+        store.apply_feedback(fb("s1", 2.0))
+        store.set_verdicts(R, [("s1", RecordedVerdict(score=0.4, model="m"))])
+        (change,) = store.changes(R, after=seen.cursor).changes
+        assert change.previous == seen.changes[0].current and change.verdict_before is None
+        assert change.current.correction_minutes == 2.0
+        assert isinstance(change.verdict, RecordedVerdict) and change.verdict.score == 0.4
+
+
+def test_position_at_starts_a_reader_at_the_first_sample_received_since(tmp_path: Path
+                                                                         ) -> None:
+    with SampleStore(tmp_path / "s.db") as store:
+        store.insert_many([sample(1), sample(2)], now=T0)
+        start = T0 + timedelta(minutes=1)
+        assert store.position_at(R, start) == store.head(R)
+        store.insert_many([sample(3)], now=start + timedelta(seconds=5))
+        store.apply_feedback(fb("s1", 1.0))  # an old sample's feedback is still a change
+        read = {c.sample_id for c in store.changes(R, after=store.position_at(R, start)).changes}
+        assert "s3" in read and "s2" not in read
+
+
+def test_a_version_1_file_is_migrated_in_place(tmp_path: Path) -> None:
+    """Files written before samples were keyed by namespace open as namespace default."""
+    import sqlite3
+
+    path = tmp_path / "old.db"
+    db = sqlite3.connect(path)
+    db.executescript("""
+        CREATE TABLE samples (id TEXT PRIMARY KEY, rule TEXT NOT NULL, cohort TEXT NOT NULL,
+            queue TEXT NOT NULL, ts REAL NOT NULL, received REAL NOT NULL, body TEXT NOT NULL,
+            overlay TEXT NOT NULL DEFAULT '{}', verdict_kind TEXT, verdict TEXT);
+        CREATE INDEX samples_rule_received ON samples(rule, received);
+        CREATE TABLE changes (seq INTEGER PRIMARY KEY AUTOINCREMENT, rule TEXT NOT NULL,
+            sample_id TEXT NOT NULL, kind TEXT NOT NULL, before TEXT, after TEXT NOT NULL);
+        CREATE INDEX changes_rule_seq ON changes(rule, seq);
+        CREATE INDEX changes_sample ON changes(sample_id);
+        CREATE TABLE pending_feedback (id TEXT PRIMARY KEY, overlay TEXT NOT NULL,
+            received REAL NOT NULL);
+        CREATE TABLE cursors (consumer TEXT NOT NULL, rule TEXT NOT NULL,
+            position INTEGER NOT NULL, PRIMARY KEY (consumer, rule));
+    """)
+    body = sample(7).model_dump_json()
+    db.execute("INSERT INTO samples VALUES ('s7', 'r', 'canary', 'default', 0, 0, ?, '{}',"
+               " NULL, NULL)", (body,))
+    db.execute("INSERT INTO changes (rule, sample_id, kind, before, after)"
+               " VALUES ('r', 's7', 'insert', NULL, '{}')")
+    db.commit()
+    db.close()
+    with SampleStore(path) as store:
+        assert store.count(R) == 1 and store.head(R) == 1
+        assert [c.sample_id for c in store.changes(R).changes] == ["s7"]
+        assert [a.sample.id for a in store.awaiting_verdict(R, upto=1)] == ["s7"]
+    with SampleStore(path) as store:  # reopening an upgraded file changes nothing
+        assert store.count(R) == 1

@@ -60,8 +60,9 @@ def test_new_rule_starts_at_the_first_step() -> None:
     p = start()
     assert p.status.phase is Phase.PROGRESSING
     assert (p.status.current_step, p.status.weight, p.status.total_replicas) == (0, 5, 10)
-    assert ops(p) == [Op.RESET_STATISTICS, Op.ENSURE_CANARY, Op.SET_WEIGHT]
+    assert ops(p) == [Op.ENSURE_CANARY, Op.SET_WEIGHT]
     assert p.operations[-1].weight == 5
+    assert p.status.statistics == {} and p.status.started_at == T0  # fresh evidence from now
     assert [e.reason for e in p.events] == ["RolloutStarted"]
     assert p.status.canary_revision == canary_revision(spec())
 

@@ -1,14 +1,15 @@
-"""The analysis tick: store changes → judge → Prometheus → statistics → decision.
+"""The analysis step: judge → collect → fold → count events → evaluate.
 
 Uses a real SQLite store and (for the Prometheus guard) a real Prometheus on 127.0.0.1
-scraping an exporter the test drives. The judge is a plain function with the tick's
-judge interface (the OpenAI client path is tested in tests/test_judge_*.py).
+scraping an exporter the test drives. The judge is a small class with the judge port's
+interface (the OpenAI client path is tested in tests/integration/test_judge_*.py).
 """
 
 from __future__ import annotations
 
 import copy
 from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -24,16 +25,24 @@ from controller.models import (
     Feedback,
     Outcome,
     RecordedVerdict,
+    RuleKey,
     Sample,
     Unjudged,
     Verdict,
 )
-from controller.reconciler.tick import run_tick
+from controller.reconciler.analysis_step import (
+    MAX_JUDGE_ATTEMPTS,
+    AnalysisResult,
+    JudgeReport,
+    analyse,
+    judge_pending,
+)
 from controller.sources.prometheus import PrometheusSource
 from controller.sources.store import SampleStore
 from tests.support.prometheus import PrometheusServer, run_prometheus
 
 T0 = datetime(2026, 11, 22, 12, 0, tzinfo=UTC)
+KEY = RuleKey("default", "bot")
 
 RULE: dict[str, Any] = {
     "apiVersion": "canary.llmops.dev/v1alpha1",
@@ -71,14 +80,19 @@ def sample(i: int, cohort: str, *, minutes: float | None = None, ts: datetime = 
 
 
 class ScriptedJudge:
-    """Scores every sample 1.0, except the canary's when ``bad_canary``; counts calls."""
+    """Scores every sample 1.0, except the canary's when ``bad_canary``; counts calls.
+    ``down`` makes it fail as an unreachable endpoint does (every sample unjudged with a
+    transient reason)."""
 
-    def __init__(self, bad_canary: bool = False) -> None:
+    def __init__(self, bad_canary: bool = False, down: str | None = None) -> None:
         self.bad_canary = bad_canary
+        self.down = down
         self.seen: list[str] = []
 
-    def __call__(self, samples: Sequence[Sample]) -> list[Verdict]:
+    def judge(self, samples: Sequence[Sample]) -> list[Verdict]:
         self.seen.extend(s.id for s in samples)
+        if self.down is not None:
+            return [Unjudged(reason=self.down) for _ in samples]
         return [RecordedVerdict(score=0.0 if self.bad_canary and s.cohort.value == "canary"
                                 else 1.0, model="m") for s in samples]
 
@@ -94,11 +108,32 @@ def started() -> CanaryRuleStatus:
                             step_started_at=T0 - timedelta(minutes=1))
 
 
-def tick(r: CanaryRule, status: CanaryRuleStatus, store: SampleStore, **kw: Any) -> Any:
+@dataclass
+class Look:
+    """One interval: what the judge step did and what the analysis concluded."""
+
+    judged: JudgeReport
+    analysis: AnalysisResult
+
+    @property
+    def decision(self) -> Any:
+        return self.analysis.decision
+
+    @property
+    def statistics(self) -> dict[str, Any]:
+        return self.analysis.statistics
+
+
+def tick(r: CanaryRule, status: CanaryRuleStatus, store: SampleStore, *,
+         judge: ScriptedJudge | None = None, judge_error: str | None = None,
+         **kw: Any) -> Look:
+    """Judge, then analyse, as the reconciler does at each interval."""
     kw.setdefault("now", T0 + timedelta(minutes=5))
     kw.setdefault("deadline_reached", False)
     kw.setdefault("canary_share", 0.5)
-    return run_tick(r, status, store=store, **kw)
+    judged = judge_pending(store, r, status, judge, upto=store.head(r.key),
+                           unavailable=judge_error)
+    return Look(judged, analyse(store, r, status, judged=judged, **kw))
 
 
 def test_judges_at_most_samples_per_interval_balanced_and_never_twice(store: SampleStore
@@ -108,29 +143,72 @@ def test_judges_at_most_samples_per_interval_balanced_and_never_twice(store: Sam
     res = tick(rule(), started(), store, judge=judge)
     assert len(judge.seen) == 40
     assert sum(i.startswith("canary") for i in judge.seen) == 20  # both cohorts alike
-    assert (res.judged, res.unjudged, res.new_samples) == (40, 60, 100)
-    stored = store.get(judge.seen[0])
+    assert (res.judged.judged, res.judged.unjudged["not_sampled"],
+            res.analysis.new_samples) == (40, 60, 100)
+    stored = store.get(KEY, judge.seen[0])
     assert stored is not None and isinstance(stored.verdict, RecordedVerdict)
-    left = store.get(next(f"{c}-{i}" for i in range(50) for c in ("baseline", "canary")
-                          if f"{c}-{i}" not in judge.seen))
+    left = store.get(KEY, next(f"{c}-{i}" for i in range(50) for c in ("baseline", "canary")
+                               if f"{c}-{i}" not in judge.seen))
     assert left is not None and isinstance(left.verdict, Unjudged)
     assert left.verdict.reason == "not_sampled"
     # the next tick sees nothing new and judges nothing
     status = started().model_copy(update={"statistics": res.statistics})
     again = tick(rule(), status, store, judge=judge)
-    assert len(judge.seen) == 40 and again.new_samples == 0
+    assert len(judge.seen) == 40 and again.analysis.new_samples == 0
 
 
-def test_unjudged_never_counts_as_success_or_failure(store: SampleStore) -> None:
+def test_without_a_judge_the_judged_guards_error_and_samples_wait(store: SampleStore
+                                                                    ) -> None:
+    """No key: the judged guards say so (an error, counted toward the error limit), the
+    samples are offered again at the next intervals and written off only after
+    MAX_JUDGE_ATTEMPTS; unjudged never counts as a success or a failure."""
     store.insert_many([sample(i, c) for i in range(80) for c in ("baseline", "canary")])
-    res = tick(rule(), started(), store, judge=None, judge_error="api_key_missing")
-    success = next(g for g in res.decision.guards if g.name == "success")
-    assert success.outcome is Outcome.NO_DATA
-    assert (success.n_baseline, success.n_canary) == (0, 0)
-    assert res.decision.action is Action.CONTINUE
-    stored = store.get("canary-0")
-    assert stored is not None and isinstance(stored.verdict, Unjudged)
-    assert stored.verdict.reason == "api_key_missing"
+    status = started()
+    for attempt in range(1, MAX_JUDGE_ATTEMPTS + 1):
+        res = tick(rule(), status, store, judge=None, judge_error="api_key_missing: no key")
+        status = status.model_copy(update={"statistics": res.statistics})
+        success = next(g for g in res.decision.guards if g.name == "success")
+        assert success.outcome is Outcome.ERROR and "judge unavailable" in success.reason
+        assert (success.n_baseline, success.n_canary) == (0, 0)
+        assert res.decision.action is Action.CONTINUE
+        stored = store.get(KEY, "canary-0")
+        assert stored is not None
+        if attempt < MAX_JUDGE_ATTEMPTS:
+            assert stored.verdict is None
+        else:
+            assert isinstance(stored.verdict, Unjudged)
+            assert stored.verdict.reason == "api_key_missing"
+
+
+def test_a_judge_outage_is_an_error_and_its_samples_are_judged_later(store: SampleStore
+                                                                      ) -> None:
+    store.insert_many([sample(i, c) for i in range(20) for c in ("baseline", "canary")])
+    down = ScriptedJudge(down="connection")
+    first = tick(rule(), started(), store, judge=down)
+    success = next(g for g in first.decision.guards if g.name == "success")
+    assert success.outcome is Outcome.ERROR
+    assert "judge unavailable: 40 of 40 samples unjudged (connection x40)" in success.reason
+    corr = next(g for g in first.decision.guards if g.name == "correction")
+    assert corr.outcome is not Outcome.ERROR  # guards that do not rest on the judge go on
+    # the endpoint is back: the same samples are judged and swap in their verdicts
+    status = started().model_copy(update={"statistics": first.statistics})
+    back = ScriptedJudge()
+    second = tick(rule(), status, store, judge=back)
+    assert sorted(back.seen) == sorted(down.seen)
+    success = next(g for g in second.decision.guards if g.name == "success")
+    assert (success.n_baseline, success.n_canary) == (20, 20)
+    assert second.decision.n_canary == 20  # counted once, not twice
+
+
+def test_samples_arriving_after_the_judge_step_wait_for_the_next_interval(
+        store: SampleStore) -> None:
+    r, status = rule(), started()
+    store.insert_many([sample(i, c) for i in range(5) for c in ("baseline", "canary")])
+    judged = judge_pending(store, r, status, ScriptedJudge(), upto=store.head(r.key))
+    store.insert_many([sample(i, c) for i in range(5, 9) for c in ("baseline", "canary")])
+    res = analyse(store, r, status, judged=judged, now=T0 + timedelta(minutes=5),
+                  deadline_reached=False, canary_share=0.5)
+    assert res.new_samples == 10  # the 8 late ones are read next time, with verdicts
 
 
 def test_a_bad_canary_is_rolled_back_and_a_good_one_promoted(store: SampleStore) -> None:
@@ -165,7 +243,7 @@ def test_delayed_feedback_replaces_the_samples_contribution(store: SampleStore) 
     store.insert_many([sample(i, c, minutes=1.0) for i in range(30) for c in ("baseline",
                                                                                "canary")])
     first = tick(r, started(), store, judge=ScriptedJudge())
-    store.apply_feedback_many([Feedback(id=f"canary-{i}", correction_minutes=9.0)
+    store.apply_feedback_many([Feedback(id=f"canary-{i}", rule="bot", correction_minutes=9.0)
                                for i in range(30)])
     status = started().model_copy(update={"statistics": first.statistics})
     second = tick(r, status, store, judge=ScriptedJudge())
@@ -214,7 +292,7 @@ def prom_rule(url: str) -> CanaryRule:
 def test_prometheus_outage_is_an_error_and_never_promotes(store: SampleStore) -> None:
     r = prom_rule("http://127.0.0.1:9")  # nothing listens on the discard port
     with PrometheusSource("http://127.0.0.1:9", timeout_seconds=1) as source:
-        res = tick(r, started(), store, prometheus=source)
+        res = tick(r, started(), store, counts=source)
     (g,) = res.decision.guards
     assert g.outcome is Outcome.ERROR
     assert res.decision.action is Action.CONTINUE
@@ -236,9 +314,9 @@ def test_prometheus_counts_feed_the_guard(store: SampleStore,
     now = datetime.now(UTC)
     status = started().model_copy(update={"step_started_at": now - timedelta(minutes=5)})
     with PrometheusSource(server.url, timeout_seconds=5) as source:
-        res = tick(r, status, store, prometheus=source, now=now)
+        res = tick(r, status, store, counts=source, now=now)
     (g,) = res.decision.guards
-    assert g.outcome is Outcome.FAIL, (g.reason, res.notes)
+    assert g.outcome is Outcome.FAIL, (g.reason, res.analysis.notes)
     assert res.decision.action is Action.ROLLBACK
 
 
