@@ -6,8 +6,9 @@
 # - entrypoint `canary-controller`; `canaryctl` is on PATH too (for `kubectl exec`);
 # - runs as UID/GID 65532 and never writes to its root filesystem: /data (the sample store)
 #   and /tmp (HOME) are the only writable paths, both volumes in the chart;
-# - holds the product wheel (the `controller` package only) and its dependencies in the venv
-#   /opt/llm-canary; no test doubles (`playground/`), no tests, no compilers, no pip.
+# - holds the product wheel (the `controller` package and the `llm_canary` client SDK) and its
+#   dependencies in the venv /opt/llm-canary; no test doubles (`playground/`), no tests, no
+#   compilers, no pip.
 #
 # BASE must provide Python 3.11+ with the `venv` module at the same path in both stages (the
 # venv is copied from the build stage). The default is the official Python image; where no
@@ -20,8 +21,7 @@ ENV PIP_DISABLE_PIP_VERSION_CHECK=1 \
     PIP_ROOT_USER_ACTION=ignore \
     PYTHONDONTWRITEBYTECODE=1
 WORKDIR /src
-COPY pyproject.toml README.md ./
-COPY controller ./controller
+COPY . ./
 # The product wheel, then the venv with it and its dependencies (binary wheels from the
 # index: nothing is compiled). pip and setuptools leave the venv afterwards, and so do the
 # third-party test suites (numpy/scipy ship theirs inside the package) and the Kubernetes
@@ -39,7 +39,7 @@ RUN --mount=type=cache,target=/root/.cache/pip \
  && find /opt/llm-canary -depth -type d \( -name tests -o -name _tests \) -path '*/site-packages/*' \
       -exec rm -rf {} + \
  && rm -rf /opt/llm-canary/lib/python3*/site-packages/kubernetes/aio \
- && /opt/llm-canary/bin/python -c 'import controller.main, controller.cli, controller.actuator.client'
+ && /opt/llm-canary/bin/python -c 'import controller.main, controller.cli, controller.actuator.client, llm_canary'
 
 
 FROM ${BASE}

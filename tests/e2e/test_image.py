@@ -43,7 +43,7 @@ from controller.actuator import deployments as deps_api
 from controller.actuator import rules
 from controller.actuator.client import connect
 from controller.actuator.errors import NotFound
-from tests.support import ROOT
+from tests.support import PRODUCT_PACKAGES, ROOT
 from tests.support.buildah import buildah, require_buildah
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(1800)]
@@ -208,8 +208,10 @@ def test_no_test_doubles_tests_pip_or_compilers(container: Container, tmp_path: 
     assert found == [], f"must not be in the image: {found[:20]}"
 
     site = next((root / "opt/llm-canary/lib").glob("python3*/site-packages"))
-    ours = {p.name for p in site.iterdir() if p.name.startswith(("controller", "llm_canary"))}
-    assert ours == {"controller", f"llm_canary-{VERSION}.dist-info"}, ours
+    record = (site / f"llm_canary-{VERSION}.dist-info" / "RECORD").read_text().splitlines()
+    installed = {line.split("/", 1)[0] for line in record
+                 if "/" in line and ".dist-info/" not in line and not line.startswith("../")}
+    assert installed == PRODUCT_PACKAGES, installed
     assert not list(site.glob("pip*")) and not list(site.glob("setuptools*"))
     for tool in ("gcc", "cc", "c++", "g++", "clang", "make", "pip", "pip3"):
         for bindir in ("usr/bin", "usr/local/bin", "opt/llm-canary/bin"):
@@ -281,9 +283,10 @@ def test_only_tmp_and_data_are_writable(container: Container) -> None:
 def test_every_product_module_imports_in_the_image(
     container: Container, tmp_path: Path
 ) -> None:
-    listing = ("import importlib, pkgutil, sys, controller\n"
-               "names = sorted(m.name for m in pkgutil.walk_packages(controller.__path__, "
-               "'controller.') if not m.name.endswith('__main__'))\n")
+    listing = ("import importlib, pkgutil, controller, llm_canary\n"
+               "names = sorted(m.name for pkg in (controller, llm_canary) "
+               "for m in pkgutil.walk_packages(pkg.__path__, pkg.__name__ + '.') "
+               "if not m.name.endswith('__main__'))\n")
     script = listing + ("for n in names: importlib.import_module(n)\n"
                         "print(len(names), controller.__file__)\n")
     r = run_in(container, tmp_path, "python3", "-c", script)
