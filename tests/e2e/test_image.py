@@ -150,10 +150,32 @@ def run_args(c: Container, tmp_path: Path, argv: Sequence[str],
     return [*args, c.name, "--", *argv]
 
 
+# Inside the container the command's output and exit code go to files on the /tmp volume:
+# buildah relays a short-lived process's output through pipes and, on a loaded machine, was
+# seen to lose it (an empty stderr for a failed import), which would make a check flaky.
+CAPTURE = ('"$@" >/tmp/.run/stdout 2>/tmp/.run/stderr </dev/null; '
+           'echo $? >/tmp/.run/rc.part && mv /tmp/.run/rc.part /tmp/.run/rc')
+
+
 def run_in(c: Container, tmp_path: Path, *argv: str, binds: Sequence[str] = (),
            timeout: float = 180) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(run_args(c, tmp_path, argv, binds), capture_output=True, text=True,
-                          timeout=timeout)
+    """Run ``argv`` in the image (see :func:`run_args`); stdout, stderr and the exit code are
+    the command's own, read back from the /tmp volume."""
+    out = tmp_path / "vol-tmp" / ".run"
+    args = run_args(c, tmp_path, ["sh", "-c", CAPTURE, "sh", *argv], binds)
+    if out.exists():
+        for f in out.iterdir():
+            f.unlink()
+    else:
+        out.mkdir()
+        os.chown(out, UID, UID)
+    relayed = subprocess.run(args, capture_output=True, text=True, timeout=timeout)
+    if not (out / "rc").exists():
+        raise AssertionError(f"buildah run failed ({relayed.returncode}) before the command "
+                             f"finished:\n{relayed.stdout}\n{relayed.stderr}")
+    return subprocess.CompletedProcess(argv, int((out / "rc").read_text()),
+                                       (out / "stdout").read_text(errors="replace"),
+                                       (out / "stderr").read_text(errors="replace"))
 
 
 # --------------------------------------------------------------------------- the image
