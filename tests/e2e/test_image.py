@@ -37,7 +37,7 @@ from typing import Any
 import httpx
 import pytest
 import yaml
-from canary_playground.kube_emulator import EmulatorHandle
+from canary_playground.kube import EmulatorHandle
 
 from controller.actuator import deployments as deps_api
 from controller.actuator import rules
