@@ -1,5 +1,5 @@
-# The controller image the Helm chart runs. Build it with `scripts/build-image` (buildah; it
-# also works with `docker build` / `podman build`):
+# The controller image the Helm chart runs. Build it with `scripts/build-image` (buildah;
+# `docker build` / `podman build` should read this file too, not tried here):
 #
 #   scripts/build-image --tag llm-canary:0.1.0
 #
