@@ -24,6 +24,7 @@ __all__ = [
     "ChangeBatch",
     "CountsProvider",
     "EvidenceLog",
+    "FeedbackWindows",
     "JudgePort",
     "SampleLog",
     "SampleSink",
@@ -66,7 +67,14 @@ class EvidenceLog(Protocol):
     ) -> ChangeBatch: ...
 
 
-class SampleLog(SampleSink, VerdictLog, EvidenceLog, Protocol):
+class FeedbackWindows(Protocol):
+    """Resolves outputs whose feedback window closed without feedback (0 minutes)."""
+
+    def close_feedback_windows(self, key: RuleKey, before: datetime, *, limit: int = ...
+                               ) -> int: ...
+
+
+class SampleLog(SampleSink, VerdictLog, EvidenceLog, FeedbackWindows, Protocol):
     """The whole sample log, as one adapter (SQLite today) implements it."""
 
 

@@ -71,10 +71,12 @@ CREATE TABLE IF NOT EXISTS samples (
     verdict_kind TEXT,
     verdict   TEXT,
     judge_attempts INTEGER NOT NULL DEFAULT 0,
+    feedback_closed INTEGER NOT NULL DEFAULT 0,
     PRIMARY KEY (namespace, rule, id)
 );
 CREATE INDEX IF NOT EXISTS samples_received ON samples(namespace, rule, received);
 CREATE INDEX IF NOT EXISTS samples_awaiting ON samples(namespace, rule, verdict_kind, inserted_seq);
+CREATE INDEX IF NOT EXISTS samples_open ON samples(namespace, rule, feedback_closed, ts);
 CREATE TABLE IF NOT EXISTS changes (
     seq       INTEGER PRIMARY KEY AUTOINCREMENT,
     namespace TEXT NOT NULL,
@@ -322,6 +324,35 @@ class SampleStore:
                     " VALUES (?, ?, ?, ?, ?, ?)", (*where[:2], fb.id, FEEDBACK, before, after),
                 )
         return FeedbackResult(applied, pending)
+
+    def close_feedback_windows(
+        self, key: RuleKey, before: datetime, *, limit: int = 50_000
+    ) -> int:
+        """Mark the rule's samples stamped at or before ``before`` as past their feedback
+        window (server-owned ``feedback_closed: true``), each as a change, so a consumer
+        swaps a pending output for a resolved one (no feedback then means 0 minutes).
+        Returns how many were closed (at most ``limit`` per call: the rest next time)."""
+        closed = 0
+        with self._write() as db:
+            rows = db.execute(
+                "SELECT id, overlay FROM samples WHERE namespace = ? AND rule = ?"
+                " AND feedback_closed = 0 AND ts <= ? LIMIT ?",
+                (key.namespace, key.name, _epoch(before), limit),
+            ).fetchall()
+            for sample_id, before_overlay in rows:
+                after = json.dumps({**json.loads(before_overlay), "feedback_closed": True},
+                                   sort_keys=True)
+                where = (key.namespace, key.name, sample_id)
+                db.execute(
+                    "UPDATE samples SET overlay = ?, feedback_closed = 1 WHERE namespace = ?"
+                    " AND rule = ? AND id = ?", (after, *where),
+                )
+                db.execute(
+                    "INSERT INTO changes (namespace, rule, sample_id, kind, before, after)"
+                    " VALUES (?, ?, ?, ?, ?, ?)", (*where, FEEDBACK, before_overlay, after),
+                )
+                closed += 1
+        return closed
 
     # -- verdicts ---------------------------------------------------------------------
 
