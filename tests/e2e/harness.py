@@ -267,6 +267,14 @@ def wait_for(what: str, check: Callable[[], Any], c: Controller | None = None,
         time.sleep(every)
 
 
+def step_reached(kube: Kube, step: int, c: Controller | None = None,
+                 timeout: float = 40.0) -> None:
+    """Until step ``step`` (0-based) has all its pods available: a step's own evidence
+    counts from then (samples stamped earlier belong to the step before)."""
+    wait_for(f"step {step + 1} reached", lambda: (st := status_of(kube)).get(
+        "currentStep") == step and st.get("stepReadyAt"), c, timeout)
+
+
 def ready_pods(emu: EmulatorHandle, selector: str) -> int:
     """Ready pods matching ``selector`` in NS, read from the emulator's pods."""
     pods = emu.api("GET", f"/api/v1/namespaces/{NS}/pods?labelSelector={quote(selector)}")

@@ -34,6 +34,7 @@ from .harness import (
     rule_manifest,
     setup,
     status_of,
+    step_reached,
     target_deployment,
     wait_for,
 )
@@ -59,7 +60,7 @@ def test_healthy_canary_is_promoted_step_by_step(
 
     # the traffic at 25%: three baseline samples for each canary one
     assert c.post_samples(records(150, revision=revision, share=0.25)).status_code == 200
-    wait_for("step 2", lambda: status_of(kube).get("currentStep") == 1, c)
+    step_reached(kube, 1, c)
     # per-step evidence: the second step gathers its own samples before promoting
     c.post_samples(records(150, prefix="step2", revision=revision))
     wait_for("promotion", lambda: phase(kube) == "Succeeded", c)
@@ -199,7 +200,7 @@ def test_only_the_leader_acts_and_a_new_leader_takes_over(
     a.kill()
     wait_for("b leads", lambda: b.post_samples(records(150, revision=revision, share=0.25))
              .status_code == 200, b, timeout=30)
-    wait_for("step 2", lambda: status_of(kube).get("currentStep") == 1, b)
+    step_reached(kube, 1, b)
     b.post_samples(records(150, prefix="step2", revision=revision))
     wait_for("promotion by b", lambda: phase(kube) == "Succeeded", b)
     assert actions(kube).count("start") == 1

@@ -37,6 +37,7 @@ from .harness import (
     rule_manifest,
     setup,
     status_of,
+    step_reached,
     wait_for,
 )
 
@@ -269,6 +270,7 @@ def test_one_batch_at_the_first_step_cannot_promote_a_multi_step_rule(
     waiting = wait_for("held for the step's own samples", lambda: "step 2 has" in status_of(
         kube).get("message", "") and status_of(kube)["message"], c)
     assert "canary samples it needs at its own weight" in waiting
+    step_reached(kube, 1, c)
     time.sleep(2)  # several looks: the first step's evidence alone never promotes
     assert phase(kube) == "Progressing" and status_of(kube)["currentStep"] == 1
     c.post_samples(records(40, prefix="step2", revision=revision))
