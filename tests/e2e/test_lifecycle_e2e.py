@@ -211,7 +211,8 @@ def test_a_second_rule_on_a_target_waits_with_the_owner_named(
                                          canary={"container": "app", "image": "bot:2"}))
     claimed = wait_for("claimed condition", lambda: condition(kube, "Claimed", "bot-two"), c)
     assert claimed["status"] == "False" and "CanaryRule bot" in claimed["message"]
-    assert "TargetManagedByAnotherRule" in event_reasons(kube, "bot-two")
+    wait_for("the Event", lambda: "TargetManagedByAnotherRule" in event_reasons(kube, "bot-two"),
+             c)
     assert phase(kube, "bot-two") == "Pending"
     assert deployment(kube, "bot-canary")["metadata"]["labels"]["canary.llmops.dev/rule"] == "bot"
     rules.delete_rule(kube, NS, "bot")
@@ -231,7 +232,7 @@ def test_a_forbidden_operation_is_visible_and_retried(
     synced = wait_for("Synced=False", lambda: condition(kube, "Synced").get("status") == "False"
                       and condition(kube, "Synced"), c)
     assert synced["reason"] == "Forbidden" and "cannot create resource" in synced["message"]
-    assert "OperationFailed" in event_reasons(kube)
+    wait_for("the Event", lambda: "OperationFailed" in event_reasons(kube), c)
     before = len([r for r in emu.requests() if r["method"] == "POST"
                   and r["path"].endswith("/deployments")])
     time.sleep(2.5)

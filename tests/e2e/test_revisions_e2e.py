@@ -92,7 +92,8 @@ def test_a_canary_equal_to_the_running_template_does_nothing(
     writes = [r for r in emu.requests(mark, writes=True) if r.get("user") == user
               and "/deployments" in r["path"]]
     assert writes == []
-    assert actions(kube) == ["no-op"] and "NothingToRollOut" in event_reasons(kube)
+    assert actions(kube) == ["no-op"]
+    wait_for("the Event", lambda: "NothingToRollOut" in event_reasons(kube), c)
 
 
 def test_setting_the_canary_back_to_stable_aborts_without_analysis_or_a_new_rollout(
@@ -132,7 +133,7 @@ def test_a_target_edit_mid_rollout_raises_drift_and_restarts_with_fresh_evidence
     drift = wait_for("drift", lambda: condition(kube, "TargetChanged").get("status") == "True"
                      and condition(kube, "TargetChanged"), c)
     assert "pod annotation kubectl.kubernetes.io/restartedAt added" in drift["message"]
-    assert "TargetChanged" in event_reasons(kube)
+    wait_for("a TargetChanged Event", lambda: "TargetChanged" in event_reasons(kube), c)
     st = status_of(kube)
     assert actions(kube).count("restart") == 1 and st["currentStep"] == 0
     assert st["canaryRevision"] != revision
