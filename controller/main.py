@@ -19,14 +19,18 @@ from pathlib import Path
 
 from controller.actuator import secrets
 from controller.actuator.client import Kube, connect
+from controller.actuator.cluster import KubeCluster
 from controller.actuator.errors import KubeError
 from controller.actuator.lease import LeaderElector
+from controller.actuator.router import ReplicaRatioRouter
+from controller.conventions import GITOPS_TRACKING_LABELS
 from controller.judge.service import JudgeService, KeyReader
 from controller.models import CanaryRule, parse_duration
 from controller.observability import LEADER, configure_logging, register_secret
 from controller.ports import CountsProvider
 from controller.sources.prometheus import PrometheusSource
 from controller.sources.store import SampleStore
+from controller.supervisor import SUPERVISOR
 
 from .api import ApiServer
 from .reconciler.manager import Manager
@@ -64,6 +68,12 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p.add_argument("--kubeconfig", default=_env("KUBECONFIG"))
     p.add_argument("--context", default=None)
     p.add_argument("--resync", type=float, default=300.0, help="Seconds between full resyncs.")
+    p.add_argument("--poll-seconds", type=float, default=5.0,
+                   help="While a rollout waits on pods, reconcile it this often.")
+    p.add_argument("--exclude-label", action="append", default=None,
+                   help="A label of the target Deployment never copied to the canary "
+                        "(repeatable; env CANARY_EXCLUDE_LABELS, comma-separated). Default: "
+                        "the GitOps tracking labels " + ", ".join(GITOPS_TRACKING_LABELS))
     p.add_argument("--analysis-interval", default=_env("CANARY_ANALYSIS_INTERVAL"),
                    help="Override every rule's analysis interval (demos and tests).")
     p.add_argument("--retention", default=_env("CANARY_RETENTION", "7d"),
@@ -109,6 +119,16 @@ def _counts_for(args: argparse.Namespace) -> Callable[[CanaryRule], CountsProvid
     return counts_for
 
 
+def _exclude_labels(args: argparse.Namespace) -> tuple[str, ...]:
+    if args.exclude_label is not None:
+        chosen = [x for item in args.exclude_label for x in item.split(",")]
+    elif _env("CANARY_EXCLUDE_LABELS") is not None:
+        chosen = (_env("CANARY_EXCLUDE_LABELS") or "").split(",")
+    else:
+        return GITOPS_TRACKING_LABELS
+    return tuple(x.strip() for x in chosen if x.strip())
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     configure_logging(args.log_level)
@@ -133,12 +153,19 @@ def main(argv: Sequence[str] | None = None) -> int:
     judges = JudgeService(cache_path=cache_path, read_key=_key_reader(kube),
                           default_base_url=args.judge_base_url,
                           default_key=_env("OPENAI_API_KEY"))
-    deps = Deps(kube=kube, samples=store, is_leader=is_leader, judge_for=judges.for_rule,
-                counts_for=_counts_for(args))
-    manager = Manager(deps, namespace=args.namespace, resync_seconds=args.resync,
-                      interval_override=interval)
+    router = ReplicaRatioRouter(kube, exclude_labels=_exclude_labels(args))
+    deps = Deps(cluster=KubeCluster(kube), router=router, samples=store, is_leader=is_leader,
+                judge_for=judges.for_rule, counts_for=_counts_for(args))
+    manager = Manager(deps, kube, namespace=args.namespace, resync_seconds=args.resync,
+                      poll_seconds=args.poll_seconds, interval_override=interval)
+
+    def is_ready() -> bool:
+        """Synced, and no background thread dead or crash-looping (they are named in the
+        log and in llmcanary_thread_restarts_total)."""
+        return manager.synced.is_set() and not SUPERVISOR.problems()
+
     api = ApiServer(store, host=args.host, port=args.port, is_leader=is_leader,
-                    is_ready=manager.synced.is_set, token=token)
+                    is_ready=is_ready, token=token)
     api.start()
     log.info("serving HTTP on %s:%d", args.host, api.port)
 
@@ -173,11 +200,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         while not stop.wait(3600):
             pruned = store.prune(max_age=retention,
                                  max_rows_per_rule=args.max_samples_per_rule)
+            SUPERVISOR.beat()
             if pruned.samples or pruned.pending_feedback:
                 log.info("pruned %d samples, %d pending feedback", pruned.samples,
                          pruned.pending_feedback)
 
-    threading.Thread(target=housekeeping, name="housekeeping", daemon=True).start()
+    SUPERVISOR.spawn("housekeeping", housekeeping, stop)
     signal.signal(signal.SIGTERM, shutdown)
     signal.signal(signal.SIGINT, shutdown)
     stop.wait()

@@ -43,6 +43,30 @@ RULE_WEIGHT = Gauge(
     ["namespace", "rule"],
     registry=REGISTRY,
 )
+RULE_EFFECTIVE_WEIGHT = Gauge(
+    "llmcanary_rule_effective_weight",
+    "Canary share of available pods in percent: the weight in effect (replica ratio).",
+    ["namespace", "rule"],
+    registry=REGISTRY,
+)
+JUDGE_AVAILABLE = Gauge(
+    "llmcanary_judge_available",
+    "1 while the rule's judge answers, 0 during an outage (JudgeAvailable condition).",
+    ["namespace", "rule"],
+    registry=REGISTRY,
+)
+OPERATION_FAILURES = Counter(
+    "llmcanary_operation_failures",
+    "Cluster operations that failed, by the API's reason (Forbidden, Invalid, ...).",
+    ["namespace", "rule", "reason"],
+    registry=REGISTRY,
+)
+THREAD_RESTARTS = Counter(
+    "llmcanary_thread_restarts",
+    "Background threads restarted after an unexpected exception, by thread.",
+    ["thread"],
+    registry=REGISTRY,
+)
 GUARD_LABELS = ["namespace", "rule", "guard", "slice"]
 GUARD_DELTA = Gauge(
     "llmcanary_guard_delta", "Canary minus baseline estimate.", GUARD_LABELS, registry=REGISTRY

@@ -17,10 +17,23 @@ from typing import Literal
 
 from pydantic import Field, field_validator, model_validator
 
+from controller.conventions import RESERVED_ENV, RESERVED_PREFIX, WORKLOAD_SUFFIX_MAX
+
 from .base import Duration, FieldError, KubeModel, parse_duration
+from .names import (
+    env_name_error,
+    label_value_error,
+    qualified_name_error,
+    subdomain_error,
+)
 from .price import Price, is_hosted, price_for
 from .sample import DEFAULT_NAMESPACE, Risk, RuleKey
 from .verdict import DEFAULT_THRESHOLD, Aggregation, check_temperature
+
+TARGET_NAME_MAX = 253 - WORKLOAD_SUFFIX_MAX
+"""The canary and holdback Deployments are named ``<target>-canary`` / ``-holdback``."""
+RULE_NAME_MAX = 63
+"""A rule's name is the value of the label ``canary.llmops.dev/rule`` on its workloads."""
 
 
 class Metric(StrEnum):
@@ -66,12 +79,28 @@ ALL_DIMENSIONS: tuple[Dimension, ...] = ("queue", "risk", "task")
 class TargetRef(KubeModel):
     api_version: Literal["apps/v1"] = "apps/v1"
     kind: Literal["Deployment"] = "Deployment"
-    name: str = Field(min_length=1, max_length=253)
+    name: str = Field(min_length=1, max_length=TARGET_NAME_MAX)
+
+    @model_validator(mode="after")
+    def _dns_name(self) -> TargetRef:
+        why = subdomain_error(self.name, TARGET_NAME_MAX)
+        if why:
+            raise FieldError("name", why)
+        return self
 
 
 class EnvVar(KubeModel):
     name: str = Field(min_length=1)
     value: str = ""
+
+    @model_validator(mode="after")
+    def _valid_name(self) -> EnvVar:
+        why = env_name_error(self.name)
+        if why:
+            raise FieldError("name", why)
+        if self.name in RESERVED_ENV:
+            raise FieldError("name", f"{self.name} is set by the controller in canary pods")
+        return self
 
 
 class CanarySpec(KubeModel):
@@ -95,7 +124,25 @@ class CanarySpec(KubeModel):
         dup = sorted({n for n in names if names.count(n) > 1})
         if dup:
             raise FieldError("env", f"names must be unique, repeated: {', '.join(dup)}")
+        _check_metadata("podLabels", self.pod_labels, values_are_labels=True)
+        _check_metadata("podAnnotations", self.pod_annotations, values_are_labels=False)
         return self
+
+
+def _check_metadata(field: str, items: dict[str, str], *, values_are_labels: bool) -> None:
+    """Keys are qualified names outside the controller's prefix; label values are label
+    values (what the API server checks on the canary Deployment, checked here first)."""
+    for key, value in items.items():
+        why = qualified_name_error(key)
+        if why:
+            raise FieldError(f"{field}[{key}]", f"invalid key: {why}")
+        if key.startswith(RESERVED_PREFIX):
+            raise FieldError(f"{field}[{key}]", f"keys under {RESERVED_PREFIX} are the "
+                             "controller's")
+        if values_are_labels:
+            why = label_value_error(value)
+            if why:
+                raise FieldError(f"{field}[{key}]", f"invalid value {value!r}: {why}")
 
 
 class Step(KubeModel):
@@ -336,8 +383,17 @@ class AnalysisSpec(KubeModel):
     on_inconclusive: Literal["hold", "rollback"] = Field(
         default="hold", description="What to do when still inconclusive at maxDuration."
     )
-    error_limit: int = Field(default=3, ge=1, description="Consecutive failed analyses tolerated.")
+    error_limit: int = Field(
+        default=3, ge=0,
+        description="Consecutive analyses with errors tolerated: the next one (errorLimit + 1) "
+        "pauses or rolls back, as onErrorLimit says. 0 acts on the first error.",
+    )
     on_error_limit: Literal["pause", "rollback"] = "pause"
+    settle: Duration = Field(
+        default="30s",
+        description="After the canary or the baseline changes, samples that do not name "
+        "their revision count only from this long after the new pods are available.",
+    )
     max_groups: int = Field(
         default=8, ge=1, le=64, description="Queues/tiers tested separately; the rest are pooled."
     )
@@ -609,6 +665,17 @@ class TrafficRouting(KubeModel):
     type: Literal["replicaRatio"] = "replicaRatio"
 
 
+class BakeSpec(KubeModel):
+    """A watch after promotion: the new version serves, a holdback keeps the previous one."""
+
+    duration: Duration = Field(description="How long the guards keep comparing after promotion.")
+    holdback: int = Field(
+        default=10, ge=1, le=50,
+        description="Share of replicas (percent, at least one pod) that keeps running the "
+        "previous template as the baseline while baking.",
+    )
+
+
 class CanaryRuleSpec(KubeModel):
     target_ref: TargetRef
     canary: CanarySpec
@@ -623,6 +690,27 @@ class CanaryRuleSpec(KubeModel):
         "which holds the rollout until both cohorts have costed samples.",
     )
     traffic_routing: TrafficRouting = Field(default_factory=TrafficRouting)
+    progress_deadline_seconds: int | None = Field(
+        default=None, ge=1,
+        description="Seconds the canary may take to become available at a step (default: "
+        "the target's progressDeadlineSeconds, else 600).",
+    )
+    on_progress_deadline: Literal["rollback", "fail"] = Field(
+        default="rollback",
+        description="What a canary that is not available in time does: roll back, or stop "
+        "as Failed and keep everything as it is for inspection.",
+    )
+    promotion_deadline_seconds: int | None = Field(
+        default=None, ge=1,
+        description="Seconds the target may take to run the promoted template (default: "
+        "the progress deadline); past it the rule is Failed and the canary keeps serving.",
+    )
+    on_target_change: Literal["restart", "pause"] = Field(
+        default="restart",
+        description="A change to the target's pod template during a rollout: restart with "
+        "the new baseline and fresh evidence, or pause until resumed.",
+    )
+    bake: BakeSpec | None = None
 
     @field_validator("pricing")
     @classmethod
@@ -794,4 +882,8 @@ class CanaryRule(KubeModel):
         want = f"{API_GROUP}/{API_VERSION}"
         if self.api_version != want:
             raise FieldError("apiVersion", f"must be {want!r}, got {self.api_version!r}")
+        if len(self.metadata.name) > RULE_NAME_MAX:
+            raise FieldError(
+                "metadata.name", f"must be no more than {RULE_NAME_MAX} characters (has "
+                f"{len(self.metadata.name)}): it is the value of a label on the canary")
         return self

@@ -177,6 +177,9 @@ class UnjudgedReason(StrEnum):
     """The interval's call or cost budget was spent before this sample started."""
     NOT_SAMPLED = "not_sampled"
     """Not chosen for judging this interval (``samplesPerInterval``)."""
+    NOT_COUNTED = "not_counted"
+    """Not evidence for the rollout in progress (another canary revision, or stamped
+    before the canary settled): never offered to the judge."""
     NO_JUDGE = "no_judge"
     """The rule has no ``spec.judge``."""
     API_KEY_MISSING = "api_key_missing"

@@ -36,6 +36,7 @@ from __future__ import annotations
 import json
 import sqlite3
 import threading
+import uuid
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
@@ -95,6 +96,10 @@ CREATE TABLE IF NOT EXISTS pending_feedback (
     overlay   TEXT NOT NULL,
     received  REAL NOT NULL,
     PRIMARY KEY (namespace, rule, id)
+);
+CREATE TABLE IF NOT EXISTS log_meta (
+    key   TEXT PRIMARY KEY,
+    value TEXT NOT NULL
 );
 """
 
@@ -443,6 +448,19 @@ class SampleStore:
                     (key.namespace, key.name),
                 ).fetchone()
         return int(row[0] or 0)
+
+    def log_id(self) -> str:
+        """This log's identity: a cursor saved from another log (another replica's store,
+        or a store recreated on a new volume) means nothing here."""
+        with self._lock:
+            row = self._db.execute("SELECT value FROM log_meta WHERE key = 'log_id'").fetchone()
+            if row is not None:
+                return str(row[0])
+            value = uuid.uuid4().hex
+            self._db.execute("INSERT OR IGNORE INTO log_meta (key, value) VALUES ('log_id', ?)",
+                             (value,))
+            row = self._db.execute("SELECT value FROM log_meta WHERE key = 'log_id'").fetchone()
+        return str(row[0])
 
     def position_at(self, key: RuleKey, at: datetime) -> int:
         """The log position just before the first sample received at or after ``at``: a

@@ -133,8 +133,10 @@ class Traffic:
     exporter; stops by itself at ``stop`` or after ten minutes."""
 
     def __init__(self, url: str, scenario: str, share: Callable[[], float],
-                 exporter: Exporter | None, seed: int = 7, rate: int = 160) -> None:
+                 exporter: Exporter | None, seed: int = 7, rate: int = 160,
+                 revision: Callable[[], str | None] = lambda: None) -> None:
         self.url, self.share, self.exporter = url, share, exporter
+        self.revision = revision  # what a canary pod reads from CANARY_REVISION
         self.behaviour = behaviours(scenario)
         self.rng = random.Random(seed)
         self.rate = rate  # samples per second over both cohorts
@@ -158,7 +160,7 @@ class Traffic:
         if self.exporter is not None:
             self.exporter.record(cohort, queue, requests=1,
                                  violations=int(self.rng.random() < b.error_rate))
-        return {
+        record: dict[str, Any] = {
             "id": f"demo-{cohort}-{i}", "rule": NAME, "cohort": cohort,
             "ts": datetime.now(UTC).isoformat(), "queue": queue,
             "input": f"customer question {i} about {queue}",
@@ -166,6 +168,10 @@ class Traffic:
             "latency_ms": round(self.rng.lognormvariate(6.9, 0.3), 1),
             "cost_usd": 0.002, "fallback": fallback,
         }
+        revision = self.revision() if cohort == "canary" else None
+        if revision:
+            record["revision"] = revision
+        return record
 
     def _run(self) -> None:
         i = 0
@@ -255,7 +261,10 @@ def run_demo(scenario: str, *, on_update: Callable[[dict[str, Any]], None] | Non
         current: dict[str, Any] = {}
         pods = {"share": 0.0}
 
-        traffic = Traffic(url, scenario, lambda: pods["share"], exporter)
+        def revision() -> str | None:
+            return (current.get("status") or {}).get("canaryRevision")
+
+        traffic = Traffic(url, scenario, lambda: pods["share"], exporter, revision=revision)
         traffic.start()
         cleanup.callback(traffic.join)
         deadline = time.monotonic() + timeout

@@ -215,14 +215,16 @@ def test_strict_validation_is_not_a_rubber_stamp(default_docs: list[dict[str, An
 
 
 EXPECTED_RULES = {
-    ("canary.llmops.dev", "canaryrules"): {"get", "list", "watch", "patch", "update"},
-    ("canary.llmops.dev", "canaryrules/status"): {"get", "patch", "update"},
-    ("apps", "deployments"): {"get", "list", "watch", "create", "patch", "update"},
-    ("apps", "deployments/scale"): {"get", "patch", "update"},
+    ("canary.llmops.dev", "canaryrules"): {"get", "list", "watch", "patch"},
+    ("canary.llmops.dev", "canaryrules/status"): {"patch"},
+    ("canary.llmops.dev", "canaryrules/finalizers"): {"update"},
+    ("apps", "deployments"): {"get", "list", "watch", "create", "patch"},
+    ("apps", "deployments/scale"): {"patch"},
+    ("autoscaling", "horizontalpodautoscalers"): {"list"},
     ("", "events"): {"create", "patch"},
-    ("", "services"): {"get"},
     ("", "secrets"): {"get"},
 }
+"""Exactly what the actuator calls (tests/e2e/test_rbac_exact.py proves it on the wire)."""
 
 
 def _grants(role: dict[str, Any]) -> dict[tuple[str, str], set[str]]:
@@ -348,6 +350,24 @@ def test_controller_command_flags_probes_and_env(default_docs: list[dict[str, An
     assert env["POD_NAMESPACE"]["valueFrom"] == {"fieldRef": {"fieldPath": "metadata.namespace"}}
     pod = one(default_docs, "Deployment")["spec"]["template"]["spec"]
     assert pod["serviceAccountName"] == one(default_docs, "ServiceAccount")["metadata"]["name"]
+    assert "CANARY_EXCLUDE_LABELS" not in env  # the controller's default list
+
+
+def test_upgrades_never_wait_for_the_new_pod_to_be_ready(
+    default_docs: list[dict[str, Any]],
+) -> None:
+    """maxUnavailable 1: with one replica the old pod may go before the new one is Ready,
+    so an upgrade cannot deadlock however readiness and leadership interact."""
+    strategy = one(default_docs, "Deployment")["spec"]["strategy"]
+    assert strategy == {"type": "RollingUpdate",
+                        "rollingUpdate": {"maxSurge": 1, "maxUnavailable": 1}}
+
+
+def test_excluded_labels_reach_the_controller() -> None:
+    docs = objects(render({"controller": {"excludeLabels": ["argocd.argoproj.io/instance",
+                                                            "team"]}}))
+    assert env_names(docs)["CANARY_EXCLUDE_LABELS"]["value"] == \
+        "argocd.argoproj.io/instance,team"
 
 
 def test_secret_env_appears_only_when_set(

@@ -37,3 +37,21 @@ def test_the_sdk_imports_only_the_standard_library() -> None:
     out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, check=True,
                          capture_output=True, text=True, timeout=60)
     assert out.stdout.strip() == "[]"
+
+
+def test_the_kubernetes_client_floor_is_what_the_actuator_needs() -> None:
+    """``ApiClient.param_serialize`` and the new ``call_api`` exist from client 37 on; with
+    36 an AttributeError killed the lease and watch threads. The floor says so, and the
+    installed client has what the actuator calls."""
+    import inspect
+    import tomllib
+
+    from kubernetes.client import ApiClient
+    from packaging.requirements import Requirement
+
+    deps = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["dependencies"]
+    (spec,) = [Requirement(d) for d in deps if Requirement(d).name == "kubernetes"]
+    assert "37.0.0" in spec.specifier and "36.0.0" not in spec.specifier
+    assert hasattr(ApiClient, "param_serialize")
+    params = inspect.signature(ApiClient.call_api).parameters
+    assert {"method", "url", "header_params", "body", "_request_timeout"} <= set(params)
