@@ -15,8 +15,15 @@ from typing import Literal
 
 from pydantic import Field, model_validator
 
-from .base import Duration, FieldError, KubeModel, parse_duration
-from .sample import DEFAULT_NAMESPACE, Risk, RuleKey
+from .base import Duration, FieldError, IntervalDuration, KubeModel, parse_duration
+from .sample import (
+    DEFAULT_NAMESPACE,
+    MAX_CORRECTION_MINUTES,
+    MAX_COST_USD,
+    MAX_LATENCY_MS,
+    Risk,
+    RuleKey,
+)
 from .verdict import DEFAULT_THRESHOLD
 
 
@@ -37,6 +44,32 @@ class Metric(StrEnum):
 
 
 _HIGHER_IS_BETTER = frozenset({Metric.TRUSTED_COMPLETION, Metric.TASK_SUCCESS, Metric.F1})
+
+METRIC_RANGE: dict[Metric, float] = {
+    Metric.CORRECTION_BURDEN: MAX_CORRECTION_MINUTES,
+    Metric.LATENCY: MAX_LATENCY_MS,
+    Metric.COST: MAX_COST_USD,
+}
+"""Largest absolute tolerance per metric: a rate (every metric not listed) changes by at
+most 1; a continuous metric by at most the largest value a sample may carry."""
+MAX_RELATIVE_TOLERANCE = 100.0
+"""A relative tolerance above +10000% accepts anything: it is a typo, not a guard."""
+
+
+def check_tolerance_range(where: str, tolerance: float, metric: Metric, relative: bool) -> None:
+    """Refuse a tolerance that no change of the metric can cross (the guard could never
+    fail, or never pass)."""
+    if relative:
+        if not -1 < tolerance <= MAX_RELATIVE_TOLERANCE:
+            raise FieldError(where, f"{tolerance} is outside (-1, {MAX_RELATIVE_TOLERANCE:g}]: "
+                                    "a relative tolerance is a fraction of the baseline "
+                                    "(-1 would accept a drop to zero)")
+        return
+    limit = METRIC_RANGE.get(metric, 1.0)
+    if abs(tolerance) > limit:
+        unit = "a rate changes by at most 1 (use 0.05 for 5 points)" if limit == 1.0 else \
+            f"no sample of {metric.value} may exceed {limit:g}"
+        raise FieldError(where, f"{tolerance} is outside [-{limit:g}, {limit:g}]: {unit}")
 
 
 class TargetRef(KubeModel):
@@ -131,20 +164,21 @@ class Guard(KubeModel):
 class TrustedSpec(KubeModel):
     """What makes a task completion trusted, beyond the judge's success verdict."""
 
-    max_correction_minutes: float = Field(default=5.0, ge=0)
-    latency_budget_ms: float | None = Field(default=None, gt=0)
-    cost_budget_usd: float | None = Field(default=None, gt=0)
+    max_correction_minutes: float = Field(default=5.0, ge=0, le=MAX_CORRECTION_MINUTES)
+    latency_budget_ms: float | None = Field(default=None, gt=0, le=MAX_LATENCY_MS)
+    cost_budget_usd: float | None = Field(default=None, gt=0, le=MAX_COST_USD)
 
 
 class AnalysisSpec(KubeModel):
-    interval: Duration = "1m"
-    min_samples_per_cohort: int = Field(default=100, ge=1)
+    interval: IntervalDuration = Field(default="1m", description="Time between looks (>= 1s).")
+    min_samples_per_cohort: int = Field(default=100, ge=1, le=10_000_000)
     max_duration: Duration = "2h"
     alpha: float = Field(default=0.05, gt=0, lt=0.5, description="Family-wise false-rollback rate.")
     on_inconclusive: Literal["hold", "rollback"] = Field(
         default="hold", description="What to do when still inconclusive at maxDuration."
     )
-    error_limit: int = Field(default=3, ge=1, description="Consecutive failed analyses tolerated.")
+    error_limit: int = Field(
+        default=3, ge=1, le=1000, description="Consecutive failed analyses tolerated.")
     on_error_limit: Literal["pause", "rollback"] = "pause"
     max_groups: int = Field(
         default=8, ge=1, le=64, description="Queues/tiers tested separately; the rest are pooled."
@@ -169,8 +203,8 @@ class SecretKeyRef(KubeModel):
 
 
 class JudgeBudget(KubeModel):
-    max_calls_per_interval: int | None = Field(default=None, ge=1)
-    max_cost_usd_per_interval: float | None = Field(default=None, gt=0)
+    max_calls_per_interval: int | None = Field(default=None, ge=1, le=10_000_000)
+    max_cost_usd_per_interval: float | None = Field(default=None, gt=0, le=MAX_COST_USD)
 
 
 class JudgeSpec(KubeModel):
@@ -180,19 +214,20 @@ class JudgeSpec(KubeModel):
     base_url: str | None = Field(default=None, description="OpenAI-compatible base URL.")
     api_key_secret_ref: SecretKeyRef | None = None
     mode: Literal["fast", "thorough"] = "fast"
-    samples_per_interval: int = Field(default=50, ge=1)
+    samples_per_interval: int = Field(default=50, ge=1, le=100_000)
     threshold: float = Field(
         default=DEFAULT_THRESHOLD, ge=0, le=1, description="Score at which a task succeeds."
     )
     temperature: float = Field(
-        default=0.1, gt=0, description="Aggregation strictness: low leans to the weakest criterion."
+        default=0.1, gt=0, le=100,
+        description="Aggregation strictness: low leans to the weakest criterion.",
     )
     policy: str | None = Field(default=None, description="Policy text to check answers against.")
     decision_labels: list[str] = Field(
         default_factory=list, description="Labels to extract as the system's decision (for F1)."
     )
     min_kappa: float | None = Field(default=None, ge=-1, le=1)
-    timeout_seconds: float = Field(default=30.0, gt=0)
+    timeout_seconds: float = Field(default=30.0, gt=0, le=600)
     max_retries: int = Field(default=3, ge=0, le=10)
     concurrency: int = Field(default=8, ge=1, le=256)
     budget: JudgeBudget = Field(default_factory=JudgeBudget)
@@ -215,7 +250,7 @@ class PromQuery(KubeModel):
 
 class MetricsSpec(KubeModel):
     prometheus_url: str | None = None
-    timeout_seconds: float = Field(default=10.0, gt=0)
+    timeout_seconds: float = Field(default=10.0, gt=0, le=300)
     queries: list[PromQuery] = Field(default_factory=list)
 
 
@@ -246,10 +281,13 @@ class CanaryRuleSpec(KubeModel):
         for i, g in enumerate(self.analysis.guards):
             where = f"analysis.guards[{i}]"
             _check_tolerance_sign(where + ".tolerance", g.tolerance, g.higher_is_better)
+            check_tolerance_range(where + ".tolerance", g.tolerance, g.metric, g.relative)
             for j, o in enumerate(g.overrides):
                 _check_tolerance_sign(
                     f"{where}.overrides[{j}].tolerance", o.tolerance, g.higher_is_better
                 )
+                check_tolerance_range(f"{where}.overrides[{j}].tolerance", o.tolerance,
+                                      g.metric, g.relative)
             if g.metric is Metric.PROMETHEUS:
                 if not g.query:
                     raise FieldError(f"{where}.query", "is required for metric 'prometheus'")
@@ -265,8 +303,6 @@ class CanaryRuleSpec(KubeModel):
                     )
             elif g.query:
                 raise FieldError(f"{where}.query", "is only for metric 'prometheus'")
-            if g.relative and g.tolerance < -1:
-                raise FieldError(f"{where}.tolerance", "a relative drop cannot exceed -1 (100%)")
         return self
 
 

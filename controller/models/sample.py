@@ -12,6 +12,13 @@ from .verdict import RecordedVerdict
 
 DEFAULT_NAMESPACE = "default"
 
+MAX_LATENCY_MS = 86_400_000.0
+"""One day: no interaction a user waited for takes longer; more is a unit or encoding bug."""
+MAX_COST_USD = 1_000_000.0
+"""Per interaction."""
+MAX_CORRECTION_MINUTES = 525_600.0
+"""One year of one person's time."""
+
 
 @dataclass(frozen=True, order=True)
 class RuleKey:
@@ -50,7 +57,7 @@ Conversation = str | list[Turn]
 class Sample(BaseModel):
     """One interaction. Unknown fields are kept but ignored (forward compatibility)."""
 
-    model_config = ConfigDict(extra="allow")
+    model_config = ConfigDict(extra="allow", allow_inf_nan=False)
 
     id: str = Field(min_length=1, description="Unique idempotency key; duplicates are dropped.")
     rule: str = Field(min_length=1)
@@ -63,14 +70,15 @@ class Sample(BaseModel):
     risk: Risk = Risk.LOW
     input: Conversation
     output: Conversation
-    latency_ms: float = Field(ge=0)
-    cost_usd: float = Field(ge=0)
+    latency_ms: float = Field(ge=0, le=MAX_LATENCY_MS, allow_inf_nan=False)
+    cost_usd: float = Field(ge=0, le=MAX_COST_USD, allow_inf_nan=False)
     fallback: bool
     policy_violation: bool | None = None
     decision: str | None = None
     label: str | None = None
     task: str | None = None
-    correction_minutes: float | None = Field(default=None, ge=0)
+    correction_minutes: float | None = Field(
+        default=None, ge=0, le=MAX_CORRECTION_MINUTES, allow_inf_nan=False)
     judge: RecordedVerdict | None = None
     revision: str | None = Field(
         default=None,
@@ -89,12 +97,13 @@ class Sample(BaseModel):
 class Feedback(BaseModel):
     """Delayed human feedback, joined to a sample by id."""
 
-    model_config = ConfigDict(extra="allow")
+    model_config = ConfigDict(extra="allow", allow_inf_nan=False)
 
     id: str = Field(min_length=1)
     rule: str = Field(min_length=1, description="The rule of the sample it corrects.")
     namespace: str | None = None
-    correction_minutes: float | None = Field(default=None, ge=0)
+    correction_minutes: float | None = Field(
+        default=None, ge=0, le=MAX_CORRECTION_MINUTES, allow_inf_nan=False)
     label: str | None = None
 
     @property

@@ -43,6 +43,8 @@ class JudgeUsage(BaseModel):
     """What judging one sample cost: calls made (retries and repairs included), tokens
     from the endpoint's ``usage`` and the estimated cost. ``cached`` means no call was paid."""
 
+    model_config = ConfigDict(allow_inf_nan=False)
+
     calls: int = Field(default=0, ge=0)
     prompt_tokens: int = Field(default=0, ge=0)
     completion_tokens: int = Field(default=0, ge=0)
@@ -58,7 +60,7 @@ class RecordedVerdict(BaseModel):
     thresholds.
     """
 
-    model_config = ConfigDict(extra="allow")
+    model_config = ConfigDict(extra="allow", allow_inf_nan=False)
 
     score: float = Field(ge=0.0, le=1.0)
     verdicts: list[CriterionVerdict] = Field(default_factory=list)

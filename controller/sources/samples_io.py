@@ -18,8 +18,9 @@ from typing import Any, TypeVar
 
 from pydantic import BaseModel, ValidationError
 
-from controller.models import Feedback, Sample
+from controller.models import Feedback, Sample, json_values
 from controller.models.errors import format_field_errors
+from controller.models.json_values import UnsafeJson
 
 MAX_MESSAGES = 50
 """Messages kept per report; the rest are only counted, so a huge bad file stays cheap."""
@@ -122,7 +123,6 @@ def _line_of(text: str, offset: int) -> int:
 def _array_items(text: str, report: LoadReport) -> Iterator[tuple[int, Any]]:
     """(line, value) for each element of a top-level JSON array, parsed one at a time so
     a bad element is named by its line; a syntax error ends the array (no resync point)."""
-    decoder = json.JSONDecoder()
     pos = text.index("[") + 1
     expect_value = True
     while True:
@@ -152,7 +152,7 @@ def _array_items(text: str, report: LoadReport) -> Iterator[tuple[int, Any]]:
             )
             return
         try:
-            value, end = decoder.raw_decode(text, pos)
+            value, end = json_values.raw_decode(text, pos)
         except json.JSONDecodeError as exc:
             report.skip(
                 INVALID_JSON,
@@ -160,12 +160,19 @@ def _array_items(text: str, report: LoadReport) -> Iterator[tuple[int, Any]]:
                 " the rest of the array is skipped",
             )
             return
-        except RecursionError:
-            report.skip(INVALID_JSON, f"{report.source}:{_line_of(text, pos)}: nested too deeply")
+        except UnsafeJson as exc:
+            report.skip(INVALID_JSON, f"{report.source}:{_line_of(text, pos)}: {exc};"
+                                      " the rest of the array is skipped")
             return
-        yield _line_of(text, pos), value
+        line = _line_of(text, pos)
         pos = end
         expect_value = False
+        try:
+            json_values.check(value)
+        except UnsafeJson as exc:
+            report.skip(INVALID_RECORD, f"{report.source}:{line}: {exc}")
+            continue
+        yield line, value
 
 
 def _json_lines(data: bytes | str, report: LoadReport) -> Iterator[tuple[int, Any]]:
@@ -178,12 +185,12 @@ def _json_lines(data: bytes | str, report: LoadReport) -> Iterator[tuple[int, An
             report.blank_lines += 1
             continue
         try:
-            value = json.loads(line)
+            value = json_values.loads(line)
         except json.JSONDecodeError as exc:
             report.skip(INVALID_JSON, f"{where}: invalid JSON: {exc.msg} (column {exc.colno})")
             continue
-        except RecursionError:
-            report.skip(INVALID_JSON, f"{where}: invalid JSON: nested too deeply")
+        except UnsafeJson as exc:
+            report.skip(INVALID_RECORD, f"{where}: {exc}")
             continue
         yield number, value
 
