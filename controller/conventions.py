@@ -18,6 +18,17 @@ ACTION_REASON_ANNOTATION = PREFIX + "action-reason"
 KAPPA_ANNOTATION = PREFIX + "judge-kappa"
 """Cohen's kappa of the judge against human labels, as measured by ``judge calibrate``."""
 
+# -- Secrets the controller may use --------------------------------------------------------
+JUDGE_KEY_LABEL = PREFIX + "judge-key"
+"""A Secret holds a judge API key for llm-canary only with this label set to ``"true"``:
+a rule can name a Secret, but only one its namespace's owner marked for the judge is read
+(any other is refused after the read, before its value is used)."""
+
+# -- ingestion ------------------------------------------------------------------------------
+INGEST_AUDIENCE = "llm-canary"
+"""The audience of the projected ServiceAccount tokens clients send to the ingestion API
+(a token for the Kubernetes API itself is refused: it would be replayable there)."""
+
 # -- the canary Deployment and its pods ---------------------------------------------------
 COHORT_LABEL = PREFIX + "cohort"
 """On canary pods (value ``canary``); the target's pods do not carry it."""

@@ -87,7 +87,7 @@ def _key_reader(kube: Kube) -> KeyReader:
         try:
             return secrets.read_secret_key(kube, namespace, name, key)
         except KubeError as exc:
-            raise LookupError(f"Secret {name}/{key}: {exc.reason}") from None
+            raise LookupError(f"Secret {name}/{key}: {exc.reason}: {exc.message}") from None
 
     return read
 

@@ -47,6 +47,11 @@ class GuardResult(OpenModel):
     alpha: float = Field(default=0.0, description="Share of the family-wise alpha spent here.")
     test: str = ""
     reason: str = ""
+    verdicts: str | None = Field(
+        default=None,
+        description="For guards that rest on verdicts: judge (the controller's judge) or "
+        "client (verdicts the application sent, when the rule says verdicts: client).",
+    )
 
     @property
     def slice_label(self) -> str:

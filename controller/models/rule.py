@@ -10,10 +10,11 @@ or zero. With ``relative: true`` it is a fraction of the baseline value.
 
 from __future__ import annotations
 
+import re
 from enum import StrEnum
 from typing import Literal
 
-from pydantic import Field, model_validator
+from pydantic import Field, field_validator, model_validator
 
 from .base import Duration, FieldError, IntervalDuration, KubeModel, parse_duration
 from .sample import (
@@ -258,17 +259,60 @@ class TrafficRouting(KubeModel):
     type: Literal["replicaRatio"] = "replicaRatio"
 
 
+class IngestSpec(KubeModel):
+    """Who may report samples and feedback for this rule, besides its own workload."""
+
+    service_accounts: list[str] = Field(
+        default_factory=list,
+        max_length=64,
+        description="More ServiceAccounts allowed to post for this rule, as namespace/name "
+        "(a bare name is in the rule's namespace). The ServiceAccount of the target "
+        "Deployment's pods is always allowed.",
+    )
+
+    @field_validator("service_accounts")
+    @classmethod
+    def _names(cls, value: list[str]) -> list[str]:
+        for i, entry in enumerate(value):
+            parts = entry.split("/")
+            if len(parts) > 2 or not all(_DNS_LABEL.match(p) for p in parts):
+                raise FieldError(f"[{i}]", f"{entry!r} is not namespace/name or name")
+        return value
+
+
+_DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$")
+VERDICT_METRICS = frozenset({Metric.TASK_SUCCESS, Metric.TRUSTED_COMPLETION,
+                             Metric.POLICY_FAILURE_RATE, Metric.F1})
+"""Metrics that may rest on a verdict (task success; the judge's policy flag and decision
+label stand in when the sample carries none)."""
+
+
 class CanaryRuleSpec(KubeModel):
     target_ref: TargetRef
     canary: CanarySpec
     steps: list[Step] = Field(min_length=1)
     analysis: AnalysisSpec
     judge: JudgeSpec | None = None
+    verdicts: Literal["judge", "client"] = Field(
+        default="judge",
+        description="Where task-success verdicts come from. judge: the controller's judge "
+        "(spec.judge); a verdict a client sends with a sample is ignored. client: the "
+        "verdicts the application sends in each sample's judge field (for teams that judge "
+        "elsewhere); the rule then has no spec.judge, and the guards' evidence says so.",
+    )
+    ingest: IngestSpec = Field(default_factory=IngestSpec)
     metrics: MetricsSpec = Field(default_factory=MetricsSpec)
     traffic_routing: TrafficRouting = Field(default_factory=TrafficRouting)
 
+    @property
+    def client_verdicts(self) -> bool:
+        return self.verdicts == "client"
+
     @model_validator(mode="after")
     def _cross_field(self) -> CanaryRuleSpec:
+        if self.client_verdicts and self.judge is not None:
+            raise FieldError("verdicts", "'client' takes the verdicts the samples carry: "
+                                         "remove spec.judge, or use verdicts: judge")
         weights = [s.weight for s in self.steps]
         for i in range(1, len(weights)):
             if weights[i] <= weights[i - 1]:

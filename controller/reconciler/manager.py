@@ -24,7 +24,6 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from apscheduler.events import EVENT_JOB_SUBMITTED, JobSubmissionEvent
 from apscheduler.jobstores.base import JobLookupError
 from apscheduler.schedulers.background import BackgroundScheduler
 
@@ -32,9 +31,9 @@ from controller.actuator import deployments, rules
 from controller.actuator.client import Kube
 from controller.actuator.errors import Gone, KubeError
 from controller.models import parse_duration
-from controller.observability import TICK_LATENESS
 
 from .rollout import Deps, NotLeader, reconcile
+from .ticks import TickLedger
 
 log = logging.getLogger(__name__)
 
@@ -48,13 +47,6 @@ class Key:
 
     def __str__(self) -> str:
         return f"{self.namespace}/{self.name}"
-
-
-def _observe_lateness(event: JobSubmissionEvent) -> None:
-    """How late an analysis tick starts against its schedule (a histogram)."""
-    now = datetime.now(UTC)
-    for scheduled in event.scheduled_run_times:
-        TICK_LATENESS.observe(max(0.0, (now - scheduled).total_seconds()))
 
 
 class WorkQueue:
@@ -113,6 +105,7 @@ class Manager:
         self._targets: dict[Key, str] = {}  # rule -> target Deployment name
         self._lock = threading.Lock()
         self.synced = threading.Event()
+        self.ticks = TickLedger()
 
     # -- lifecycle -------------------------------------------------------------------
 
@@ -120,7 +113,6 @@ class Manager:
         self._stop.clear()
         self._scheduler = BackgroundScheduler(timezone="UTC",
                                               job_defaults={"misfire_grace_time": None})
-        self._scheduler.add_listener(_observe_lateness, EVENT_JOB_SUBMITTED)
         self._scheduler.start()
         self._spawn("watch-rules", self._watch_loop, self._list_rules, self._rule_event,
                     rules.watch_rules)
@@ -233,6 +225,7 @@ class Manager:
         if self._scheduler is not None:
             with contextlib.suppress(JobLookupError):  # was never scheduled
                 self._scheduler.remove_job(str(key))
+        self.ticks.forget(str(key))
         log.info("rule %s deleted: analysis job removed", key)
 
     # -- analysis jobs ---------------------------------------------------------------
@@ -247,13 +240,15 @@ class Manager:
             if self._intervals.get(key) == interval or self._scheduler is None:
                 return
             self._intervals[key] = interval
-        self._scheduler.add_job(
+        job = self._scheduler.add_job(
             self._tick, "interval", seconds=interval, args=[key], id=str(key),
             replace_existing=True, max_instances=1, coalesce=True,
         )
+        self.ticks.schedule(str(key), job.trigger.start_date, interval)
         log.info("analysis of %s every %ss", key, interval)
 
     def _tick(self, key: Key) -> None:
+        self.ticks.started(str(key), datetime.now(UTC))
         self._run(key, analyze=True)
 
     # -- workers ---------------------------------------------------------------------

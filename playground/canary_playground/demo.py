@@ -40,6 +40,7 @@ import httpx
 
 from controller.actuator import rules
 from controller.actuator.client import connect
+from controller.conventions import JUDGE_KEY_LABEL
 from controller.models import CanaryRuleStatus, Phase
 
 from .exporter import Exporter
@@ -259,7 +260,8 @@ def run_demo(scenario: str, *, on_update: Callable[[dict[str, Any]], None] | Non
         kube = connect(emu.kubeconfig)
         stack.callback(kube.close)
         kube.request("POST", f"/api/v1/namespaces/{NS}/secrets", body={
-            "apiVersion": "v1", "kind": "Secret", "metadata": {"name": "judge-key"},
+            "apiVersion": "v1", "kind": "Secret", "metadata": {
+                "name": "judge-key", "labels": {JUDGE_KEY_LABEL: "true"}},
             "stringData": {"api-key": DEMO_KEY}})
         kube.request("POST", f"/apis/apps/v1/namespaces/{NS}/deployments",
                      body=target_deployment())

@@ -58,7 +58,8 @@ def kube(emu: EmulatorHandle) -> Iterator[Kube]:
     emu.reset()
     k = connect(emu.kubeconfig)
     k.request("POST", f"/api/v1/namespaces/{NS}/secrets", body={
-        "apiVersion": "v1", "kind": "Secret", "metadata": {"name": "judge-key"},
+        "apiVersion": "v1", "kind": "Secret", "metadata": {
+            "name": "judge-key", "labels": {"canary.llmops.dev/judge-key": "true"}},
         "stringData": {"api-key": SECRET_KEY}})
     yield k
     k.close()
