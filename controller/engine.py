@@ -24,7 +24,6 @@ import json
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from enum import StrEnum
-from typing import Literal
 
 from controller.conventions import (
     ACTION_ANNOTATION,
@@ -36,7 +35,6 @@ from controller.models import (
     Action,
     CanaryRuleSpec,
     CanaryRuleStatus,
-    Condition,
     Decision,
     DecisionRecord,
     Outcome,
@@ -176,22 +174,7 @@ class _Builder:
         self.condition("Ready", phase is Phase.SUCCEEDED, reason, message)
 
     def condition(self, kind: str, ok: bool, reason: str, message: str) -> None:
-        value: Literal["True", "False"] = "True" if ok else "False"
-        for c in self.status.conditions:
-            if c.type == kind:
-                if c.status != value:
-                    c.last_transition_time = self.now
-                c.status, c.reason, c.message = value, reason, message
-                return
-        self.status.conditions.append(
-            Condition(
-                type=kind,
-                status=value,
-                reason=reason,
-                message=message,
-                last_transition_time=self.now,
-            )
-        )
+        self.status.set_condition(kind, ok, reason, message, self.now)
 
     def plan(self) -> Plan:
         return Plan(self.status, self.ops, self.events)

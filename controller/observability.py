@@ -95,6 +95,13 @@ STORE_QUARANTINED = Counter(
     ["namespace", "rule"],
     registry=REGISTRY,
 )
+HTTP_REQUESTS = Counter(
+    "llmcanary_http_requests",
+    "HTTP requests answered, by endpoint and status code (429: back-pressure, 503: not the "
+    "leader or not ready to ingest, 401/403: refused callers).",
+    ["endpoint", "code"],
+    registry=REGISTRY,
+)
 RECONCILE_SECONDS = Histogram(
     "llmcanary_reconcile_duration_seconds",
     "Time per reconcile.",

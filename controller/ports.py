@@ -16,8 +16,15 @@ from datetime import datetime
 from typing import Protocol
 
 from controller.models import Feedback, PromQuery, RuleKey, Sample, Verdict
+from controller.models.identity import ServiceAccountRef, TokenReviewResult
 from controller.sources.counts import CountsResult
-from controller.sources.records import AwaitingVerdict, ChangeBatch, FeedbackResult, InsertResult
+from controller.sources.records import (
+    AwaitingVerdict,
+    ChangeBatch,
+    FeedbackResult,
+    InsertResult,
+    QuarantineReport,
+)
 
 __all__ = [
     "AwaitingVerdict",
@@ -25,8 +32,10 @@ __all__ = [
     "CountsProvider",
     "EvidenceLog",
     "JudgePort",
+    "RuleDirectory",
     "SampleLog",
     "SampleSink",
+    "TokenReviewer",
     "VerdictLog",
 ]
 
@@ -65,6 +74,8 @@ class EvidenceLog(Protocol):
         self, key: RuleKey, after: int = 0, *, upto: int | None = None, limit: int = ...
     ) -> ChangeBatch: ...
 
+    def quarantined(self, key: RuleKey) -> QuarantineReport: ...
+
 
 class SampleLog(SampleSink, VerdictLog, EvidenceLog, Protocol):
     """The whole sample log, as one adapter (SQLite today) implements it."""
@@ -84,3 +95,22 @@ class CountsProvider(Protocol):
         self, query: PromQuery, *, rule: str, namespace: str, interval: str | float,
         at: datetime | None = None,
     ) -> CountsResult: ...
+
+
+class TokenReviewer(Protocol):
+    """Who holds a bearer token, as the cluster's API server says (TokenReview)."""
+
+    def review(self, token: str, audiences: Sequence[str]) -> TokenReviewResult: ...
+
+
+class RuleDirectory(Protocol):
+    """Which rules exist and who may report for each, kept by the controller's watches.
+
+    ``reporters`` is None for a rule that does not exist; ``synced`` is False until the
+    first full list of rules and Deployments (before that, every answer would be a guess).
+    """
+
+    @property
+    def synced(self) -> bool: ...
+
+    def reporters(self, key: RuleKey) -> frozenset[ServiceAccountRef] | None: ...

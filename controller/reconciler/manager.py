@@ -30,8 +30,10 @@ from apscheduler.schedulers.background import BackgroundScheduler
 from controller.actuator import deployments, rules
 from controller.actuator.client import Kube
 from controller.actuator.errors import Gone, KubeError
+from controller.health import Health
 from controller.models import parse_duration
 
+from .directory import Directory
 from .rollout import Deps, NotLeader, reconcile
 from .ticks import TickLedger
 
@@ -90,6 +92,8 @@ class Manager:
         resync_seconds: float = 300.0,
         workers: int = 2,
         interval_override: float | None = None,
+        directory: Directory | None = None,
+        health: Health | None = None,
     ) -> None:
         self.deps = deps
         self.kube: Kube = deps.kube
@@ -106,6 +110,11 @@ class Manager:
         self._lock = threading.Lock()
         self.synced = threading.Event()
         self.ticks = TickLedger()
+        self.directory = directory or Directory()
+        """Rules and their reporters, for the ingestion API (see :mod:`.directory`)."""
+        self.health = health or Health()
+        """Every thread (and the scheduler) is watched while started: one that dies makes
+        the probes fail, so the pod is restarted instead of idling as a zombie leader."""
 
     # -- lifecycle -------------------------------------------------------------------
 
@@ -114,6 +123,8 @@ class Manager:
         self._scheduler = BackgroundScheduler(timezone="UTC",
                                               job_defaults={"misfire_grace_time": None})
         self._scheduler.start()
+        scheduler = self._scheduler
+        self.health.watch("analysis scheduler", lambda: scheduler.running)
         self._spawn("watch-rules", self._watch_loop, self._list_rules, self._rule_event,
                     rules.watch_rules)
         self._spawn("watch-deployments", self._watch_loop, self._list_deployments,
@@ -125,6 +136,9 @@ class Manager:
     def stop(self, timeout: float = 10.0) -> None:
         """Stop acting at once; threads finish their current call and exit."""
         self._stop.set()
+        self.health.unwatch("analysis scheduler")
+        for t in self._threads:
+            self.health.unwatch(f"thread {t.name}")
         if self._scheduler is not None:
             self._scheduler.shutdown(wait=False)
             self._scheduler = None
@@ -134,11 +148,13 @@ class Manager:
         self._threads = []
         with self._lock:
             self._intervals.clear()
+        self.directory.reset()
 
     def _spawn(self, name: str, target: Callable[..., None], *args: Any) -> None:
         t = threading.Thread(target=target, args=args, name=name, daemon=True)
         t.start()
         self._threads.append(t)
+        self.health.watch_thread(t)
 
     # -- watches ---------------------------------------------------------------------
 
@@ -175,6 +191,7 @@ class Manager:
 
     def _list_rules(self) -> str:
         items, rv = rules.list_rules(self.kube, self.namespace)
+        self.directory.replace_rules(items)
         seen = set()
         for obj in items:
             key = self._key(obj)
@@ -188,7 +205,8 @@ class Manager:
         return rv
 
     def _list_deployments(self) -> str:
-        _, rv = deployments.list_deployments(self.kube, self.namespace)
+        items, rv = deployments.list_deployments(self.kube, self.namespace)
+        self.directory.replace_deployments(items)
         return rv
 
     @staticmethod
@@ -197,6 +215,7 @@ class Manager:
         return Key(meta.get("namespace") or "default", meta["name"])
 
     def _rule_event(self, kind: str, obj: dict[str, Any]) -> None:
+        self.directory.rule_event(kind, obj)
         key = self._key(obj)
         if kind == "DELETED":
             self._forget(key)
@@ -210,6 +229,7 @@ class Manager:
         self.queue.put(key)
 
     def _deployment_event(self, kind: str, obj: dict[str, Any]) -> None:
+        self.directory.deployment_event(kind, obj)
         meta = obj.get("metadata") or {}
         ns, name = meta.get("namespace") or "default", meta.get("name", "")
         base = name.removesuffix("-canary")

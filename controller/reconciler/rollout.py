@@ -206,9 +206,36 @@ def _reconcile_once(
         manual=engine.manual_request(dict(meta.get("annotations") or {})),
         decision=analysis.decision if analysis else None,
     )
+    if analysis is not None:
+        report_evidence_health(deps.samples, rule, plan, judged, now)
     result = _persist(deps, obj, plan, rule=rule)
     result.analysis = analysis
     return result
+
+
+def report_evidence_health(
+    samples: SampleLog, rule: CanaryRule, plan: engine.Plan, judged: JudgeReport | None,
+    now: datetime,
+) -> None:
+    """Conditions (and an Event when they turn bad) for what the analysis had to work
+    around: samples quarantined as unreadable, and a judge that cannot be used."""
+    status = plan.status
+    report = samples.quarantined(rule.key)
+    if report.count > status.quarantined_samples and report.latest is not None:
+        new = report.count - status.quarantined_samples
+        message = (f"{new} stored sample(s) could not be read back and were set aside "
+                   f"({report.count} in all; latest {report.latest.sample_id!r}: "
+                   f"{report.latest.reason}); the analysis goes on without them")
+        plan.events.append(engine.Event("Warning", "SamplesQuarantined", message))
+        status.set_condition("SamplesReadable", False, "SamplesQuarantined", message, now)
+    status.quarantined_samples = report.count
+    if rule.spec.judge is None:
+        return
+    why = judged.unavailable if judged is not None else None
+    if why is None:
+        status.set_condition("JudgeReady", True, "JudgeAvailable", "", now)
+    elif status.set_condition("JudgeReady", False, "JudgeUnavailable", why, now):
+        plan.events.append(engine.Event("Warning", "JudgeUnavailable", why))
 
 
 def _analyse(

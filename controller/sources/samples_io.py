@@ -49,6 +49,8 @@ class LoadReport:
     messages: list[str] = field(default_factory=list)
     messages_dropped: int = 0
     max_messages: int = MAX_MESSAGES
+    record_lines: list[int] = field(default_factory=list)
+    """The line of each accepted record, in order (to name a record refused later)."""
 
     @property
     def total_skipped(self) -> int:
@@ -244,6 +246,7 @@ def _parse(
         records.append(record)
         lines.append(number)
     report.accepted = len(records)
+    report.record_lines = lines
     if not records and report.total_skipped == 0:
         report.empty = True
         report.note(f"{source}: no records")
