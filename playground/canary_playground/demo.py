@@ -188,13 +188,15 @@ class Traffic:
 
 
 @contextmanager
-def _controller(kubeconfig: str, workdir: Path) -> Iterator[str]:
+def _controller(kubeconfig: str, workdir: Path, judge_url: str) -> Iterator[str]:
     port = _free_port()
     log = (workdir / "controller.log").open("wb")
     proc = subprocess.Popen(
         [sys.executable, "-m", "controller", "--kubeconfig", kubeconfig, "--host", "127.0.0.1",
          "--port", str(port), "--store", str(workdir / "samples.db"), "--no-leader-elect",
-         "--analysis-interval", "1s", "--resync", "5"],
+         "--analysis-interval", "1s", "--resync", "5", "--judge-allowed-url", judge_url,
+         # the demo's traffic generator has no ServiceAccount token; on 127.0.0.1 only
+         "--insecure-allow-unauthenticated-ingestion"],
         stdout=log, stderr=subprocess.STDOUT)
     url = f"http://127.0.0.1:{port}"
     try:
@@ -266,7 +268,7 @@ def run_demo(scenario: str, *, on_update: Callable[[dict[str, Any]], None] | Non
         kube.request("POST", f"/apis/apps/v1/namespaces/{NS}/deployments",
                      body=target_deployment())
         say("starting the controller and applying the CanaryRule ...")
-        url = stack.enter_context(_controller(emu.kubeconfig, workdir))
+        url = stack.enter_context(_controller(emu.kubeconfig, workdir, judge.base_url))
         rules.apply_rule(kube, rule_manifest(judge.base_url, prom_url))
 
         current: dict[str, Any] = {}

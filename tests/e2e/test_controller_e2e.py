@@ -69,14 +69,18 @@ class Controller:
     """One ``python -m controller`` process and its HTTP port."""
 
     def __init__(self, kubeconfig: str, workdir: Path, *, extra: list[str] | None = None,
-                 name: str = "c1") -> None:
+                 name: str = "c1", judge_url: str | None = None) -> None:
         self.port = free_port()
         self.log_path = workdir / f"{name}.log"
         self.store = workdir / f"{name}.db"
         args = [sys.executable, "-m", "controller", "--kubeconfig", kubeconfig,
                 "--host", "127.0.0.1", "--port", str(self.port), "--store", str(self.store),
                 "--analysis-interval", "1s", "--resync", "2", "--identity", name,
-                "--log-level", "debug", *(extra or ["--no-leader-elect"])]
+                "--log-level", "debug", *(extra or ["--no-leader-elect"]),
+                # these scenarios are about rollouts; authenticated ingestion and every
+                # attack on it are played in test_hostile_clients.py
+                "--insecure-allow-unauthenticated-ingestion",
+                *(["--judge-allowed-url", judge_url] if judge_url else [])]
         env = {k: v for k, v in os.environ.items() if k != "OPENAI_API_KEY"}
         self.log = self.log_path.open("wb")
         self.proc = subprocess.Popen(args, stdout=self.log, stderr=subprocess.STDOUT, env=env)
@@ -121,11 +125,12 @@ class Controller:
 
 
 @pytest.fixture
-def controllers(emu: EmulatorHandle, tmp_path: Path) -> Iterator[Callable[..., Controller]]:
+def controllers(emu: EmulatorHandle, tmp_path: Path, judge: ScriptedJudge
+                ) -> Iterator[Callable[..., Controller]]:
     started: list[Controller] = []
 
     def start(**kw: Any) -> Controller:
-        c = Controller(emu.kubeconfig, tmp_path, **kw)
+        c = Controller(emu.kubeconfig, tmp_path, judge_url=judge.base_url, **kw)
         started.append(c)
         return c
 
@@ -380,12 +385,13 @@ def test_only_the_leader_acts_and_a_new_leader_takes_over(
     a = controllers(name="a", extra=lease)
     wait_for("a leads", lambda: phase(kube) == "Progressing", a)
     b = controllers(name="b", extra=lease)
-    assert httpx.get(a.url + "/readyz").status_code == 200
-    assert httpx.get(b.url + "/readyz").status_code == 503
+    # both are Ready (a standby must be, or rolling upgrades deadlock); only a stores
+    assert httpx.get(a.url + "/readyz").json() == {"status": "ok", "leader": True}
+    assert httpx.get(b.url + "/readyz").json() == {"status": "ok", "leader": False}
     refused = httpx.post(b.url + "/v1/samples", content=json.dumps(records(1)))
     assert refused.status_code == 503 and "Retry-After" in refused.headers
     a.kill()
-    wait_for("b leads", lambda: httpx.get(b.url + "/readyz").status_code == 200, b,
+    wait_for("b leads", lambda: httpx.get(b.url + "/readyz").json()["leader"] is True, b,
              timeout=20)
     b.post_samples(records(150))
     wait_for("promotion by b", lambda: phase(kube) == "Succeeded", b)
