@@ -8,9 +8,6 @@ Analysis runs every second (``--analysis-interval 1s``) so a rollout takes secon
 from __future__ import annotations
 
 import json
-import os
-import signal
-import socket
 import subprocess
 import sys
 import time
@@ -27,15 +24,10 @@ from controller.actuator import deployments as deps_api
 from controller.actuator import events, rules
 from controller.actuator.client import Kube, connect
 from controller.actuator.errors import NotFound
+from tests.support.controller import Controller
 
 NS = "default"
 SECRET_KEY = "sk-test-do-not-log-7f3a9c"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 @pytest.fixture(scope="module")
@@ -63,65 +55,6 @@ def kube(emu: EmulatorHandle) -> Iterator[Kube]:
         "stringData": {"api-key": SECRET_KEY}})
     yield k
     k.close()
-
-
-class Controller:
-    """One ``python -m controller`` process and its HTTP port."""
-
-    def __init__(self, kubeconfig: str, workdir: Path, *, extra: list[str] | None = None,
-                 name: str = "c1", judge_url: str | None = None) -> None:
-        self.port = free_port()
-        self.log_path = workdir / f"{name}.log"
-        self.store = workdir / f"{name}.db"
-        args = [sys.executable, "-m", "controller", "--kubeconfig", kubeconfig,
-                "--host", "127.0.0.1", "--port", str(self.port), "--store", str(self.store),
-                "--analysis-interval", "1s", "--resync", "2", "--identity", name,
-                "--log-level", "debug", *(extra or ["--no-leader-elect"]),
-                # these scenarios are about rollouts; authenticated ingestion and every
-                # attack on it are played in test_hostile_clients.py
-                "--insecure-allow-unauthenticated-ingestion",
-                *(["--judge-allowed-url", judge_url] if judge_url else [])]
-        env = {k: v for k, v in os.environ.items() if k != "OPENAI_API_KEY"}
-        self.log = self.log_path.open("wb")
-        self.proc = subprocess.Popen(args, stdout=self.log, stderr=subprocess.STDOUT, env=env)
-        self.url = f"http://127.0.0.1:{self.port}"
-        deadline = time.monotonic() + 20
-        while True:
-            try:
-                httpx.get(self.url + "/healthz", timeout=1)
-                break
-            except httpx.HTTPError:
-                if self.proc.poll() is not None or time.monotonic() > deadline:
-                    raise RuntimeError("controller did not start:\n" + self.logs()) from None
-                time.sleep(0.1)
-
-    def logs(self) -> str:
-        self.log.flush()
-        return self.log_path.read_text(errors="replace")
-
-    def post_samples(self, records: list[dict[str, Any]]) -> httpx.Response:
-        deadline = time.monotonic() + 20
-        while True:
-            r = httpx.post(self.url + "/v1/samples", content=json.dumps(records), timeout=10)
-            if r.status_code != 503 or time.monotonic() > deadline:
-                return r
-            time.sleep(0.2)
-
-    def kill(self) -> None:
-        self.proc.send_signal(signal.SIGKILL)
-        self.proc.wait(10)
-        self.log.close()
-
-    def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(15)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(5)
-        if not self.log.closed:
-            self.log.close()
 
 
 @pytest.fixture

@@ -18,7 +18,7 @@ from controller.models import Sample, json_values
 from controller.models.manifest import parse_rule
 from controller.models.sample import MAX_CORRECTION_MINUTES, MAX_COST_USD, MAX_LATENCY_MS
 from controller.sources.samples_io import parse_feedback, parse_samples
-from tests.support import ROOT
+from tests.unit.test_models import _errors, _support
 
 FAST = settings(max_examples=120, deadline=None, derandomize=True,
                 suppress_health_check=[HealthCheck.too_slow])
@@ -145,15 +145,8 @@ def test_plausible_extremes_are_accepted() -> None:
 # --------------------------------------------------------------------------- rules
 
 
-def _rule() -> dict[str, Any]:
-    doc: dict[str, Any] = yaml.safe_load((ROOT / "rules" / "support-assistant.yaml").read_text())
-    return doc
-
-
-def _rule_errors(doc: dict[str, Any]) -> list[str]:
-    result = parse_rule(doc, "x.yaml", 0)
-    assert isinstance(result, list), "expected the manifest to be rejected"
-    return [f"{e.path}: {e.reason}" for e in result]
+_rule = _support
+_rule_errors = _errors
 
 
 def _guard(doc: dict[str, Any], metric: str) -> tuple[int, dict[str, Any]]:
