@@ -46,5 +46,9 @@ MANAGER = "llm-canary"
 COHORT_ENV = "CANARY_COHORT"
 """``canary`` in canary pods; a missing value means ``baseline``."""
 
+REVISION_ENV = "CANARY_REVISION"
+"""The canary revision (:data:`REVISION_ANNOTATION`) in canary pods, so samples name the
+revision that served them; baseline pods have no value."""
+
 CANARY_COHORT = "canary"
 """The value of :data:`COHORT_LABEL` and :data:`COHORT_ENV` on canary pods."""

@@ -17,6 +17,7 @@ from typing import Protocol
 
 from controller.models import Feedback, PromQuery, RuleKey, Sample, Verdict
 from controller.models.identity import ServiceAccountRef, TokenReviewResult
+from controller.models.rule import ModelPrice
 from controller.sources.counts import CountsResult
 from controller.sources.records import (
     AwaitingVerdict,
@@ -114,3 +115,7 @@ class RuleDirectory(Protocol):
     def synced(self) -> bool: ...
 
     def reporters(self, key: RuleKey) -> frozenset[ServiceAccountRef] | None: ...
+
+    def pricing(self, key: RuleKey) -> tuple[ModelPrice, ...]:
+        """The rule's ``spec.pricing`` (to cost OpenTelemetry spans)."""
+        ...

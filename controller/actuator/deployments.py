@@ -7,7 +7,8 @@ each cohort's share of traffic is its share of ready pods.
   env of one container, extra pod labels and annotations), owned by the CanaryRule
   (``ownerReferences``, ``controller: true``, so deleting the rule deletes it). Its pods
   carry the label ``canary.llmops.dev/cohort: canary`` and every container gets the env
-  ``CANARY_COHORT=canary``; its selector is the target's plus that label. The target is
+  ``CANARY_COHORT=canary`` and ``CANARY_REVISION=<revision>``; its selector is the
+  target's plus that label. The target is
   not modified while progressing (a baseline restart would disturb the comparison), so an
   application reads a missing ``CANARY_COHORT`` as ``baseline``. The target's selector
   also matches canary pods, which is harmless: each Deployment owns its ReplicaSets, and
@@ -38,6 +39,7 @@ from controller.conventions import (
     MANAGER,
     PROMOTED_ANNOTATION,
     REVISION_ANNOTATION,
+    REVISION_ENV,
     RULE_LABEL,
 )
 from controller.engine import Observed, canary_revision
@@ -115,6 +117,7 @@ def canary_template(template: JSON, canary: CanarySpec, revision: str) -> JSON:
         _set_env(chosen, env.name, env.value)
     for container in containers:
         _set_env(container, COHORT_ENV, "canary")
+        _set_env(container, REVISION_ENV, revision)
     return tpl
 
 
@@ -130,7 +133,8 @@ def promoted_template(template: JSON) -> JSON:
             if not values:
                 meta.pop(key)
     for container in (tpl.get("spec") or {}).get("containers") or []:
-        env = [e for e in container.get("env") or [] if e.get("name") != COHORT_ENV]
+        env = [e for e in container.get("env") or []
+               if e.get("name") not in (COHORT_ENV, REVISION_ENV)]
         if env:
             container["env"] = env
         else:

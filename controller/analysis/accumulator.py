@@ -9,13 +9,18 @@ Metric definitions per sample (DESIGN §2); ``None`` means "this sample does not
   ``<= trusted.maxCorrectionMinutes`` AND latency within ``latencyBudgetMs`` AND cost
   within ``costBudgetUsd`` (budgets only when set). An unknown policy flag counts as
   "no violation" here — the judge checked the answer and did not flag it — whereas the
-  policy metric below excludes such samples.
+  policy metric below excludes such samples. An unknown cost (``cost_usd`` null: no
+  price for the model) under a cost budget leaves the sample out, like an unjudged one:
+  it cannot be shown to be within budget, and counting it either way would bias the
+  cohort whose model has no price.
 - ``correctionBurden``: samples with ``correction_minutes``: mean minutes.
 - ``fallbackRate``: every sample, 1 if the fallback path served it.
 - ``policyFailureRate``: ``sample.policy_violation``, else the judge's flag; samples
   where both are unknown are excluded (unknown is not "no violation").
 - ``f1``: samples with a label and a decision (``sample.decision``, else the judge's).
-- ``latency`` / ``cost``: ``latency_ms`` / ``cost_usd`` of every sample.
+- ``latency`` / ``cost``: ``latency_ms`` / ``cost_usd`` of every sample; samples of
+  unknown cost are left out of ``cost`` (a cohort with none known is ``no_data``: the
+  cost guard holds the rollout, it never passes on missing prices).
 - ``prometheus``: not from samples; the controller feeds cohort counts with
   :meth:`RuleStatistics.set_counts` and resets them at every traffic step.
 
@@ -118,12 +123,14 @@ def metric_value(spec: CanaryRuleSpec, metric: Metric, s: Sample) -> float | Non
         return float(success)
     if metric is Metric.TRUSTED_COMPLETION:
         t = spec.analysis.trusted
+        if t.cost_budget_usd is not None and s.cost_usd is None:
+            return None
         ok = (
             success
             and not policy_violation(s)
             and (s.correction_minutes is None or s.correction_minutes <= t.max_correction_minutes)
             and (t.latency_budget_ms is None or s.latency_ms <= t.latency_budget_ms)
-            and (t.cost_budget_usd is None or s.cost_usd <= t.cost_budget_usd)
+            and (t.cost_budget_usd is None or (s.cost_usd or 0.0) <= t.cost_budget_usd)
         )
         return float(ok)
     raise ValueError(f"metric {metric} is not a scalar sample metric")

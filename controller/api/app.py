@@ -2,10 +2,11 @@
 
 Endpoints:
 
-- ``POST /v1/samples``, ``POST /v1/feedback``: ingestion (:mod:`.ingestion`), for
-  authenticated ServiceAccounts (:mod:`.auth`), within the limits of :mod:`.limits`.
-  Other formats plug in with :meth:`ApiServer.add_ingest_endpoint` (same authentication,
-  limits and leader check; e.g. OpenTelemetry traces).
+- ``POST /v1/samples``, ``POST /v1/feedback``, ``POST /v1/traces`` (OTLP/HTTP, protobuf
+  or JSON): ingestion (:mod:`.ingestion`), for authenticated ServiceAccounts
+  (:mod:`.auth`), within the limits of :mod:`.limits`. Another format plugs in with
+  :meth:`ApiServer.add_ingest_endpoint` (same authentication, limits and leader check).
+- ``GET /v1/schema``: the ingestion contract as JSON Schema (public, like the docs).
 - ``GET /metrics`` (Prometheus text), ``/healthz`` (liveness), ``/readyz`` (readiness):
   unauthenticated, and they say nothing a tenant should not see (no tokens, no sample
   content; health names failing parts only). With ``metrics_port`` they are also served
@@ -43,6 +44,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from controller.health import Health
 from controller.models.identity import Caller
+from controller.models.schema import SCHEMA_MEDIA_TYPE, schema_bytes
 from controller.observability import HTTP_REQUESTS, REGISTRY
 
 from .auth import Authenticator, AuthUnavailable, Unauthenticated
@@ -136,8 +138,10 @@ class ApiServer:
         self._stop: asyncio.Event | None = None
         self._started = threading.Event()
         self._error: BaseException | None = None
-        self.add_ingest_endpoint("/v1/samples", lambda b, c, _t: ingestion.samples(b, c))
-        self.add_ingest_endpoint("/v1/feedback", lambda b, c, _t: ingestion.feedback(b, c))
+        self.add_ingest_endpoint("/v1/samples", ingestion.samples)
+        self.add_ingest_endpoint("/v1/feedback", ingestion.feedback)
+        self.add_ingest_endpoint("/v1/traces", ingestion.traces)
+        self.add_public_endpoint("/v1/schema", lambda: (200, schema_bytes(), SCHEMA_MEDIA_TYPE))
 
     # -- extension points --------------------------------------------------------------
 
@@ -283,6 +287,9 @@ class ApiServer:
             ctype = request.headers.get("Content-Type", "")
             answer = await asyncio.get_running_loop().run_in_executor(
                 self._executor, fn, body, caller, ctype)
+        if answer.body is not None:
+            return web.Response(status=answer.status, body=answer.body,
+                                headers={**answer.headers, "Content-Type": answer.content_type})
         return json_response(answer.status, answer.payload, answer.headers)
 
 

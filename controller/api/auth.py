@@ -8,8 +8,8 @@ TokenReview; only a ServiceAccount identity is accepted.
 
 - Reviews are cached briefly by the SHA-256 of the token (never the token itself),
   bounded in entries; a refusal is cached for less time than an acceptance. A cached
-  acceptance never outlives :data:`CACHE_SECONDS`, so a revoked token stops working within
-  that time.
+  acceptance never outlives :data:`CACHE_SECONDS` nor the token's own ``exp`` claim, so an
+  expired token stops working at once and a revoked one within that time.
 - A malformed header (not ``Bearer``, non-ASCII, longer than :data:`MAX_TOKEN_BYTES`) is
   refused without asking the API server.
 - Concurrent reviews are bounded, and the same token is reviewed once even when many
@@ -24,7 +24,10 @@ post for any existing rule (for local demos and closed test networks).
 from __future__ import annotations
 
 import asyncio
+import base64
+import binascii
 import hashlib
+import json
 import logging
 import time
 from collections import OrderedDict
@@ -83,6 +86,20 @@ def bearer_token(header: str | None) -> bytes:
     return raw
 
 
+def seconds_until_expiry(token: bytes, now: float | None = None) -> float | None:
+    """Seconds until the ``exp`` claim of a JWT (unverified: only to cap the cache; the API
+    server verified the token), or None for a token without one."""
+    parts = token.split(b".")
+    if len(parts) != 3:
+        return None
+    try:
+        payload = json.loads(base64.urlsafe_b64decode(parts[1] + b"=" * (-len(parts[1]) % 4)))
+        exp = float(payload["exp"])
+    except (binascii.Error, ValueError, KeyError, TypeError):
+        return None
+    return exp - (time.time() if now is None else now)
+
+
 class TokenReviewAuthenticator:
     """ServiceAccount tokens via TokenReview, with a bounded cache keyed by token hash."""
 
@@ -133,6 +150,9 @@ class TokenReviewAuthenticator:
             self._inflight.pop(digest, None)
         future.set_result(outcome)
         ttl = CACHE_SECONDS if isinstance(outcome, Caller) else NEGATIVE_CACHE_SECONDS
+        remaining = seconds_until_expiry(token)
+        if remaining is not None:
+            ttl = min(ttl, max(0.0, remaining))
         self._cache[digest] = (self.clock() + ttl, outcome)
         while len(self._cache) > CACHE_ENTRIES:
             self._cache.popitem(last=False)

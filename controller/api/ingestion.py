@@ -1,20 +1,22 @@
-"""What ``POST /v1/samples`` and ``POST /v1/feedback`` do with a body once the caller is
-known: parse every record on its own, authorize it for its rule, store what is allowed.
+"""What the ingestion endpoints do with a body once the caller is known: parse every
+record on its own, authorize it for its rule, store what is allowed, answer per record.
 
-Authorization is per record, by rule (see :mod:`controller.reconciler.directory` for who
-may report): a record's ``namespace`` defaults to the caller's own (a ServiceAccount
-reports for its namespace unless it says otherwise). A record for a rule the caller may
-not report for is refused with the rule named, and nothing of it is stored; the others in
-the batch are unaffected. In the caller's own namespace an unknown rule is named as such
-(404 when it is the only problem), so a typo is found at once; in another namespace an
-unknown rule and a forbidden one get the same answer, so a caller cannot probe which
-rules exist where it has no business.
+Authorization is per record, by rule (who may report: see
+:mod:`controller.reconciler.directory`): a record's ``namespace`` defaults to the caller's
+own (a ServiceAccount reports for its namespace unless it says otherwise). A record for a
+rule the caller may not report for is refused (kind ``forbidden``, field ``rule``) and
+nothing of it is stored; the others in the batch are unaffected. In the caller's own
+namespace an unknown rule is named as such (``unknown_rule``, 404 when it is the only
+problem) so a typo is found at once; in another namespace an unknown rule and a
+forbidden one get the same answer, so a caller cannot probe which rules exist where it
+has no business.
 
 Fields only the server sets (:data:`SERVER_OWNED_FIELDS`) are refused from clients.
 
-Status codes: 200 every record stored (or already stored); 207 some refused (each listed
-with its line and reason); 400 nothing usable; 403 / 404 when every record was refused
-for that one reason; 507 with ``Retry-After`` when the store is full.
+Status codes (samples and feedback): 200 every record stored (or already stored); 207
+some refused, each as a structured reject; 400 nothing usable; 403 / 404 when every record
+was refused for that one reason; 507 with ``Retry-After`` when the store is full.
+OpenTelemetry traces answer in OTLP's own format (:func:`controller.sources.otlp.otlp_answer`).
 
 Runs on a worker thread (it parses and writes SQLite); the HTTP layer in :mod:`.app`
 authenticates, bounds and times the request before it gets here.
@@ -23,25 +25,24 @@ authenticates, bounds and times the request before it gets here.
 from __future__ import annotations
 
 import logging
-from collections import Counter
 from dataclasses import dataclass, field
 from http import HTTPStatus
 from typing import Any, TypeVar
 
 from controller.models import DEFAULT_NAMESPACE, Feedback, RuleKey, Sample
 from controller.models.identity import Caller
+from controller.models.ingest import FeedbackAnswer, RejectKind, SamplesAnswer
+from controller.models.rule import ModelPrice
 from controller.observability import SAMPLES_INGESTED
 from controller.ports import RuleDirectory, SampleSink
-from controller.sources.samples_io import LoadReport, parse_feedback, parse_samples
+from controller.sources.otlp import OtlpError, otlp_answer, parse_otlp_traces
+from controller.sources.samples_io import LoadReport, Problem, parse_feedback, parse_samples
 from controller.sources.store import StoreFull
 
 log = logging.getLogger(__name__)
 
 SERVER_OWNED_FIELDS = ("feedback_closed",)
 """Sample fields the controller sets itself; a client sending one is refused."""
-FORBIDDEN = "forbidden"
-UNKNOWN_RULE = "unknown_rule"
-SERVER_OWNED = "server_owned_field"
 STORE_FULL_RETRY_SECONDS = 30
 
 R = TypeVar("R", Sample, Feedback)
@@ -50,19 +51,48 @@ R = TypeVar("R", Sample, Feedback)
 @dataclass
 class Answer:
     status: int
-    payload: dict[str, Any]
+    payload: dict[str, Any] = field(default_factory=dict)
     headers: dict[str, str] = field(default_factory=dict)
+    body: bytes | None = None
+    """A body in another format than JSON (OTLP protobuf), with ``content_type``."""
+    content_type: str = "application/json"
 
 
-@dataclass
-class _Refusals:
-    """Records refused after parsing, by reason."""
+class Authorizer:
+    """The per-record check for one caller (a ``check`` for the parsers)."""
 
-    kinds: Counter[str] = field(default_factory=Counter)
+    def __init__(self, directory: RuleDirectory, caller: Caller) -> None:
+        self.directory = directory
+        self.caller = caller
 
-    def add(self, report: LoadReport, kind: str, message: str) -> None:
-        self.kinds[kind] += 1
-        report.skip(kind, message)
+    def namespace_of(self, record: Sample | Feedback) -> str:
+        return record.namespace or self.caller.namespace or DEFAULT_NAMESPACE
+
+    def check(self, record: Sample | Feedback) -> Problem | None:
+        owned = _server_owned(record)
+        if owned is not None:
+            return Problem(RejectKind.INVALID_RECORD, owned,
+                           "set by the controller, never by clients")
+        key = RuleKey(self.namespace_of(record), record.rule)
+        reporters = self.directory.reporters(key)
+        caller = self.caller
+        if caller.insecure:
+            return None if reporters is not None else _unknown(key)
+        if reporters is None:
+            return _unknown(key) if key.namespace == caller.namespace else _forbidden(key,
+                                                                                      caller)
+        if caller.service_account not in reporters:
+            return _forbidden(key, caller)
+        return None
+
+    def placed(self, records: list[R]) -> list[R]:
+        """The records with their namespace made explicit (the caller's by default)."""
+        out: list[R] = []
+        for r in records:
+            namespace = self.namespace_of(r)
+            out.append(r if r.namespace == namespace
+                       else r.model_copy(update={"namespace": namespace}))
+        return out
 
 
 class Ingestion:
@@ -72,91 +102,73 @@ class Ingestion:
         self.sink = sink
         self.directory = directory
 
-    # -- samples --------------------------------------------------------------------------
-
-    def samples(self, body: bytes, caller: Caller) -> Answer:
-        samples, report = parse_samples(body, "request")
-        return self.store_samples(samples, report, caller)
-
-    def store_samples(self, samples: list[Sample], report: LoadReport, caller: Caller
-                      ) -> Answer:
-        """Authorize and store already parsed samples (also the entry point for other
-        formats, e.g. OpenTelemetry traces turned into samples)."""
-        refusals = _Refusals()
-        allowed = self._authorize(samples, report, caller, refusals)
+    def samples(self, body: bytes, caller: Caller, content_type: str = "") -> Answer:
+        authz = Authorizer(self.directory, caller)
+        samples, report = parse_samples(body, "request", check=authz.check)
         try:
-            stored = self.sink.insert_many(allowed) if allowed else None
+            stored = self._store(authz.placed(samples), report)
         except StoreFull as exc:
-            return _store_full(exc)
+            return _store_full(exc, HTTPStatus.INSUFFICIENT_STORAGE)
+        accepted, duplicates = stored
+        answer = SamplesAnswer(
+            accepted=accepted, duplicates=duplicates, rejected=report.total_rejected,
+            errors=report.rejects, errors_dropped=report.rejects_dropped,
+            message=_summary(report, stored=accepted, duplicates=duplicates),
+        )
+        return Answer(_status(accepted + duplicates, report), answer.model_dump(mode="json"))
+
+    def feedback(self, body: bytes, caller: Caller, content_type: str = "") -> Answer:
+        authz = Authorizer(self.directory, caller)
+        records, report = parse_feedback(body, "request", check=authz.check)
+        result = self.sink.apply_feedback_many(authz.placed(records)) if records else None
+        applied, pending = (result.applied, result.pending) if result else (0, 0)
+        answer = FeedbackAnswer(
+            applied=applied, pending=pending, rejected=report.total_rejected,
+            errors=report.rejects, errors_dropped=report.rejects_dropped,
+            message=_summary(report, applied=applied, pending=pending),
+        )
+        return Answer(_status(len(records), report), answer.model_dump(mode="json"))
+
+    def traces(self, body: bytes, caller: Caller, content_type: str = "") -> Answer:
+        """OTLP/HTTP traces (protobuf or JSON; aiohttp has already undone any gzip): GenAI
+        spans become samples, authorized and stored like posted ones."""
+        authz = Authorizer(self.directory, caller)
+        try:
+            result = parse_otlp_traces(body, content_type, None, pricing=self.pricing,
+                                       check=authz.check)
+        except OtlpError as exc:
+            status, raw, ctype = otlp_answer(None, content_type, exc)
+            return Answer(status, body=raw, content_type=ctype)
+        try:
+            self._store(authz.placed(result.samples), result.report)
+        except StoreFull as exc:  # OTLP exporters retry 503 with Retry-After, not 507
+            return _store_full(exc, HTTPStatus.SERVICE_UNAVAILABLE)
+        status, raw, ctype = otlp_answer(result, content_type)
+        return Answer(status, body=raw, content_type=ctype)
+
+    def pricing(self, rule: str, namespace: str | None) -> tuple[ModelPrice, ...]:
+        return self.directory.pricing(RuleKey(namespace or DEFAULT_NAMESPACE, rule))
+
+    def _store(self, samples: list[Sample], report: LoadReport) -> tuple[int, int]:
+        stored = self.sink.insert_many(samples) if samples else None
         accepted = stored.accepted if stored else 0
         duplicates = (stored.duplicates if stored else 0) + report.skipped.get("duplicate", 0)
-        rejected = report.total_skipped - report.skipped.get("duplicate", 0)
         SAMPLES_INGESTED.labels("accepted").inc(accepted)
         SAMPLES_INGESTED.labels("duplicate").inc(duplicates)
-        SAMPLES_INGESTED.labels("rejected").inc(rejected)
-        payload = {"accepted": accepted, "duplicates": duplicates, "rejected": rejected,
-                   "errors": _errors(report)}
-        return Answer(_status(accepted + duplicates, rejected, report, refusals), payload)
-
-    # -- feedback -------------------------------------------------------------------------
-
-    def feedback(self, body: bytes, caller: Caller) -> Answer:
-        records, report = parse_feedback(body, "request")
-        refusals = _Refusals()
-        allowed = self._authorize(records, report, caller, refusals)
-        result = self.sink.apply_feedback_many(allowed) if allowed else None
-        rejected = report.total_skipped
-        payload = {"applied": result.applied if result else 0,
-                   "pending": result.pending if result else 0,
-                   "rejected": rejected, "errors": _errors(report)}
-        return Answer(_status(len(allowed), rejected, report, refusals), payload)
-
-    # -- authorization --------------------------------------------------------------------
-
-    def _authorize(self, records: list[R], report: LoadReport, caller: Caller,
-                   refusals: _Refusals) -> list[R]:
-        """The records the caller may report, each with its namespace made explicit."""
-        allowed: list[R] = []
-        lines = report.record_lines or [0] * len(records)
-        for record, line in zip(records, lines, strict=True):
-            where = f"{report.source}:{line}"
-            owned = _server_owned(record)
-            if owned is not None:
-                refusals.add(report, SERVER_OWNED, f"{where}: field {owned!r}: set by the "
-                                                   "controller, never by clients")
-                continue
-            namespace = record.namespace or caller.namespace or DEFAULT_NAMESPACE
-            key = RuleKey(namespace, record.rule)
-            problem = self._problem(key, caller)
-            if problem is not None:
-                kind, why = problem
-                refusals.add(report, kind, f"{where}: field 'rule': {why}")
-                continue
-            allowed.append(record if record.namespace == namespace
-                           else record.model_copy(update={"namespace": namespace}))
-        report.accepted = len(allowed)
-        return allowed
-
-    def _problem(self, key: RuleKey, caller: Caller) -> tuple[str, str] | None:
-        reporters = self.directory.reporters(key)
-        if caller.insecure:
-            return None if reporters is not None else (UNKNOWN_RULE, _unknown(key))
-        own_namespace = key.namespace == caller.namespace
-        if reporters is None:
-            return (UNKNOWN_RULE, _unknown(key)) if own_namespace else \
-                (FORBIDDEN, _forbidden(key, caller))
-        if caller.service_account not in reporters:
-            return FORBIDDEN, _forbidden(key, caller)
-        return None
+        SAMPLES_INGESTED.labels("rejected").inc(report.total_rejected)
+        return accepted, duplicates
 
 
-def _unknown(key: RuleKey) -> str:
-    return f"no CanaryRule {key.name!r} in namespace {key.namespace!r}"
+def _unknown(key: RuleKey) -> Problem:
+    return Problem(RejectKind.UNKNOWN_RULE, "rule",
+                   f"no CanaryRule {key.name!r} in namespace {key.namespace!r}")
 
 
-def _forbidden(key: RuleKey, caller: Caller) -> str:
-    return (f"ServiceAccount {caller} may not report for CanaryRule {key} (allowed: the "
-            "ServiceAccount of the rule's target pods and spec.ingest.serviceAccounts)")
+def _forbidden(key: RuleKey, caller: Caller) -> Problem:
+    return Problem(RejectKind.FORBIDDEN, "rule",
+                   f"ServiceAccount {caller} may not report for CanaryRule {key} (allowed: "
+                   "the ServiceAccount of the rule's target pods and "
+                   "spec.ingest.serviceAccounts)")
 
 
 def _server_owned(record: Sample | Feedback) -> str | None:
@@ -167,27 +179,34 @@ def _server_owned(record: Sample | Feedback) -> str | None:
     return None
 
 
-def _errors(report: LoadReport) -> list[str]:
-    return [m for m in report.messages if "duplicate id" not in m]
+def _summary(report: LoadReport, **counts: int) -> str:
+    """One line: the counts, then the first refused record's message."""
+    parts = [f"{n} {what}" for what, n in counts.items()]
+    parts.append(f"{report.total_rejected} rejected")
+    text = ", ".join(parts)
+    if report.rejects:
+        text += f"; first: {report.rejects[0].message}"
+    elif report.empty:
+        text += "; the body holds no records"
+    return text
 
 
-def _status(good: int, rejected: int, report: LoadReport, refusals: _Refusals) -> int:
-    if good == 0 and rejected and sum(refusals.kinds.values()) == rejected \
-            and len(refusals.kinds) == 1:
-        kind = next(iter(refusals.kinds))
-        if kind == FORBIDDEN:
-            return HTTPStatus.FORBIDDEN
-        if kind == UNKNOWN_RULE:
-            return HTTPStatus.NOT_FOUND
+def _status(good: int, report: LoadReport) -> int:
+    rejected = report.total_rejected
+    if good == 0 and rejected:
+        for kind, status in ((RejectKind.FORBIDDEN, HTTPStatus.FORBIDDEN),
+                             (RejectKind.UNKNOWN_RULE, HTTPStatus.NOT_FOUND)):
+            if report.skipped.get(kind.value, 0) == rejected:
+                return status
     if good == 0 and (rejected or report.empty):
         return HTTPStatus.BAD_REQUEST
     return HTTPStatus.MULTI_STATUS if rejected else HTTPStatus.OK
 
 
-def _store_full(exc: StoreFull) -> Answer:
+def _store_full(exc: StoreFull, status: int) -> Answer:
     log.error("ingestion refused: %s", exc)
     SAMPLES_INGESTED.labels("store_full").inc()
-    return Answer(HTTPStatus.INSUFFICIENT_STORAGE,
-                  {"error": "the sample store is full; retry later (operators: raise "
-                            "--max-store-bytes with the volume, or shorten --retention)"},
+    return Answer(status, {"error": "the sample store is full; retry later (operators: raise "
+                                    "--max-store-bytes with the volume, or shorten "
+                                    "--retention)"},
                   {"Retry-After": str(STORE_FULL_RETRY_SECONDS)})

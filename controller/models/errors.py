@@ -46,7 +46,8 @@ def field_errors(exc: ValidationError) -> list[tuple[str, str]]:
                 path = f"{path}.{original.path}" if path else original.path
             reason = original.reason
         elif err["type"] == "extra_forbidden":
-            reason = "unknown field (check the spelling; fields are camelCase)"
+            reason = ("unknown field (check the spelling and the case: CanaryRule fields are "
+                      "camelCase, sample and feedback fields snake_case)")
         elif err["type"] == "missing":
             reason = "required field is missing"
         else:

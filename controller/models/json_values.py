@@ -75,9 +75,9 @@ def _join(path: str, part: str | int) -> str:
 def check(value: Any, *, max_depth: int = MAX_DEPTH) -> None:
     """Raise :class:`UnsafeJson` naming the first refused number or the first value nested
     deeper than ``max_depth``; iterative, so it never recurses itself."""
-    stack: list[tuple[Any, str, int]] = [(value, "", 1)]
+    stack: list[tuple[Any, str, int, str]] = [(value, "", 1, "")]
     while stack:
-        node, path, depth = stack.pop()
+        node, path, depth, top = stack.pop()
         if type(node) is _Refused:
             raise UnsafeJson(path, _why(node))
         if isinstance(node, dict):
@@ -88,11 +88,21 @@ def check(value: Any, *, max_depth: int = MAX_DEPTH) -> None:
             if isinstance(node, float) and not math.isfinite(node):
                 raise UnsafeJson(path, _why(_Refused(repr(node))))
             continue
-        if depth > max_depth:
-            raise UnsafeJson(path, f"nested deeper than {max_depth} levels")
+        if depth > max_depth:  # named by the record's field, not a 30-level path
+            raise UnsafeJson(top, f"nested deeper than {max_depth} levels")
         for key, child in items:
             if isinstance(child, dict | list | float | _Refused):
-                stack.append((child, _join(path, key), depth + 1))
+                child_path = _join(path, key)
+                stack.append((child, child_path, depth + 1, top or child_path))
+
+
+def decode(text: str, *, max_depth: int = MAX_DEPTH) -> Any:
+    """Decode one JSON document with refused numbers as markers: follow with
+    :func:`check` (:func:`loads` does both)."""
+    try:
+        return DECODER.decode(text)
+    except RecursionError:
+        raise UnsafeJson("", f"nested deeper than {max_depth} levels") from None
 
 
 def loads(text: str | bytes, *, max_depth: int = MAX_DEPTH) -> Any:
@@ -101,10 +111,7 @@ def loads(text: str | bytes, *, max_depth: int = MAX_DEPTH) -> Any:
     the C decoder on absurd nesting is reported as the latter)."""
     if isinstance(text, bytes):
         text = text.decode("utf-8")
-    try:
-        value = DECODER.decode(text)
-    except RecursionError:
-        raise UnsafeJson("", f"nested deeper than {max_depth} levels") from None
+    value = decode(text, max_depth=max_depth)
     check(value, max_depth=max_depth)
     return value
 

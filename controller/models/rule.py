@@ -255,6 +255,29 @@ class MetricsSpec(KubeModel):
     queries: list[PromQuery] = Field(default_factory=list)
 
 
+class ModelPrice(KubeModel):
+    """What one model costs, for samples that carry token counts but no cost (OpenTelemetry
+    spans). Prices are list prices in US dollars per million tokens."""
+
+    model: str = Field(
+        min_length=1,
+        max_length=256,
+        description="Model name exactly as reported (gen_ai.response.model, else "
+        "gen_ai.request.model).",
+    )
+    input_usd_per_million_tokens: float = Field(
+        ge=0, le=100_000, allow_inf_nan=False, description="USD per 1M input (prompt) tokens."
+    )
+    output_usd_per_million_tokens: float = Field(
+        ge=0, le=100_000, allow_inf_nan=False,
+        description="USD per 1M output (completion) tokens.",
+    )
+
+    def cost_usd(self, input_tokens: int, output_tokens: int) -> float:
+        return (input_tokens * self.input_usd_per_million_tokens
+                + output_tokens * self.output_usd_per_million_tokens) / 1_000_000
+
+
 class TrafficRouting(KubeModel):
     type: Literal["replicaRatio"] = "replicaRatio"
 
@@ -302,11 +325,34 @@ class CanaryRuleSpec(KubeModel):
     )
     ingest: IngestSpec = Field(default_factory=IngestSpec)
     metrics: MetricsSpec = Field(default_factory=MetricsSpec)
+    pricing: list[ModelPrice] = Field(
+        default_factory=list,
+        description="Price per model, to cost OpenTelemetry spans from their token counts. A "
+        "span whose model has no price has an unknown cost: it is left out of the cost guard, "
+        "which holds the rollout until both cohorts have costed samples.",
+    )
     traffic_routing: TrafficRouting = Field(default_factory=TrafficRouting)
 
     @property
     def client_verdicts(self) -> bool:
         return self.verdicts == "client"
+
+    @field_validator("pricing")
+    @classmethod
+    def _unique_models(cls, pricing: list[ModelPrice]) -> list[ModelPrice]:
+        names = [p.model for p in pricing]
+        dup = sorted({m for m in names if names.count(m) > 1})
+        if dup:
+            raise ValueError(f"models must be unique, repeated: {', '.join(dup)}")
+        return pricing
+
+    def price_for(self, *models: str | None) -> ModelPrice | None:
+        """The first of ``models`` with a price (exact name match)."""
+        prices = {p.model: p for p in self.pricing}
+        for name in models:
+            if name is not None and name in prices:
+                return prices[name]
+        return None
 
     @model_validator(mode="after")
     def _cross_field(self) -> CanaryRuleSpec:

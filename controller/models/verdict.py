@@ -32,11 +32,16 @@ LEVEL_SCORES: dict[Level, float] = {
 
 
 class CriterionVerdict(BaseModel):
+    """The judge's verdict on one success criterion of one sample."""
+
     model_config = ConfigDict(extra="allow")
 
-    criterion: str
-    verdict: Level
-    reason: str = ""
+    criterion: str = Field(description="One success criterion the judge wrote for the task.")
+    verdict: Level = Field(
+        description="How far the output meets it: fully (1.0), mostly (0.9), partially (0.7), "
+        "minor (0.3), none (0.0)."
+    )
+    reason: str = Field(default="", description="Why, in a sentence.")
 
 
 class JudgeUsage(BaseModel):
@@ -60,16 +65,35 @@ class RecordedVerdict(BaseModel):
     thresholds.
     """
 
-    model_config = ConfigDict(extra="allow", allow_inf_nan=False)
+    model_config = ConfigDict(
+        extra="allow",
+        allow_inf_nan=False,
+        json_schema_extra={"examples": [{
+            "score": 0.9,
+            "verdicts": [{"criterion": "Refunds the duplicate charge", "verdict": "mostly",
+                          "reason": "Refund opened; amount not confirmed."}],
+            "model": "gpt-4.1", "prompt_version": "judge-v3", "policy_violation": False,
+        }]},
+    )
 
-    score: float = Field(ge=0.0, le=1.0)
-    verdicts: list[CriterionVerdict] = Field(default_factory=list)
-    model: str = "unknown"
-    prompt_version: str | None = None
-    goal: str | None = None
-    policy_violation: bool | None = None
+    score: float = Field(
+        ge=0.0, le=1.0, allow_inf_nan=False,
+        description="Aggregated task-success score in [0, 1] (soft minimum of the criterion "
+        "verdicts); success is score >= the rule's judge.threshold.",
+    )
+    verdicts: list[CriterionVerdict] = Field(
+        default_factory=list, description="One verdict per success criterion."
+    )
+    model: str = Field(default="unknown", description="The judge model.")
+    prompt_version: str | None = Field(default=None, description="The judge prompt version.")
+    goal: str | None = Field(default=None, description="The user's goal as the judge read it.")
+    policy_violation: bool | None = Field(
+        default=None, description="The judge's policy check (null: not checked)."
+    )
     policy_reason: str | None = None
-    decision: str | None = None
+    decision: str | None = Field(
+        default=None, description="The system's decision label as the judge extracted it."
+    )
     mode: str | None = Field(default=None, description="Judge mode: fast or thorough.")
     usage: JudgeUsage | None = None
     sampling_weight: float = Field(

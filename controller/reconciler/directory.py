@@ -20,8 +20,11 @@ import threading
 from dataclasses import dataclass
 from typing import Any
 
+from pydantic import ValidationError
+
 from controller.models import RuleKey
 from controller.models.identity import ServiceAccountRef
+from controller.models.rule import ModelPrice
 
 CANARY_SUFFIX = "-canary"
 
@@ -30,6 +33,7 @@ CANARY_SUFFIX = "-canary"
 class _Rule:
     target: str | None
     listed: frozenset[ServiceAccountRef]
+    pricing: tuple[ModelPrice, ...] = ()
 
 
 def _meta(obj: dict[str, Any]) -> tuple[str, str]:
@@ -51,7 +55,19 @@ def _rule_of(obj: dict[str, Any]) -> tuple[RuleKey, _Rule]:
         for entry in (listed if isinstance(listed, list) else [])
         if isinstance(entry, str) and entry.strip("/")
     )
-    return RuleKey(namespace, name), _Rule(target if isinstance(target, str) else None, refs)
+    return RuleKey(namespace, name), _Rule(target if isinstance(target, str) else None, refs,
+                                           _prices(spec.get("pricing")))
+
+
+def _prices(raw: Any) -> tuple[ModelPrice, ...]:
+    """The rule's valid ``spec.pricing`` entries (an invalid rule is reported elsewhere)."""
+    out: list[ModelPrice] = []
+    for entry in raw if isinstance(raw, list) else []:
+        try:
+            out.append(ModelPrice.model_validate(entry))
+        except ValidationError:
+            continue
+    return tuple(out)
 
 
 def service_account_of(deployment: dict[str, Any]) -> str:
@@ -87,6 +103,11 @@ class Directory:
                     if account is not None:
                         found.add(ServiceAccountRef(key.namespace, account))
         return frozenset(found)
+
+    def pricing(self, key: RuleKey) -> tuple[ModelPrice, ...]:
+        with self._lock:
+            rule = self._rules.get(key)
+        return rule.pricing if rule else ()
 
     # -- fed by the watches -------------------------------------------------------------
 

@@ -1,38 +1,68 @@
 """Reading sample and feedback files (JSON Lines or a JSON array) without ever raising.
 
 One bad line must not cost the rest of a file: every line is parsed on its own, and a
-rejected record becomes a one-line message naming the file, the line and the field
+rejected record becomes a structured :class:`~controller.models.ingest.Reject` (line,
+field, reason, id, kind) with a one-line message naming the file, the line and the field
 (``samples.jsonl:12: field 'cohort': Input should be 'baseline' or 'canary'``). The same
-parser serves files (``canaryctl analyze``) and request bodies (the ingestion API).
+parser serves files (``canaryctl analyze``) and request bodies (the ingestion API); a
+caller that knows more (which rules exist, what the client may report) passes a
+``check`` that refuses a parsed record with its own kind, e.g. :func:`unknown_rule`.
 """
 
 from __future__ import annotations
 
 import json
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, NamedTuple, TypeVar
 
 from pydantic import BaseModel, ValidationError
 
 from controller.models import Feedback, Sample, json_values
-from controller.models.errors import format_field_errors
+from controller.models.errors import field_errors, format_field_errors
+from controller.models.ingest import Reject, RejectKind
 from controller.models.json_values import UnsafeJson
 
 MAX_MESSAGES = 50
 """Messages kept per report; the rest are only counted, so a huge bad file stays cheap."""
 
-# Skip reasons (keys of LoadReport.skipped).
-INVALID_JSON = "invalid_json"
-NOT_AN_OBJECT = "not_an_object"
-INVALID_RECORD = "invalid_record"
+# Skip reasons (keys of LoadReport.skipped): every reject kind, plus duplicates (dropped,
+# not refused: a client's retry is not an error).
+INVALID_JSON = RejectKind.INVALID_JSON.value
+NOT_AN_OBJECT = RejectKind.NOT_AN_OBJECT.value
+INVALID_RECORD = RejectKind.INVALID_RECORD.value
+ENCODING = RejectKind.ENCODING.value
+UNKNOWN_RULE = RejectKind.UNKNOWN_RULE.value
 DUPLICATE = "duplicate"
-ENCODING = "encoding"
 
 M = TypeVar("M", bound=BaseModel)
+
+
+class Problem(NamedTuple):
+    """Why a caller's ``check`` refuses a record that parsed."""
+
+    kind: RejectKind
+    field: str | None
+    reason: str
+
+
+def unknown_rule(
+    exists: Callable[[str, str | None], bool],
+) -> Callable[[Sample | Feedback], Problem | None]:
+    """A ``check`` refusing records whose ``rule`` (in ``namespace``) is no CanaryRule, so a
+    typo is named instead of filling a store nobody reads. ``exists(rule, namespace)``
+    answers from the controller's rule directory (namespace ``None``: the caller's)."""
+
+    def check(record: Sample | Feedback) -> Problem | None:
+        if exists(record.rule, record.namespace):
+            return None
+        where = f" in namespace {record.namespace!r}" if record.namespace else ""
+        return Problem(RejectKind.UNKNOWN_RULE, "rule", f"no CanaryRule {record.rule!r}{where}")
+
+    return check
 
 
 
@@ -49,6 +79,9 @@ class LoadReport:
     messages: list[str] = field(default_factory=list)
     messages_dropped: int = 0
     max_messages: int = MAX_MESSAGES
+    rejects: list[Reject] = field(default_factory=list)
+    """Refused records, structured, capped at ``max_messages``."""
+    rejects_dropped: int = 0
     record_lines: list[int] = field(default_factory=list)
     """The line of each accepted record, in order (to name a record refused later)."""
 
@@ -70,6 +103,31 @@ class LoadReport:
     def skip(self, reason: str, message: str) -> None:
         self.skipped[reason] += 1
         self.note(message)
+
+    def reject(
+        self,
+        kind: RejectKind,
+        line: int,
+        message: str,
+        *,
+        field: str | None = None,
+        reason: str | None = None,
+        record_id: str | None = None,
+    ) -> None:
+        """Count a refused record and keep it structured (and as a message)."""
+        self.skip(kind.value, message)
+        if len(self.rejects) >= self.max_messages:
+            self.rejects_dropped += 1
+            return
+        self.rejects.append(Reject(
+            line=line, field=field, reason=reason or message.split(": ", 1)[-1],
+            id=record_id, kind=kind, message=message,
+        ))
+
+    @property
+    def total_rejected(self) -> int:
+        """Refused records (duplicates are dropped, not refused)."""
+        return self.total_skipped - self.skipped.get(DUPLICATE, 0)
 
     def summary(self) -> str:
         """One line for logs and the CLI."""
@@ -131,40 +189,45 @@ def _array_items(text: str, report: LoadReport) -> Iterator[tuple[int, Any]]:
         while pos < len(text) and text[pos] in " \t\r\n":
             pos += 1
         if pos >= len(text):
-            report.skip(INVALID_JSON, f"{report.source}:{_line_of(text, pos)}: unterminated array")
+            line = _line_of(text, pos)
+            report.reject(RejectKind.INVALID_JSON, line,
+                          f"{report.source}:{line}: unterminated array")
             return
         ch = text[pos]
         if ch == "]":
             rest = text[pos + 1 :].strip()
             if rest:
-                report.skip(
-                    INVALID_JSON,
-                    f"{report.source}:{_line_of(text, pos + 1)}: extra data after the array",
-                )
+                line = _line_of(text, pos + 1)
+                report.reject(RejectKind.INVALID_JSON, line,
+                              f"{report.source}:{line}: extra data after the array")
             return
         if ch == "," and not expect_value:
             pos += 1
             expect_value = True
             continue
         if not expect_value:
-            report.skip(
-                INVALID_JSON,
-                f"{report.source}:{_line_of(text, pos)}: expected ',' or ']' between records;"
+            line = _line_of(text, pos)
+            report.reject(
+                RejectKind.INVALID_JSON, line,
+                f"{report.source}:{line}: expected ',' or ']' between records;"
                 " the rest of the array is skipped",
             )
             return
         try:
             value, end = json_values.raw_decode(text, pos)
         except json.JSONDecodeError as exc:
-            report.skip(
-                INVALID_JSON,
+            report.reject(
+                RejectKind.INVALID_JSON, exc.lineno,
                 f"{report.source}:{exc.lineno}: invalid JSON: {exc.msg} (column {exc.colno});"
                 " the rest of the array is skipped",
+                reason=f"invalid JSON: {exc.msg} (column {exc.colno})",
             )
             return
         except UnsafeJson as exc:
-            report.skip(INVALID_JSON, f"{report.source}:{_line_of(text, pos)}: {exc};"
-                                      " the rest of the array is skipped")
+            line = _line_of(text, pos)
+            report.reject(RejectKind.INVALID_JSON, line,
+                          f"{report.source}:{line}: {exc}; the rest of the array is skipped",
+                          reason=exc.reason)
             return
         line = _line_of(text, pos)
         pos = end
@@ -172,27 +235,42 @@ def _array_items(text: str, report: LoadReport) -> Iterator[tuple[int, Any]]:
         try:
             json_values.check(value)
         except UnsafeJson as exc:
-            report.skip(INVALID_RECORD, f"{report.source}:{line}: {exc}")
+            _unsafe(report, line, exc, value)
             continue
         yield line, value
+
+
+def _unsafe(report: LoadReport, line: int, exc: UnsafeJson, value: Any) -> None:
+    """A record refused at decoding (a non-finite number, too deep a nesting), named by
+    the path of the offending value."""
+    rid = value.get("id") if isinstance(value, dict) else None
+    report.reject(RejectKind.INVALID_RECORD, line, f"{report.source}:{line}: {exc}",
+                  field=exc.path or None, reason=exc.reason,
+                  record_id=rid if isinstance(rid, str) else None)
 
 
 def _json_lines(data: bytes | str, report: LoadReport) -> Iterator[tuple[int, Any]]:
     for number, line in _lines(data):
         where = f"{report.source}:{number}"
         if line is None:
-            report.skip(ENCODING, f"{where}: not valid UTF-8")
+            report.reject(RejectKind.ENCODING, number, f"{where}: not valid UTF-8")
             continue
         if not line.strip():
             report.blank_lines += 1
             continue
         try:
-            value = json_values.loads(line)
+            value = json_values.decode(line)
         except json.JSONDecodeError as exc:
-            report.skip(INVALID_JSON, f"{where}: invalid JSON: {exc.msg} (column {exc.colno})")
+            report.reject(RejectKind.INVALID_JSON, number,
+                          f"{where}: invalid JSON: {exc.msg} (column {exc.colno})")
             continue
         except UnsafeJson as exc:
-            report.skip(INVALID_RECORD, f"{where}: {exc}")
+            _unsafe(report, number, exc, None)
+            continue
+        try:
+            json_values.check(value)
+        except UnsafeJson as exc:
+            _unsafe(report, number, exc, value)
             continue
         yield number, value
 
@@ -204,7 +282,8 @@ def _values(data: bytes | str, report: LoadReport) -> Iterator[tuple[int, Any]]:
     if head in ("[", b"["):
         text = _as_text(data)
         if text is None:
-            report.skip(ENCODING, f"{report.source}:1: a JSON array must be valid UTF-8")
+            report.reject(RejectKind.ENCODING, 1,
+                          f"{report.source}:1: a JSON array must be valid UTF-8")
             return
         yield from _array_items(text, report)
         return
@@ -214,8 +293,46 @@ def _values(data: bytes | str, report: LoadReport) -> Iterator[tuple[int, Any]]:
     yield from _json_lines(data, report)
 
 
+def _record_id(value: dict[str, Any]) -> str | None:
+    rid = value.get("id")
+    return rid if isinstance(rid, str) and rid else None
+
+
+def _validate(
+    model: type[M], value: Any, number: int, report: LoadReport,
+    check: Callable[[Any], Problem | None] | None,
+) -> M | None:
+    """One parsed JSON value as a record, or None after rejecting it."""
+    where = f"{report.source}:{number}"
+    if not isinstance(value, dict):
+        report.reject(RejectKind.NOT_AN_OBJECT, number,
+                      f"{where}: expected a JSON object, got {_describe(value)}")
+        return None
+    rid = _record_id(value)
+    try:
+        record = model.model_validate(value)
+    except ValidationError as exc:
+        errors = field_errors(exc)
+        path, reason = errors[0] if errors else ("", "invalid record")
+        report.reject(RejectKind.INVALID_RECORD, number, f"{where}: {format_field_errors(exc)}",
+                      field=path or None, reason=reason, record_id=rid)
+        return None
+    except (RecursionError, ValueError, TypeError) as exc:  # defensive: never raise
+        report.reject(RejectKind.INVALID_RECORD, number,
+                      f"{where}: {type(exc).__name__}: {exc}"[:300], record_id=rid)
+        return None
+    problem = check(record) if check is not None else None
+    if problem is not None:
+        label = f"field {problem.field!r}: " if problem.field else ""
+        report.reject(problem.kind, number, f"{where}: {label}{problem.reason}",
+                      field=problem.field, reason=problem.reason, record_id=rid)
+        return None
+    return record
+
+
 def _parse(
-    data: bytes | str, source: str, model: type[M], *, dedup: bool, max_messages: int
+    data: bytes | str, source: str, model: type[M], *, dedup: bool, max_messages: int,
+    check: Callable[[Any], Problem | None] | None = None,
 ) -> tuple[list[M], LoadReport, list[int]]:
     report = LoadReport(source=source, max_messages=max_messages)
     records: list[M] = []
@@ -223,16 +340,8 @@ def _parse(
     first_line: dict[str, int] = {}
     for number, value in _values(data, report):
         where = f"{source}:{number}"
-        if not isinstance(value, dict):
-            report.skip(NOT_AN_OBJECT, f"{where}: expected a JSON object, got {_describe(value)}")
-            continue
-        try:
-            record = model.model_validate(value)
-        except ValidationError as exc:
-            report.skip(INVALID_RECORD, f"{where}: {format_field_errors(exc)}")
-            continue
-        except (RecursionError, ValueError, TypeError) as exc:  # defensive: never raise
-            report.skip(INVALID_RECORD, f"{where}: {type(exc).__name__}: {exc}"[:300])
+        record = _validate(model, value, number, report, check)
+        if record is None:
             continue
         if dedup:
             rid = str(getattr(record, "id", ""))
@@ -254,14 +363,17 @@ def _parse(
 
 
 def parse_samples(
-    data: bytes | str, source: str = "<input>", *, max_messages: int = MAX_MESSAGES
+    data: bytes | str, source: str = "<input>", *, max_messages: int = MAX_MESSAGES,
+    check: Callable[[Sample], Problem | None] | None = None,
 ) -> tuple[list[Sample], LoadReport]:
     """Samples from JSON Lines or a JSON array; never raises on bad input.
 
     Duplicated ids are dropped (the first record wins). Timestamps going backwards are
     reported (``out_of_order``) but the records are kept: replay sorts by ``ts``.
+    ``check`` may refuse a parsed sample (e.g. :func:`unknown_rule`).
     """
-    samples, report, lines = _parse(data, source, Sample, dedup=True, max_messages=max_messages)
+    samples, report, lines = _parse(data, source, Sample, dedup=True,
+                                    max_messages=max_messages, check=check)
     latest: datetime | None = None
     latest_line = 0
     for sample, number in zip(samples, lines, strict=True):
@@ -277,11 +389,13 @@ def parse_samples(
 
 
 def parse_feedback(
-    data: bytes | str, source: str = "<input>", *, max_messages: int = MAX_MESSAGES
+    data: bytes | str, source: str = "<input>", *, max_messages: int = MAX_MESSAGES,
+    check: Callable[[Feedback], Problem | None] | None = None,
 ) -> tuple[list[Feedback], LoadReport]:
     """Feedback records; never raises. Several records for one id are all kept, in
     order: each is a later correction of the same sample (the store merges them)."""
-    records, report, _ = _parse(data, source, Feedback, dedup=False, max_messages=max_messages)
+    records, report, _ = _parse(data, source, Feedback, dedup=False,
+                                max_messages=max_messages, check=check)
     return records, report
 
 

@@ -173,12 +173,6 @@ def _now() -> float:
     return datetime.now(UTC).timestamp()
 
 
-def _overlay(feedback: Feedback) -> dict[str, Any]:
-    """The fields a feedback sets. ``None`` means "nothing to say", never "clear"."""
-    data = feedback.model_dump(mode="json", exclude={"id", "rule", "namespace"})
-    return {k: v for k, v in data.items() if v is not None}
-
-
 def _verdict_json(verdict: Verdict | None) -> tuple[str | None, str | None]:
     if verdict is None:
         return None, None
@@ -369,7 +363,7 @@ class SampleStore:
         capped: set[RuleKey] = set()
         with self._write() as db:
             for fb in feedback:
-                key, update = fb.key, _overlay(fb)
+                key, update = fb.key, fb.overlay()
                 where = (key.namespace, key.name, fb.id)
                 row = db.execute(
                     "SELECT overlay FROM samples WHERE namespace = ? AND rule = ? AND id = ?",

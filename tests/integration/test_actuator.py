@@ -175,8 +175,9 @@ def test_ensure_canary_builds_owned_canary(kube: Kube, emu: EmulatorHandle, ns: 
                                          dp.COHORT_LABEL: "canary"}
     app, proxy = tpl["spec"]["containers"]
     assert app["image"] == "assistant:2" and proxy["image"] == "envoy:1"
-    assert env_of(app) == {"MODEL": "large", "X": "1", "PROMPT": "v7", "CANARY_COHORT": "canary"}
-    assert env_of(proxy) == {"CANARY_COHORT": "canary"}
+    assert env_of(app) == {"MODEL": "large", "X": "1", "PROMPT": "v7", "CANARY_COHORT": "canary",
+                           "CANARY_REVISION": revision}
+    assert env_of(proxy) == {"CANARY_COHORT": "canary", "CANARY_REVISION": revision}
     # the target is untouched, and its selector (the Service's) matches canary pods too
     assert get_dep(kube, ns, "web")["spec"] == target["spec"]
 
@@ -288,7 +289,8 @@ def test_promote_then_scale_down(kube: Kube, emu: EmulatorHandle, ns: str) -> No
     assert tpl == dp.promoted_template(canary_tpl)
     assert dp.COHORT_LABEL not in tpl["metadata"]["labels"]
     assert tpl["metadata"]["labels"]["prompt"] == "v7"
-    assert all("CANARY_COHORT" not in env_of(c) for c in tpl["spec"]["containers"])
+    assert all("CANARY_COHORT" not in env_of(c) and "CANARY_REVISION" not in env_of(c)
+               for c in tpl["spec"]["containers"])
     assert tpl["spec"]["containers"][0]["image"] == "assistant:2"
     assert target["metadata"]["annotations"][dp.PROMOTED_ANNOTATION] == revision
 

@@ -24,6 +24,7 @@ from controller.health import Health
 from controller.models import RuleKey
 from controller.reconciler.directory import Directory
 from controller.sources.store import SampleStore
+from tests.support.api import directory
 
 KEY = RuleKey("default", "bot")
 
@@ -35,31 +36,10 @@ def rec(i: int | str, **changes: Any) -> dict[str, Any]:
     return {"id": f"s-{i}", **GOOD, **changes}
 
 
-def rule(name: str, namespace: str = "default", target: str = "bot",
-         reporters: list[str] | None = None) -> dict[str, Any]:
-    spec: dict[str, Any] = {"targetRef": {"name": target}}
-    if reporters:
-        spec["ingest"] = {"serviceAccounts": reporters}
-    return {"metadata": {"name": name, "namespace": namespace}, "spec": spec}
-
-
-def deployment(name: str, namespace: str = "default", account: str | None = "bot-sa"
-               ) -> dict[str, Any]:
-    pod: dict[str, Any] = {"containers": [{"name": "app", "image": "x"}]}
-    if account:
-        pod["serviceAccountName"] = account
-    return {"metadata": {"name": name, "namespace": namespace},
-            "spec": {"template": {"spec": pod}}}
-
-
-def directory() -> Directory:
-    d = Directory()
-    d.replace_rules([rule("bot"), rule("other", target="other"),
-                     rule("bot", namespace="team-b"),
-                     rule("shared", reporters=["feedback/labeller", "helper"])])
-    d.replace_deployments([deployment("bot"), deployment("other", account="other-sa"),
-                           deployment("bot", namespace="team-b")])
-    return d
+def rules() -> Directory:
+    return directory(("default/bot", "bot", "bot-sa"), ("default/other", "other", "other-sa"),
+                     ("team-b/bot", "bot", "bot-sa"), ("default/shared", "shared", ""),
+                     reporters={"default/shared": ["feedback/labeller", "helper"]})
 
 
 class Running:
@@ -70,7 +50,7 @@ class Running:
         self.leader = threading.Event()
         self.leader.set()
         self.health = Health()
-        self.directory = directory()
+        self.directory = rules()
         self.server = ApiServer(Ingestion(self.store, self.directory), auth or Insecure(),
                                 health=self.health, host="127.0.0.1", port=0,
                                 metrics_port=metrics_port, is_leader=self.leader.is_set,
@@ -128,7 +108,10 @@ def status_and_json(answer: bytes) -> tuple[int, dict[str, Any]]:
 def test_json_array_is_stored_and_duplicates_dropped(api: Running) -> None:
     r = post(api, "/v1/samples", json.dumps([rec(1), rec(2), rec(1)]))
     assert r.status_code == 200
-    assert r.json() == {"accepted": 2, "duplicates": 1, "rejected": 0, "errors": []}
+    body = r.json()
+    assert {k: body[k] for k in ("accepted", "duplicates", "rejected", "errors")} == \
+        {"accepted": 2, "duplicates": 1, "rejected": 0, "errors": []}
+    assert body["message"].startswith("2 stored, 1 duplicates, 0 rejected")
     again = post(api, "/v1/samples", json.dumps([rec(1)]))  # a client retry
     assert again.status_code == 200
     assert again.json()["duplicates"] == 1 and again.json()["accepted"] == 0
@@ -144,12 +127,44 @@ def test_json_lines_with_bad_records_stores_the_rest_and_names_the_field(api: Ru
     assert r.status_code == 207
     body = r.json()
     assert (body["accepted"], body["rejected"]) == (2, 5)
-    assert any("request:2: invalid JSON" in e for e in body["errors"])
-    assert any("request:3: field 'cohort'" in e for e in body["errors"])
-    assert any("request:4: field 'latency_ms'" in e for e in body["errors"])
-    assert any("request:6: field 'latency_ms': 1e999" in e for e in body["errors"])
-    assert any("request:7: field 'latency_ms': NaN" in e for e in body["errors"])
+    errors = body["errors"]
+    assert [(e["line"], e["field"], e["kind"], e["id"]) for e in errors] == [
+        (2, None, "invalid_json", None),
+        (3, "cohort", "invalid_record", "s-2"),
+        (4, "latency_ms", "invalid_record", "s-3"),
+        (6, "latency_ms", "invalid_record", "s-5"),
+        (7, "latency_ms", "invalid_record", "s-6"),
+    ]
+    assert errors[1]["reason"] == "Input should be 'baseline' or 'canary'"
+    assert errors[2]["reason"] == "required field is missing"
+    assert errors[3]["message"].startswith("request:6: field 'latency_ms': 1e999 is not a")
+    assert errors[4]["message"].startswith("request:7: field 'latency_ms': NaN is not a")
     assert api.store.count(KEY) == 2
+
+
+def test_answers_follow_the_published_schema(api: Running) -> None:
+    import jsonschema
+
+    from controller.models.schema import ingestion_schema
+
+    schema = ingestion_schema()
+    lines = [json.dumps(rec(1)), "[1]", json.dumps(rec(2, latency_ms=-1)),
+             json.dumps(rec(3, rule="typo"))]
+    r = post(api, "/v1/samples", "\n".join(lines))
+    assert r.status_code == 207
+    answer = {"$ref": "#/$defs/SamplesAnswer", "$defs": schema["$defs"]}
+    jsonschema.validate(r.json(), answer)
+    f = post(api, "/v1/feedback", json.dumps({"id": "s-1", "rule": "bot", "label": "x"}))
+    jsonschema.validate(f.json(), {"$ref": "#/$defs/FeedbackAnswer", "$defs": schema["$defs"]})
+    for refusal in (post(api, "/v1/nope", b"[]"), httpx.get(api.url + "/v1/samples")):
+        jsonschema.validate(refusal.json(), {"$ref": "#/$defs/ErrorAnswer",
+                                             "$defs": schema["$defs"]})
+
+
+def test_the_schema_is_served(api: Running) -> None:
+    r = httpx.get(api.url + "/v1/schema")
+    assert r.status_code == 200 and r.headers["Content-Type"] == "application/schema+json"
+    assert "SamplesAnswer" in r.json()["$defs"]
 
 
 def test_nothing_valid_is_400(api: Running) -> None:
@@ -160,7 +175,8 @@ def test_nothing_valid_is_400(api: Running) -> None:
 def test_server_owned_fields_are_refused(api: Running) -> None:
     r = post(api, "/v1/samples", json.dumps([rec(1, feedback_closed=True), rec(2)]))
     assert r.status_code == 207
-    assert "field 'feedback_closed': set by the controller" in r.json()["errors"][0]
+    (err,) = r.json()["errors"]
+    assert (err["field"], err["kind"], err["id"]) == ("feedback_closed", "invalid_record", "s-1")
     assert api.store.get(KEY, "s-1") is None
 
 
@@ -178,10 +194,29 @@ def test_feedback_is_joined_by_id_and_kept_when_early(api: Running) -> None:
     assert late is not None and late.sample.label == "approve"
 
 
+def test_feedback_cannot_touch_another_rules_sample_or_other_fields(api: Running) -> None:
+    post(api, "/v1/samples", json.dumps([rec(1)]))
+    r = post(api, "/v1/feedback", "\n".join([
+        json.dumps({"id": "s-1", "rule": "other", "correction_minutes": 30}),
+        json.dumps({"id": "s-1", "rule": "bot", "cohort": "baseline"}),
+        json.dumps({"id": "s-1", "correction_minutes": 1}),
+    ]))
+    assert r.status_code == 207
+    body = r.json()
+    assert (body["applied"], body["pending"]) == (0, 1)  # "other"'s s-1 is not bot's s-1
+    assert [(e["line"], e["field"], e["kind"]) for e in body["errors"]] == [
+        (2, "cohort", "invalid_record"), (3, "rule", "invalid_record")]
+    stored = api.store.get(KEY, "s-1")
+    assert stored is not None
+    assert stored.sample.correction_minutes is None and stored.sample.cohort == "canary"
+
+
 def test_unknown_rules_are_named_and_other_namespaces_are_not_probed(api: Running) -> None:
     r = post(api, "/v1/samples", json.dumps([rec(1, rule="typo")]))
     assert r.status_code == 404
-    assert "no CanaryRule 'typo' in namespace 'default'" in r.json()["errors"][0]
+    (err,) = r.json()["errors"]
+    assert (err["field"], err["kind"]) == ("rule", "unknown_rule")
+    assert err["reason"] == "no CanaryRule 'typo' in namespace 'default'"
     assert api.store.count() == 0
 
 
@@ -240,7 +275,8 @@ def test_deep_nesting_is_answered_naming_the_limit(api: Running) -> None:
                                                "]" * 900)
     r = post(api, "/v1/samples", body)
     assert r.status_code == 400
-    assert "nested deeper than 32 levels" in r.json()["errors"][0]
+    (err,) = r.json()["errors"]
+    assert (err["field"], err["reason"]) == ("extra", "nested deeper than 32 levels")
 
 
 def test_beyond_the_concurrency_limit_the_answer_is_429_with_retry_after(tmp_path: Path
@@ -368,7 +404,9 @@ def test_the_workloads_service_account_posts_for_its_rule_only(
     assert stored is not None and stored.sample.namespace == "default"  # the caller's
     other = post(secure, "/v1/samples", json.dumps([rec(2, rule="other")]), headers=auth)
     assert other.status_code == 403
-    assert "may not report for CanaryRule default/other" in other.json()["errors"][0]
+    (err,) = other.json()["errors"]
+    assert (err["field"], err["kind"]) == ("rule", "forbidden")
+    assert "may not report for CanaryRule default/other" in err["reason"]
     elsewhere = post(secure, "/v1/samples", json.dumps([rec(3, namespace="team-b")]),
                      headers=auth)
     assert elsewhere.status_code == 403

@@ -1,4 +1,5 @@
-"""The product wheel carries the product only: no test doubles, no tests."""
+"""The product wheel carries the product and the client SDK only: no test doubles, no
+tests; and the SDK imports nothing but the standard library."""
 
 from __future__ import annotations
 
@@ -19,6 +20,20 @@ def test_product_wheel_has_no_test_doubles(tmp_path: Path) -> None:
     (wheel,) = tmp_path.glob("llm_canary-*.whl")
     names = zipfile.ZipFile(wheel).namelist()
     packages = {n.split("/", 1)[0] for n in names if "/" in n and ".dist-info" not in n}
-    assert packages == {"controller"}, packages
+    assert packages == {"controller", "llm_canary"}, packages
     assert not [n for n in names if "playground" in n or "emulator" in n or "scripted" in n]
     assert "controller/cli/plugins.py" in names
+    assert {"llm_canary/reporter.py", "llm_canary/py.typed"} <= set(names)
+
+
+def test_the_sdk_imports_only_the_standard_library() -> None:
+    code = (
+        "import sys\n"
+        "before = set(sys.modules)\n"
+        "import llm_canary\n"
+        "roots = {m.split('.')[0] for m in set(sys.modules) - before}\n"
+        "print(sorted(roots - set(sys.stdlib_module_names) - {'llm_canary'}))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, check=True,
+                         capture_output=True, text=True, timeout=60)
+    assert out.stdout.strip() == "[]"

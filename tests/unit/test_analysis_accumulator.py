@@ -50,6 +50,22 @@ def test_trusted_completion_definition() -> None:
     assert metric_value(sp, Metric.TASK_SUCCESS, make_sample(1, score=None)) is None
 
 
+def test_unknown_cost_counts_for_everything_but_cost() -> None:
+    unknown = make_sample(1, cost_usd=None)
+    sp = spec()
+    assert metric_value(sp, Metric.COST, unknown) is None
+    assert metric_value(sp, Metric.TRUSTED_COMPLETION, unknown) is None  # budget set: unknown
+    assert metric_value(sp, Metric.LATENCY, unknown) == unknown.latency_ms
+    assert metric_value(sp, Metric.FALLBACK_RATE, unknown) == 0.0
+    no_budget = spec(trusted={"maxCorrectionMinutes": 5})
+    assert metric_value(no_budget, Metric.TRUSTED_COMPLETION, unknown) == 1.0
+    stats = RuleStatistics(sp)
+    stats.add(unknown)
+    stats.add(make_sample(2, Cohort.BASELINE))
+    assert set(stats.cells["cost"]["all"]) == {"baseline"}  # the unknown cost is left out
+    assert set(stats.cells["latency"]["all"]) == {"baseline", "canary"}
+
+
 def test_policy_metric_excludes_unknown() -> None:
     sp = spec()
     pf = Metric.POLICY_FAILURE_RATE
