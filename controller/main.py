@@ -29,6 +29,7 @@ from controller.actuator.errors import KubeError
 from controller.actuator.lease import LeaderElector
 from controller.actuator.tokenreview import TokenReviewer
 from controller.health import Health
+from controller.judge.cache import VerdictCache
 from controller.judge.service import JudgeService, KeyReader
 from controller.models import CanaryRule, parse_duration
 from controller.observability import LEADER, configure_logging
@@ -93,6 +94,9 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
                    help="SQLite file of the sample store (on a volume in the chart).")
     p.add_argument("--judge-cache", default=_env("CANARY_JUDGE_CACHE"),
                    help="Verdict cache file (default: next to the store).")
+    p.add_argument("--judge-cache-max-entries", type=int,
+                   default=int(_env("CANARY_JUDGE_CACHE_MAX_ENTRIES", "100000") or 100000),
+                   help="Verdicts kept in the cache (the newest); about 1.5 KiB each.")
     p.add_argument("--leader-elect", action=argparse.BooleanOptionalAction,
                    default=(_env("CANARY_LEADER_ELECT", "true") or "true").lower() == "true")
     p.add_argument("--lease-name", default=_env("CANARY_LEASE_NAME", "llm-canary-controller"))
@@ -113,7 +117,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p.add_argument("--max-samples-per-rule", type=int,
                    default=int(_env("CANARY_MAX_SAMPLES_PER_RULE", "500000") or 500000))
     p.add_argument("--max-store-bytes", type=parse_size,
-                   default=parse_size(_env("CANARY_MAX_STORE_BYTES", "700Mi") or "700Mi"),
+                   default=parse_size(_env("CANARY_MAX_STORE_BYTES", "600Mi") or "600Mi"),
                    help="Size limit of the sample store: beyond it the oldest samples are "
                         "deleted, and ingestion answers 507 if nothing can go (0: none).")
     p.add_argument("--max-pending-feedback-per-rule", type=int, default=100_000,
@@ -161,6 +165,19 @@ def _counts_for(args: argparse.Namespace) -> Callable[[CanaryRule], CountsProvid
         return cache[key]
 
     return counts_for
+
+
+def _prune_judge_cache(path: str, max_entries: int) -> None:
+    if not Path(path).exists():
+        return
+    try:
+        cache = VerdictCache(path)
+        try:
+            cache.prune(max_entries=max_entries)
+        finally:
+            cache.close()
+    except Exception:
+        log.exception("judge cache pruning failed; retrying later")
 
 
 def _authenticator(args: argparse.Namespace, kube: Kube) -> Authenticator:
@@ -252,6 +269,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             if pruned.samples or pruned.pending_feedback:
                 log.info("pruned %d samples, %d pending feedback", pruned.samples,
                          pruned.pending_feedback)
+            _prune_judge_cache(cache_path, args.judge_cache_max_entries)
 
     keeper = threading.Thread(target=housekeeping, name="housekeeping", daemon=True)
     keeper.start()

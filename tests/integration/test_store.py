@@ -318,3 +318,17 @@ def test_pending_feedback_is_bounded_per_rule_keeping_the_newest(tmp_path: Path)
         # the 9 ghosts left (ghost-24 was applied) are older than a day by then
         assert store.prune(max_age=timedelta(days=1), now=T0 + timedelta(days=2)) \
             .pending_feedback == 9
+
+
+def test_the_judge_cache_keeps_only_its_newest_verdicts(tmp_path: Path) -> None:
+    """It shares the store's volume, so it is bounded too (pruned with the store)."""
+    from controller.judge.cache import VerdictCache
+
+    cache = VerdictCache(tmp_path / "judge-cache.sqlite")
+    try:
+        for i in range(30):
+            cache.put(f"k{i}", {"n": i})
+        assert cache.prune(max_entries=10) == 20
+        assert len(cache) == 10 and cache.get("k29") == {"n": 29} and cache.get("k0") is None
+    finally:
+        cache.close()
