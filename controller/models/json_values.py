@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import json
 import math
+import threading
 from typing import Any
 
 MAX_DEPTH = 32
@@ -40,18 +41,38 @@ class _Refused(str):
     __slots__ = ()
 
 
-def _constant(literal: str) -> _Refused:
+_seen = threading.local()
+"""Per thread: whether the document being decoded produced a refused literal (so the
+common case, a clean and shallow record, skips the walk of :func:`check`)."""
+
+
+def _refuse(literal: str) -> _Refused:
+    _seen.refused = True
     return _Refused(literal)
+
+
+def _constant(literal: str) -> _Refused:
+    return _refuse(literal)
 
 
 def _float(literal: str) -> float | _Refused:
     value = float(literal)
-    return value if math.isfinite(value) else _Refused(literal)
+    return value if math.isfinite(value) else _refuse(literal)
 
 
 def _int(literal: str) -> int | _Refused:
     digits = len(literal) - (literal[0] == "-")
-    return int(literal) if digits <= MAX_INT_DIGITS else _Refused(literal)
+    return int(literal) if digits <= MAX_INT_DIGITS else _refuse(literal)
+
+
+def needs_check(text: str, start: int = 0, end: int | None = None,
+                max_depth: int = MAX_DEPTH) -> bool:
+    """Whether the value just decoded from ``text[start:end]`` may fail :func:`check`: it
+    produced a refused literal, or it holds enough brackets to nest too deep (brackets in
+    strings count too: a cheap over-estimate that only costs a walk)."""
+    end = len(text) if end is None else end
+    return bool(getattr(_seen, "refused", False)) or \
+        text.count("[", start, end) + text.count("{", start, end) > max_depth
 
 
 DECODER = json.JSONDecoder(parse_float=_float, parse_int=_int, parse_constant=_constant)
@@ -99,6 +120,7 @@ def check(value: Any, *, max_depth: int = MAX_DEPTH) -> None:
 def decode(text: str, *, max_depth: int = MAX_DEPTH) -> Any:
     """Decode one JSON document with refused numbers as markers: follow with
     :func:`check` (:func:`loads` does both)."""
+    _seen.refused = False
     try:
         return DECODER.decode(text)
     except RecursionError:
@@ -112,13 +134,16 @@ def loads(text: str | bytes, *, max_depth: int = MAX_DEPTH) -> Any:
     if isinstance(text, bytes):
         text = text.decode("utf-8")
     value = decode(text, max_depth=max_depth)
-    check(value, max_depth=max_depth)
+    if needs_check(text, max_depth=max_depth):
+        check(value, max_depth=max_depth)
     return value
 
 
 def raw_decode(text: str, pos: int, *, max_depth: int = MAX_DEPTH) -> tuple[Any, int]:
     """:meth:`json.JSONDecoder.raw_decode` with refused numbers as markers: the caller
-    runs :func:`check` on the value (and can go on after ``end`` when it fails)."""
+    runs :func:`check` on the value when :func:`needs_check` says so (and can go on after
+    ``end`` when it fails)."""
+    _seen.refused = False
     try:
         return DECODER.raw_decode(text, pos)
     except RecursionError:

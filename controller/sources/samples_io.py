@@ -230,10 +230,11 @@ def _array_items(text: str, report: LoadReport) -> Iterator[tuple[int, Any]]:
                           reason=exc.reason)
             return
         line = _line_of(text, pos)
-        pos = end
+        start, pos = pos, end
         expect_value = False
         try:
-            json_values.check(value)
+            if json_values.needs_check(text, start, end):
+                json_values.check(value)
         except UnsafeJson as exc:
             _unsafe(report, line, exc, value)
             continue
@@ -268,7 +269,8 @@ def _json_lines(data: bytes | str, report: LoadReport) -> Iterator[tuple[int, An
             _unsafe(report, number, exc, None)
             continue
         try:
-            json_values.check(value)
+            if json_values.needs_check(line):
+                json_values.check(value)
         except UnsafeJson as exc:
             _unsafe(report, number, exc, value)
             continue

@@ -81,6 +81,10 @@ MAX_PENDING_PER_RULE = 100_000
 """Feedback records kept per rule for samples that have not arrived (the oldest go first)."""
 
 
+_CHUNK = 500
+"""Ids per ``IN (...)`` lookup (well under SQLite's bound-parameter limit)."""
+
+
 class StoreFull(Exception):
     """The store is at ``max_bytes`` and pruning the oldest samples freed no room."""
 
@@ -308,43 +312,67 @@ class SampleStore:
         repeated in the batch) are dropped. Pending feedback for an id is applied as it
         arrives."""
         received = _epoch(now) if now else _now()
+        by_rule: dict[RuleKey, list[Sample]] = {}
+        for s in samples:
+            by_rule.setdefault(s.key, []).append(s)
         accepted: list[str] = []
         duplicates = 0
         self._make_room()
         with self._write() as db:
-            for s in samples:
-                key = s.key
-                cur = db.execute(
-                    "INSERT OR IGNORE INTO samples (namespace, rule, id, cohort, queue, ts,"
-                    " received, body) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-                    (key.namespace, key.name, s.id, s.cohort.value, s.queue, _epoch(s.ts),
-                     received, _stored_body(s, key)),
-                )
-                if cur.rowcount == 0:
-                    duplicates += 1
-                    continue
-                overlay = "{}"
-                row = db.execute(
-                    "SELECT overlay FROM pending_feedback WHERE namespace = ? AND rule = ?"
-                    " AND id = ?", (key.namespace, key.name, s.id),
-                ).fetchone()
-                if row is not None:
-                    overlay = row[0]
+            for key, batch in by_rule.items():
+                new = self._new_only(db, key, batch)
+                duplicates += len(batch) - len(new)
+                pending = self._take_pending(db, key, [s.id for s in new])
+                for s in new:
+                    overlay = pending.get(s.id, "{}")
+                    seq = db.execute(
+                        "INSERT INTO changes (namespace, rule, sample_id, kind, before, after)"
+                        " VALUES (?, ?, ?, ?, NULL, ?)",
+                        (key.namespace, key.name, s.id, INSERT, overlay),
+                    ).lastrowid
                     db.execute(
-                        "DELETE FROM pending_feedback WHERE namespace = ? AND rule = ? AND id = ?",
-                        (key.namespace, key.name, s.id),
+                        "INSERT INTO samples (namespace, rule, id, cohort, queue, ts, received,"
+                        " body, overlay, inserted_seq) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                        (key.namespace, key.name, s.id, s.cohort.value, s.queue, _epoch(s.ts),
+                         received, _stored_body(s, key), overlay, seq),
                     )
-                seq = db.execute(
-                    "INSERT INTO changes (namespace, rule, sample_id, kind, before, after)"
-                    " VALUES (?, ?, ?, ?, NULL, ?)",
-                    (key.namespace, key.name, s.id, INSERT, overlay),
-                ).lastrowid
-                db.execute(
-                    "UPDATE samples SET overlay = ?, inserted_seq = ? WHERE namespace = ?"
-                    " AND rule = ? AND id = ?", (overlay, seq, key.namespace, key.name, s.id),
-                )
-                accepted.append(s.id)
+                    accepted.append(s.id)
         return InsertResult(len(accepted), duplicates, tuple(accepted))
+
+    @staticmethod
+    def _new_only(db: sqlite3.Connection, key: RuleKey, batch: list[Sample]) -> list[Sample]:
+        """The samples whose id is neither stored for the rule nor earlier in the batch
+        (one indexed lookup per chunk instead of one statement per sample)."""
+        stored: set[str] = set()
+        ids = [s.id for s in batch]
+        for i in range(0, len(ids), _CHUNK):
+            chunk = ids[i:i + _CHUNK]
+            stored.update(r[0] for r in db.execute(
+                "SELECT id FROM samples WHERE namespace = ? AND rule = ? AND id IN"
+                f" ({','.join('?' * len(chunk))})", (key.namespace, key.name, *chunk)))
+        new: list[Sample] = []
+        for s in batch:
+            if s.id not in stored:
+                stored.add(s.id)
+                new.append(s)
+        return new
+
+    @staticmethod
+    def _take_pending(db: sqlite3.Connection, key: RuleKey, ids: list[str]) -> dict[str, str]:
+        """Feedback that arrived before these samples (id -> overlay), removed from pending."""
+        if not ids or db.execute("SELECT 1 FROM pending_feedback WHERE namespace = ? AND"
+                                 " rule = ? LIMIT 1", (key.namespace, key.name)).fetchone() is None:
+            return {}
+        found: dict[str, str] = {}
+        for i in range(0, len(ids), _CHUNK):
+            chunk = ids[i:i + _CHUNK]
+            marks = ",".join("?" * len(chunk))
+            found.update(db.execute(
+                "SELECT id, overlay FROM pending_feedback WHERE namespace = ? AND rule = ?"
+                f" AND id IN ({marks})", (key.namespace, key.name, *chunk)).fetchall())
+            db.execute(f"DELETE FROM pending_feedback WHERE namespace = ? AND rule = ? AND id"
+                       f" IN ({marks})", (key.namespace, key.name, *chunk))
+        return found
 
     def insert(self, sample: Sample, *, now: datetime | None = None) -> bool:
         """Store one sample; False when its id was already stored."""
