@@ -10,11 +10,12 @@ from __future__ import annotations
 import json
 import logging
 import sys
-import threading
 from datetime import UTC, datetime
 from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+from controller.scrubbing import SecretScrubber
 
 REGISTRY = CollectorRegistry(auto_describe=True)
 
@@ -129,28 +130,8 @@ TICKS_SKIPPED = Counter(
 LEADER = Gauge("llmcanary_leader", "1 while this replica holds the lease.", registry=REGISTRY)
 
 
-class _Redactor:
-    """Process-wide set of secret values that must never appear in a log line."""
-
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self._secrets: set[str] = set()
-
-    def add(self, secret: str | None) -> None:
-        if secret and len(secret) >= 4:
-            with self._lock:
-                self._secrets.add(secret)
-
-    def scrub(self, text: str) -> str:
-        with self._lock:
-            secrets = sorted(self._secrets, key=len, reverse=True)
-        for s in secrets:
-            if s in text:
-                text = text.replace(s, "***")
-        return text
-
-
-REDACTOR = _Redactor()
+REDACTOR = SecretScrubber()
+"""Every registered secret value, hidden from every log line."""
 
 
 def register_secret(value: str | None) -> None:

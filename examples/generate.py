@@ -25,7 +25,8 @@ from typing import Any
 
 import numpy as np
 
-from controller.models.verdict import LEVEL_SCORES, Level, soft_min_score
+from controller.judge.aggregate import soft_min_score
+from controller.models.verdict import LEVEL_SCORES, Level
 
 HERE = Path(__file__).resolve().parent
 RULE = "support-assistant"
@@ -33,7 +34,7 @@ QUEUES = {"general": 0.47, "billing": 0.25, "technical": 0.20, "refunds": 0.08}
 RISKS = {"low": 0.6, "medium": 0.3, "high": 0.1}
 TASKS = ["refund_request", "account_change", "complaint", "question"]
 LABELS = ["approve", "review", "reject"]
-TEMPERATURE = 0.1  # the rule's judge.temperature
+TEMPERATURE = 0.1  # the rule's judge.temperature (judge.aggregation: softMin)
 START = datetime(2026, 11, 2, 9, 0, tzinfo=UTC)
 
 

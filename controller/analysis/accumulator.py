@@ -31,6 +31,17 @@ and the rank is stored with the statistics (``groups``), so it survives
 tested as their own slices; every later value is pooled into ``<dim>=(other)`` when
 the statistics are read. A value's rank never changes, so each tested slice is one
 fixed stream (which the sequential tests need) and the pooling is deterministic.
+Per-step window: the caller says which traffic step the rollout is at with
+:meth:`RuleStatistics.enter_step` (its index and start time). Beside the cumulative
+cells, the statistics then keep the all-traffic moments of every sample metric over
+the samples of the current step only (``ts`` at or after the step's start; a sample
+without a time counts as current), and the number of samples per cohort in that
+window. A new step index clears the window. The window serves two purposes in
+:mod:`.decide`: advancing past a step needs new evidence gathered at that step's
+weight (``minSamplesPerStep``), and a regression that only appears at a higher
+weight is tested on that step's own samples, undiluted by the healthy history.
+Without ``enter_step`` there is no window and the decision is today's.
+
 Statistics are stored per value for up to ``MAX_TRACKED`` (64, the largest
 ``maxGroups``) values per dimension, which keeps ``merge`` exact and associative
 (the merged rank order is the left order followed by the right's new values);
@@ -42,6 +53,7 @@ from __future__ import annotations
 import copy
 import json
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
 from controller.models import DEFAULT_THRESHOLD, CanaryRuleSpec, Cohort, Metric, Sample
@@ -198,6 +210,44 @@ class RuleStatistics:
         self.cells: dict[str, dict[str, dict[str, Cell]]] = {}
         self.n_samples: dict[str, int] = {c: 0 for c in COHORTS}
         self.counts: dict[str, Counts] = {}
+        self.step: int | None = None
+        self.step_started: datetime | None = None
+        self.window: dict[str, dict[str, Moments]] = {}
+        self.window_samples: dict[str, int] = {c: 0 for c in COHORTS}
+
+    # ---- traffic steps ----------------------------------------------------------------
+    def enter_step(self, index: int, started_at: datetime | None = None) -> bool:
+        """The rollout is at step ``index`` (0-based) since ``started_at``; a new index
+        starts a fresh window. Idempotent: call it every analysis with the status's
+        current step. Returns True when a new window began."""
+        if index < 0:
+            raise ValueError("step index must be >= 0")
+        if index == self.step:
+            return False
+        self.step, self.step_started = index, started_at
+        self.window = {}
+        self.window_samples = {c: 0 for c in COHORTS}
+        return True
+
+    def _in_window(self, s: Sample) -> bool:
+        if self.step is None:
+            return False
+        return self.step_started is None or s.ts is None or s.ts >= self.step_started
+
+    def window_moments(self, metric: Metric | str, cohort: Cohort | str) -> Moments:
+        """All-traffic moments of a metric over the current step's samples."""
+        return self.window.get(str(metric), {}).get(str(cohort)) or Moments()
+
+    def window_statistics(self) -> RuleStatistics:
+        """The current step's window as statistics of its own (all-traffic cells only),
+        so the same tests run on it."""
+        out = RuleStatistics(self.spec)
+        for metric, by_cohort in self.window.items():
+            copied: dict[str, Cell] = {c: Moments(m.n, m.shift, m.s1, m.s2)
+                                       for c, m in by_cohort.items()}
+            out.cells[metric] = {ALL: copied}
+        out.n_samples = dict(self.window_samples)
+        return out
 
     # ---- samples -------------------------------------------------------------------
     def add(self, sample: Sample) -> None:
@@ -226,6 +276,9 @@ class RuleStatistics:
         cohort = s.cohort.value
         if sign < 0 and self.n_samples[cohort] <= 0:
             raise ValueError(f"cannot remove sample {s.id!r}: no {cohort} samples")
+        in_window = self._in_window(s)
+        if in_window and sign < 0 and self.window_samples[cohort] <= 0:
+            in_window = False  # added before the window began (delayed feedback)
         slots: dict[str, str | None] = {}
         used = {d for ds in self.metric_dims.values() for d in ds}
         for dim in DIMENSIONS:
@@ -250,7 +303,12 @@ class RuleStatistics:
                 mom = self._cell(metric, key, cohort, Moments)
                 assert isinstance(mom, Moments)
                 (mom.add if sign > 0 else mom.remove)(x)
+            if in_window:
+                win = self.window.setdefault(metric, {}).setdefault(cohort, Moments())
+                (win.add if sign > 0 else win.remove)(x)
         self.n_samples[cohort] += sign
+        if in_window:
+            self.window_samples[cohort] += sign
 
     def _cell(self, metric: str, key: str, cohort: str, kind: type[Cell]) -> Cell:
         by_cohort = self.cells.setdefault(metric, {}).setdefault(key, {})
@@ -258,6 +316,21 @@ class RuleStatistics:
         if cell is None:
             cell = by_cohort[cohort] = kind()
         return cell
+
+    def fold(self, cohort: Cohort | str, n_samples: int, cells: dict[str, Cell]) -> None:
+        """Add pre-aggregated all-traffic statistics of ``n_samples`` samples of one
+        cohort (planning and simulation: the same decision without building samples).
+        Only the ``all`` slice and the step window receive them."""
+        c = str(cohort)
+        for metric, cell in cells.items():
+            mine = self._cell(metric, ALL, c, type(cell))
+            self.cells[metric][ALL][c] = _merge_cells(mine, cell)
+            if self.step is not None and isinstance(cell, Moments):
+                win = self.window.setdefault(metric, {}).get(c) or Moments()
+                self.window[metric][c] = win.merge(cell)
+        self.n_samples[c] += n_samples
+        if self.step is not None:
+            self.window_samples[c] += n_samples
 
     # ---- Prometheus counts ------------------------------------------------------------
     def set_counts(
@@ -356,6 +429,13 @@ class RuleStatistics:
                     out.cells[metric][new_key][cohort] = _merge_cells(mine, cell)
         for c in COHORTS:
             out.n_samples[c] += other.n_samples[c]
+        if other.step is not None and other.step == out.step:
+            for wmetric, wcells in other.window.items():
+                for wcohort, mom in wcells.items():
+                    mine_w = out.window.setdefault(wmetric, {}).get(wcohort) or Moments()
+                    out.window[wmetric][wcohort] = mine_w.merge(mom)
+            for c in COHORTS:
+                out.window_samples[c] += other.window_samples[c]
         for g, cnt in other.counts.items():
             mine_c = out.counts.get(g)
             if mine_c is None:
@@ -376,6 +456,14 @@ class RuleStatistics:
                 for m, bk in self.cells.items()
             },
             "counts": {g: c.to_dict() for g, c in self.counts.items()},
+            **({} if self.step is None else {"step": {
+                "index": self.step,
+                "startedAt": None if self.step_started is None
+                else self.step_started.isoformat(),
+                "samples": dict(self.window_samples),
+                "cells": {m: {c: mom.to_dict() for c, mom in bc.items()}
+                          for m, bc in self.window.items()},
+            }}),
         }
 
     @classmethod
@@ -396,6 +484,14 @@ class RuleStatistics:
                 for c, cell in bc.items():
                     out.cells.setdefault(m, {}).setdefault(k, {})[c] = kind.from_dict(cell)
         out.counts = {g: Counts.from_dict(c) for g, c in data.get("counts", {}).items()}
+        step = data.get("step")
+        if step is not None:
+            started = step.get("startedAt")
+            out.enter_step(int(step["index"]),
+                           None if started is None else datetime.fromisoformat(started))
+            out.window_samples = {c: int(step.get("samples", {}).get(c, 0)) for c in COHORTS}
+            out.window = {m: {c: Moments.from_dict(v) for c, v in bc.items()}
+                          for m, bc in step.get("cells", {}).items()}
         return out
 
 

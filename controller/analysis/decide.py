@@ -1,22 +1,47 @@
 """Guard outcomes and the decision: promote, roll back, or continue.
 
-Family-wise false rollback (DESIGN §3). A false rollback needs some slice's one-sided
-bound to exclude the truth, so a union bound over slices controls it:
+Family-wise false rollback. A false rollback needs some test's one-sided bound to
+exclude the truth, so a union bound over the tests controls it (:func:`alpha_budget`):
 
-- each of the G guards gets ``alpha/G``;
-- an ungrouped guard spends all of it on the all-traffic slice; a grouped guard (any
-  ``groupBy``, and F1 which is always also tested per task kind) spends half on the
-  all-traffic slice and splits the other half evenly over a number of slots fixed by
-  the rule alone: ``maxGroups + 1`` per queue or task dimension (the named slices and
-  the ``(other)`` pool) and ``min(3, maxGroups + 1)`` for risk tiers. Unused slots
-  waste alpha but keep the split independent of the data.
+- guard ``g`` gets ``alpha·w_g/Σw`` with its ``alphaWeight`` ``w_g`` (default 3 for
+  trusted completion, 2 for task success, 1 otherwise: the guard the rollout exists
+  for decides fastest; an equal split made it pay for every latency and cost guard);
+- a guard tested on samples (not F1, not Prometheus) in a rule of S ≥ 2 steps puts
+  ``WINDOW_SHARE`` (1/5) of its alpha on per-step windows, ``1/(S−1)`` for each of
+  steps 2..S (the first step's window is the cumulative test itself);
+- of the rest, an ungrouped guard spends all on the all-traffic slice; a grouped guard
+  (any ``groupBy``, and F1 which is always also tested per task kind) spends
+  ``ALL_TRAFFIC_SHARE`` (2/3) on the all-traffic slice and splits the other third
+  evenly over a number of slots fixed by the rule alone: ``maxGroups + 1`` per queue or
+  task dimension (the named slices and the ``(other)`` pool) and ``min(3, maxGroups +
+  1)`` for risk tiers. Unused slots waste alpha but keep the split independent of the
+  data. Every share is fixed by the rule before any data is seen, so the sum over all
+  tests is at most the rule's alpha whatever happens.
+
+Per-step evidence (windows). When the caller tells the statistics which step the
+rollout is at (:meth:`RuleStatistics.enter_step`):
+
+- PROMOTE (advance) needs, besides every guard passing on all the evidence, that the
+  current step gathered ``minSamples`` canary samples of its own (the step's
+  ``minSamples``, else ``analysis.minSamplesPerStep``, else ``minSamplesPerCohort/4``).
+  Evidence collected at 5% says little about behaviour under 50% of the load (queues,
+  caches, rate limits); without this one batch at the first step carried a rule
+  through every later step in one tick.
+- From the second step on, each sample guard is also tested on the step's own samples
+  (all traffic, same test, its window alpha). A regression that starts with the step
+  (load-dependent) is then judged on fresh evidence, not diluted by the healthy
+  history of the earlier steps. A window can only roll back; it never holds.
+- A failure is still decided at any moment from all of the revision's evidence (the
+  cumulative tests are unchanged).
 
 Slice outcome (contrast ``θ = μ_c − k·μ_b``, see :mod:`.sequential`):
 
 - NO_DATA when a cohort has no observation for the metric;
 - FAIL when the bound on the harmful side lies beyond the tolerance, once each cohort
   has ``min(20, minSamplesPerCohort)`` observations (a burn-in for the plug-in
-  variance; Prometheus event-count tests are exact and need none);
+  variance; Prometheus event-count tests are exact and need none) and, for a
+  proportion, the canary expects 5 events at the boundary
+  (:func:`.sequential.proportion_fail_ready`);
 - PASS when the other bound lies within the tolerance AND both cohorts have
   ``minSamplesPerCohort`` observations;
 - INCONCLUSIVE otherwise.
@@ -65,6 +90,7 @@ from .sequential import (
     diff_means_t,
     diff_proportions,
     f1_difference,
+    proportion_fail_ready,
     rate_ratio_cs,
 )
 from .stats import Confusion
@@ -94,20 +120,95 @@ def guard_dimensions(guard: Guard) -> list[str]:
     return [*dims, "task"] if guard.metric is Metric.F1 else dims
 
 
+DEFAULT_ALPHA_WEIGHTS = {Metric.TRUSTED_COMPLETION: 3.0, Metric.TASK_SUCCESS: 2.0}
+WINDOW_SHARE = 0.2
+ALL_TRAFFIC_SHARE = 2.0 / 3.0
+TARGET_FACTOR = 4.0
+
+
+@dataclass(frozen=True)
+class AlphaShare:
+    """Alpha of each test of one guard (see the module docstring)."""
+
+    all: float  # the all-traffic slice, all of the revision's evidence
+    slice: float  # each group slot (queue / risk / task)
+    window: float  # each step window (steps 2..S), all traffic
+
+
+def guard_alpha_weight(guard: Guard) -> float:
+    """The guard's ``alphaWeight``, or its metric's default."""
+    if guard.alpha_weight is not None:
+        return guard.alpha_weight
+    return DEFAULT_ALPHA_WEIGHTS.get(guard.metric, 1.0)
+
+
+def has_window(guard: Guard) -> bool:
+    """Guards tested on each step's own samples (moment metrics from samples)."""
+    return guard.metric not in (Metric.PROMETHEUS, Metric.F1)
+
+
+def group_slots(spec: CanaryRuleSpec, guard: Guard) -> int:
+    """Slots the group half of a guard's alpha is split over (fixed by the rule)."""
+    a = spec.analysis
+    return sum(min(len(Risk), a.max_groups + 1) if d == "risk" else a.max_groups + 1
+               for d in guard_dimensions(guard))
+
+
+def alpha_budget(spec: CanaryRuleSpec) -> dict[str, AlphaShare]:
+    """Per guard: alpha of its all-traffic test, of each group slot, of each step window."""
+    a = spec.analysis
+    total_w = sum(guard_alpha_weight(g) for g in a.guards)
+    windows = len(spec.steps) - 1
+    out: dict[str, AlphaShare] = {}
+    for g in a.guards:
+        per_guard = a.alpha * guard_alpha_weight(g) / total_w
+        window_total = WINDOW_SHARE * per_guard if windows > 0 and has_window(g) else 0.0
+        rest = per_guard - window_total
+        window = window_total / windows if window_total else 0.0
+        slots = group_slots(spec, g)
+        if not slots:
+            out[g.name] = AlphaShare(rest, 0.0, window)
+        else:
+            out[g.name] = AlphaShare(rest * ALL_TRAFFIC_SHARE,
+                                     rest * (1.0 - ALL_TRAFFIC_SHARE) / slots, window)
+    return out
+
+
 def alpha_split(spec: CanaryRuleSpec) -> dict[str, tuple[float, float]]:
     """Per guard: (alpha of the all-traffic slice, alpha of each group slice)."""
-    a = spec.analysis
-    per_guard = a.alpha / len(a.guards)
-    out: dict[str, tuple[float, float]] = {}
-    for g in a.guards:
-        dims = guard_dimensions(g)
-        if not dims:
-            out[g.name] = (per_guard, 0.0)
-            continue
-        slots = sum(min(len(Risk), a.max_groups + 1) if d == "risk" else a.max_groups + 1
-                    for d in dims)
-        out[g.name] = (per_guard / 2.0, per_guard / 2.0 / slots)
-    return out
+    return {name: (s.all, s.slice) for name, s in alpha_budget(spec).items()}
+
+
+def mixture_target(spec: CanaryRuleSpec) -> float:
+    """Sample size per cohort at which the mixture CSs are tightest:
+    ``TARGET_FACTOR × minSamplesPerCohort``. With a small canary share the canary
+    reaches m long before the baseline, and moderate regressions are decided well past
+    m; tuning at 4m costs large effects nothing measurable (decided within the burn-in
+    granularity) and shortens the tail of moderate ones (see benchmarks/README.md)."""
+    return TARGET_FACTOR * spec.analysis.min_samples_per_cohort
+
+
+def step_min_samples(spec: CanaryRuleSpec, index: int) -> int:
+    """Canary samples step ``index`` must gather at its own weight before advancing."""
+    steps = spec.steps
+    own = steps[index].min_samples if 0 <= index < len(steps) else None
+    if own is not None:
+        return own
+    if spec.analysis.min_samples_per_step is not None:
+        return spec.analysis.min_samples_per_step
+    return math.ceil(spec.analysis.min_samples_per_cohort / 4)
+
+
+def step_shortfall(spec: CanaryRuleSpec, stats: RuleStatistics) -> str | None:
+    """Why the current step may not advance yet, or None (no step known: today's rule)."""
+    if stats.step is None:
+        return None
+    need = step_min_samples(spec, stats.step)
+    have = stats.window_samples.get(CAN, 0)
+    if have >= need:
+        return None
+    return (f"step {stats.step + 1} has {have} of the {need} canary samples it needs at "
+            f"its own weight")
 
 
 def _num(x: object) -> float | None:
@@ -138,6 +239,7 @@ class _Contrast:
     test: str
     exact: bool = False  # no burn-in needed
     min_n: bool = True  # PASS needs minSamplesPerCohort
+    fail_ready: bool = True  # enough expected events for a proportion's FAIL
     delta: float | None = None
     lower: float | None = None
     upper: float | None = None
@@ -158,14 +260,23 @@ def evaluate(
     Pure: same inputs, same decision.
     """
     errors = dict(errors or {})
-    split = alpha_split(spec)
+    budget = alpha_budget(spec)
+    window = _window(spec, stats)
     results: list[GuardResult] = []
     overall: dict[str, GuardResult] = {}
     for g in spec.analysis.guards:
-        guard_results = _evaluate_guard(spec, stats, g, split[g.name], errors.get(g.name))
+        share = budget[g.name]
+        guard_results = _evaluate_guard(spec, stats, g, (share.all, share.slice),
+                                        errors.get(g.name))
+        if window is not None and share.window > 0 and errors.get(g.name) is None:
+            guard_results = _with_window(guard_results, _window_result(
+                spec, window, g, share.window, stats.step))
         overall[g.name] = guard_results[0]
         results.extend(guard_results)
     action, reason = _decide(spec, overall, deadline_reached)
+    short = step_shortfall(spec, stats) if action is Action.PROMOTE else None
+    if short is not None:
+        action, reason = Action.CONTINUE, f"all {len(overall)} guards pass; waiting: {short}"
     return Decision(
         action=action,
         reason=reason,
@@ -174,6 +285,31 @@ def evaluate(
         n_canary=stats.n_samples.get(CAN, 0),
         at=at,
     )
+
+
+def _window(spec: CanaryRuleSpec, stats: RuleStatistics) -> RuleStatistics | None:
+    """The current step's own samples, from the second step on (else None)."""
+    if stats.step is None or stats.step < 1 or len(spec.steps) < 2:
+        return None
+    return stats.window_statistics()
+
+
+def _window_result(
+    spec: CanaryRuleSpec, window: RuleStatistics, g: Guard, alpha: float, step: int | None
+) -> GuardResult:
+    res = _slice_result(spec, window, g, ALL, alpha)
+    return res.model_copy(update={"step": None if step is None else step + 1})
+
+
+def _with_window(results: list[GuardResult], win: GuardResult) -> list[GuardResult]:
+    """Add a step-window result; it can turn the guard's outcome into FAIL, nothing else."""
+    head = results[0]
+    if win.outcome is Outcome.FAIL and head.outcome is not Outcome.FAIL:
+        head = head.model_copy(update={
+            "outcome": Outcome.FAIL,
+            "reason": f"fails on {win.slice_label}; all traffic: {head.outcome.value} "
+                      f"({head.reason})"})
+    return [head, *results[1:], win]
 
 
 def guard_outcomes(decision: Decision) -> dict[str, Outcome]:
@@ -226,6 +362,7 @@ def _slice_result(
     task = value if dim == "task" else None
     tol = g.tolerance_for(queue=queue, risk=risk) if dim in ("queue", "risk") else g.tolerance
     m = spec.analysis.min_samples_per_cohort
+    target = mixture_target(spec)
     base = GuardResult(name=g.name, metric=g.metric.value, queue=queue, risk=risk, task=task,
                        outcome=Outcome.NO_DATA, tolerance=tol, relative=g.relative, alpha=alpha)
     if g.metric is Metric.PROMETHEUS:
@@ -233,7 +370,7 @@ def _slice_result(
         if isinstance(con, GuardResult):
             return con.model_copy(update={"tolerance": tol, "alpha": alpha})
     else:
-        con = _sample_contrast(stats, g, key, tol, alpha, m)
+        con = _sample_contrast(stats, g, key, tol, alpha, target)
     upd: dict[str, object] = {
         "n_baseline": con.n_b, "n_canary": con.n_c, "baseline": _num(con.est_b),
         "canary": _num(con.est_c), "test": con.test,
@@ -246,7 +383,7 @@ def _slice_result(
 
 
 def _sample_contrast(
-    stats: RuleStatistics, g: Guard, key: str, tol: float, alpha: float, m: int
+    stats: RuleStatistics, g: Guard, key: str, tol: float, alpha: float, m: float
 ) -> _Contrast:
     k, thr = (1.0 + tol, 0.0) if g.relative else (1.0, tol)
     if g.metric is Metric.F1:
@@ -260,13 +397,14 @@ def _sample_contrast(
         return con
     if is_prop:
         con.cs = diff_proportions(mc.total, mc.n, mb.total, mb.n, k, alpha, m)
+        con.fail_ready = bool(proportion_fail_ready(mc.n, mb.n, mb.total, k, thr))
     else:
         con.cs = diff_means_t(mc.mean, mc.variance, mc.n, mb.mean, mb.variance, mb.n, k, alpha, m)
     return con
 
 
 def _f1_contrast(
-    cc: Confusion, cb: Confusion, k: float, thr: float, alpha: float, m: int
+    cc: Confusion, cb: Confusion, k: float, thr: float, alpha: float, m: float
 ) -> _Contrast:
     classes = sorted(set(cc.labels()) | set(cb.labels()))
     con = _Contrast(None, cc.n, cb.n, cc.macro_f1(classes), cb.macro_f1(classes), k, thr,
@@ -296,6 +434,7 @@ def _prometheus(
             return con
         if rc <= 1.0 and rb <= 1.0:
             con.cs = diff_proportions(ec, tc, eb, tb, 1.0, alpha, m)
+            con.fail_ready = bool(proportion_fail_ready(tc, tb, eb, 1.0, tol))
         else:  # more than one event per request: Poisson variance (rate per request)
             con.cs = diff_means_normal(rc, rc, tc, rb, rb, tb, 1.0, alpha, m)
         return con
@@ -336,7 +475,7 @@ def _judge(g: Guard, con: _Contrast, tol: float, m: int) -> dict[str, object]:
     harmful = (hi < thr) if hib else (lo > thr)
     safe = (lo >= thr) if hib else (hi <= thr)
     burn = min(BURN_IN, m)
-    enough_fail = con.exact or (con.n_c >= burn and con.n_b >= burn)
+    enough_fail = con.exact or (con.n_c >= burn and con.n_b >= burn and con.fail_ready)
     enough_pass = (not con.min_n) or (con.n_c >= m and con.n_b >= m)
     # reported delta and bounds
     if con.delta is not None or con.lower is not None or con.upper is not None:
@@ -363,7 +502,9 @@ def _judge(g: Guard, con: _Contrast, tol: float, m: int) -> dict[str, object]:
                   f"{_fmt(tol, rel)}")
     else:
         outcome = Outcome.INCONCLUSIVE
-        if harmful:
+        if harmful and not con.fail_ready:
+            why = "beyond tolerance but fewer than 5 events expected at the boundary yet"
+        elif harmful:
             why = (f"beyond tolerance but in burn-in (n canary {con.n_c}, "
                    f"baseline {con.n_b} < {burn})")
         elif safe:

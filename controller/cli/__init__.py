@@ -15,6 +15,7 @@ from controller import __version__
 from .analyze_cmd import analyze
 from .cluster_cmds import COMMANDS as CLUSTER_COMMANDS
 from .judge_cmd import judge
+from .plan_cmd import plan
 from .plugins import plugin_commands
 from .validate_cmd import validate
 
@@ -31,6 +32,7 @@ def cli() -> None:
 cli.add_command(validate)
 cli.add_command(analyze)
 cli.add_command(judge)
+cli.add_command(plan)
 for _command in (*CLUSTER_COMMANDS, *plugin_commands()):
     cli.add_command(_command)
 

@@ -17,6 +17,7 @@ from controller.models import (
     Sample,
     parse_duration,
 )
+from controller.models.rule import JudgeBudget
 from controller.replay import ReplayResult, replay
 from controller.sources.manifests import load_rules
 from controller.sources.samples_io import LoadReport, load_samples
@@ -190,16 +191,15 @@ def _judge_first(
     """Judge the samples without a verdict; report what could not be judged."""
     overrides = {"base_url": url, "model": model, "mode": mode}
     if spec.judge is not None:
-        settings = JudgeSettings.from_spec(spec.judge, interval_seconds=interval_seconds,
+        # The rule's per-interval budget governs the live controller; an offline replay
+        # judges what it was asked to (re-runs are paid once thanks to --judge-cache).
+        unbudgeted = spec.judge.model_copy(update={"budget": JudgeBudget()})
+        settings = JudgeSettings.from_spec(unbudgeted, interval_seconds=interval_seconds,
                                            **overrides)
     elif model:
         settings = JudgeSettings(**{k: v for k, v in overrides.items() if v is not None})
     else:
         fail("--judge-url needs --model (the rule has no spec.judge)", 2)
-    # The rule's per-interval budget governs the live controller; an offline replay judges
-    # what it was asked to (re-runs are paid once thanks to --judge-cache).
-    settings = settings.model_copy(update={"max_calls_per_interval": None,
-                                           "max_cost_usd_per_interval": None})
     try:
         key = api_key_from_env(api_key_env)
     except MissingApiKey as exc:
@@ -209,8 +209,9 @@ def _judge_first(
         fail(f"judge endpoint {settings.endpoint} is unusable: {run.fatal or 'no answers'}", 2)
     t = run.totals
     unjudged = ", ".join(f"{n} {reason}" for reason, n in t.unjudged.items()) or "none"
+    cost = "cost unknown: no price" if t.cost_usd is None else f"${t.cost_usd:.4f}"
     echo_err(f"judged {t.judged} samples ({t.calls} calls, {t.cache_hits} cached, "
-             f"${t.cost_usd:.4f}); unjudged: {unjudged}")
+             f"{t.prompt_tokens + t.completion_tokens} tokens, {cost}); unjudged: {unjudged}")
     return run.samples
 
 

@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import click
+from pydantic import ValidationError
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
@@ -37,7 +38,8 @@ from controller.judge import (
     judge_samples,
     judge_trusted,
 )
-from controller.models import DEFAULT_THRESHOLD, JudgeSpec, Sample, parse_duration
+from controller.models import DEFAULT_THRESHOLD, Aggregation, JudgeSpec, Sample, parse_duration
+from controller.models.errors import format_field_errors
 from controller.sources.manifests import load_rules
 from controller.sources.samples_io import DUPLICATE, LoadReport, load_samples
 
@@ -64,8 +66,14 @@ def _endpoint_options(f: F) -> F:
                      help="SQLite verdict cache (re-runs do not pay twice)."),
         click.option("--threshold", type=click.FloatRange(0, 1), default=None,
                      help="Score at which a task succeeds (default: the rule's, else 0.7)."),
+        click.option("--aggregation", type=click.Choice([a.value for a in Aggregation]),
+                     default=None,
+                     help="Score formula: evalLib (eval-ai-library's, the default) or softMin."),
+        click.option("--temperature", type=click.FloatRange(min=0, min_open=True), default=None,
+                     help="Aggregation strictness (evalLib 0.1-1.0, default 0.5; softMin 0.1)."),
         click.option("--price", metavar="IN,OUT",
-                     help="USD per million input,output tokens (overrides the price table)."),
+                     help="USD per million input,output tokens. Without it only OpenAI's API "
+                          "models are priced; others report tokens only."),
         click.option("--rejudge", is_flag=True, help="Judge samples that already carry a verdict."),
         click.option("-o", "--output", type=click.Choice(["table", "json"]), default="table"),
     ]
@@ -101,15 +109,21 @@ def _settings(opts: dict[str, Any], need_model: bool) -> JudgeSettings | None:
         "mode": opts["mode"],
         "concurrency": opts["concurrency"],
         "threshold": opts["threshold"],
+        "aggregation": opts["aggregation"],
+        "temperature": opts["temperature"],
         "price": price,
     }
-    if spec is not None:
-        return JudgeSettings.from_spec(spec, interval_seconds=interval, **overrides)
-    if not opts["model"]:
+    if spec is None and not opts["model"]:
         if need_model:
             fail("--model is required (or --rule with a spec.judge)", EXIT_BAD_INPUT)
         return None
-    return JudgeSettings(**{k: v for k, v in overrides.items() if v is not None})
+    try:
+        if spec is not None:
+            return JudgeSettings.from_spec(spec, interval_seconds=interval, **overrides)
+        return JudgeSettings(**{k: v for k, v in overrides.items() if v is not None})
+    except ValidationError as exc:
+        fail(f"judge settings: {format_field_errors(exc)}", EXIT_BAD_INPUT)
+    return None  # pragma: no cover - fail() exits
 
 
 def _api_key(opts: dict[str, Any]) -> str | None:
@@ -193,6 +207,8 @@ def _summary(run: JudgeRun, settings: JudgeSettings, out: str | None) -> dict[st
         "model": settings.model,
         "endpoint": settings.endpoint,
         "mode": settings.mode,
+        "aggregation": str(settings.aggregation),
+        "temperature": settings.effective_temperature,
         "prompt_version": PROMPT_VERSION,
         "structured_output": run.structured_mode,
         "kept_existing_verdicts": skipped,
@@ -204,7 +220,9 @@ def _summary(run: JudgeRun, settings: JudgeSettings, out: str | None) -> dict[st
 def _print_summary(summary: dict[str, Any]) -> None:
     table = Table(title="judge", show_header=False)
     for key, value in summary.items():
-        if isinstance(value, dict):
+        if key == "cost_usd" and value is None:
+            value = "unknown: no price for this model/endpoint (--price IN,OUT)"
+        elif isinstance(value, dict):
             value = ", ".join(f"{k}={v}" for k, v in value.items()) or "-"
         elif isinstance(value, float):
             value = f"{value:.6f}"

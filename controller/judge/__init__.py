@@ -1,34 +1,40 @@
 """The LLM judge: task success, policy check and decision labels over any
-OpenAI-compatible endpoint, with retries, budget, cache and calibration.
+OpenAI-compatible endpoint, with retries, budget, cache, redaction and calibration.
 
 Entry points: :class:`Judge` (async, one rule), :func:`judge_samples` (a batch, sync),
-:func:`calibrate` and :func:`judge_trusted` (reliability). Score formula: see
-:mod:`controller.judge.aggregate`; calls per mode: see :mod:`controller.judge.core`.
+:func:`select` (which samples to judge in an interval, with inclusion probabilities),
+:func:`calibrate` and :func:`judge_trusted` (reliability). Score formulas: see
+:mod:`controller.judge.aggregate`; calls per mode: :mod:`controller.judge.core`; what the
+judge may see: :mod:`controller.judge.redaction`; prices: :mod:`controller.judge.cost`;
+why a sample is unjudged: :class:`controller.models.UnjudgedReason`.
 """
 
-from .aggregate import aggregate, is_success, score_verdicts
+from .aggregate import aggregate, eval_lib_score, is_success, score_verdicts, soft_min_score
 from .budget import Budget, BudgetExhausted
 from .cache import VerdictCache, cache_key
 from .calibration import Calibration, Confusion, calibrate, cohen_kappa, judge_trusted
 from .client import CallError, StructuredMode, extract_json, parse_retry_after
 from .core import Judge, Judged, JudgeResult, Totals, calls_per_sample
-from .cost import DEFAULT_PRICE, PRICES, Price, estimate_cost, price_for
+from .cost import HOSTED_PRICES, Price, estimate_cost, price_for
 from .interleave import interleave, interleaved_order
 from .prompts import PROMPT_VERSION
+from .redaction import ContentRedactor
 from .run import JudgeRun, judge_samples, judge_samples_async, with_result
-from .secrets import DEFAULT_KEY_ENV, MissingApiKey, Redactor, api_key_from_env
+from .sampling import Chosen, interval_seed, select, select_samples
+from .secrets import DEFAULT_KEY_ENV, MissingApiKey, api_key_from_env
 from .settings import JudgeSettings, Mode
 
 __all__ = [
     "DEFAULT_KEY_ENV",
-    "DEFAULT_PRICE",
-    "PRICES",
+    "HOSTED_PRICES",
     "PROMPT_VERSION",
     "Budget",
     "BudgetExhausted",
     "Calibration",
     "CallError",
+    "Chosen",
     "Confusion",
+    "ContentRedactor",
     "Judge",
     "JudgeResult",
     "JudgeRun",
@@ -37,7 +43,6 @@ __all__ = [
     "MissingApiKey",
     "Mode",
     "Price",
-    "Redactor",
     "StructuredMode",
     "Totals",
     "VerdictCache",
@@ -48,9 +53,11 @@ __all__ = [
     "calls_per_sample",
     "cohen_kappa",
     "estimate_cost",
+    "eval_lib_score",
     "extract_json",
     "interleave",
     "interleaved_order",
+    "interval_seed",
     "is_success",
     "judge_samples",
     "judge_samples_async",
@@ -58,5 +65,8 @@ __all__ = [
     "parse_retry_after",
     "price_for",
     "score_verdicts",
+    "select",
+    "select_samples",
+    "soft_min_score",
     "with_result",
 ]

@@ -1,10 +1,12 @@
 """Verdict cache in SQLite, so re-runs and controller restarts do not pay twice.
 
 The key is a sha256 over everything that changes the judge's *answer*: model, prompt
-version, mode, policy text, decision labels, the judge's sampling temperature, and the
-sample's input and output. It deliberately excludes the success threshold and the
-aggregation temperature (the cached criterion verdicts are re-aggregated on read) and
-everything about the sample that the judge never sees (id, cohort, queue, timing).
+version, mode, policy text, decision labels, the judge's sampling temperature, the
+redaction configuration (when there is one: a changed redaction never reuses verdicts of
+differently redacted text) and the sample's input and output. It deliberately excludes
+the success threshold, the aggregation formula and its temperature (the cached criterion
+verdicts are re-aggregated on read), the price, and everything about the sample that the
+judge never sees (id, cohort, queue, timing).
 Only judged samples are cached; unjudged ones are retried next time.
 """
 
@@ -29,9 +31,18 @@ CREATE TABLE IF NOT EXISTS verdicts (
 """
 
 
-def cache_key(settings: JudgeSettings, prompt_version: str, conv_in: Any, conv_out: Any) -> str:
-    """sha256 of the answer-relevant configuration and the interaction."""
-    material = {
+def cache_key(
+    settings: JudgeSettings,
+    prompt_version: str,
+    conv_in: Any,
+    conv_out: Any,
+    *,
+    redaction: str | None = None,
+) -> str:
+    """sha256 of the answer-relevant configuration and the interaction; ``redaction`` is
+    the redaction fingerprint (left out of the material when None, so keys made before
+    redaction existed stay valid)."""
+    material: dict[str, Any] = {
         "model": settings.model,
         "prompt_version": prompt_version,
         "mode": settings.mode,
@@ -41,6 +52,8 @@ def cache_key(settings: JudgeSettings, prompt_version: str, conv_in: Any, conv_o
         "input": conv_in,
         "output": conv_out,
     }
+    if redaction is not None:
+        material["redaction"] = redaction
     blob = json.dumps(material, sort_keys=True, ensure_ascii=False, separators=(",", ":"))
     return hashlib.sha256(blob.encode()).hexdigest()
 

@@ -12,6 +12,10 @@
 - Answers are validated with pydantic; a failure gets exactly one repair attempt (the
   validation error is sent back); a second failure makes the sample unjudged.
 - The concurrency limit (a semaphore) covers in-flight HTTP calls only, not backoff sleeps.
+- Every failure is classified into :class:`controller.models.UnjudgedReason`: connection,
+  timeout, rate_limited and server_error (after the retries) are *transient*, the sample
+  may be tried again later; bad_request, context_length, auth, not_found and malformed
+  are *permanent* for that request.
 """
 
 from __future__ import annotations
@@ -30,12 +34,13 @@ from typing import Any, Literal, TypeVar
 import openai
 from pydantic import BaseModel, ValidationError
 
-from controller.models import JudgeUsage
+from controller.models import JudgeUsage, UnjudgedReason
+from controller.scrubbing import SecretScrubber
 
-from .cost import estimate_cost, price_for
+from .cost import estimate_cost
 from .prompts import repair_message
 from .schemas import ANSWER_MODELS, Answer, Stage, check_answer, json_schema
-from .secrets import NO_KEY, Redactor
+from .secrets import NO_KEY, PLACEHOLDER_KEYS
 from .settings import JudgeSettings
 
 log = logging.getLogger("controller.judge")
@@ -47,17 +52,26 @@ _FALLBACK: dict[StructuredMode, StructuredMode] = {
 }
 T = TypeVar("T", bound=BaseModel)
 _FENCE = re.compile(r"```(?:json)?\s*(.*?)```", re.DOTALL)
+_CONTEXT_WORDS = (
+    "context_length_exceeded",
+    "context length",
+    "context window",
+    "maximum context",
+    "too many tokens",
+    "prompt is too long",
+    "input is too long",
+)
 
 
 class CallError(Exception):
-    """Judging this sample failed; ``reason`` is short and machine-readable.
+    """Judging this sample failed, for one of the closed set of reasons.
 
     ``fatal`` errors (bad key, unknown model) mean the endpoint is unusable: the judge
     stops calling it for the remaining samples.
     """
 
-    def __init__(self, reason: str, detail: str, *, fatal: bool = False) -> None:
-        super().__init__(f"{reason}: {detail}")
+    def __init__(self, reason: UnjudgedReason, detail: str, *, fatal: bool = False) -> None:
+        super().__init__(f"{reason.value}: {detail}")
         self.reason = reason
         self.detail = detail
         self.fatal = fatal
@@ -70,20 +84,22 @@ class UsageMeter:
     calls: int = 0
     prompt_tokens: int = 0
     completion_tokens: int = 0
-    cost_usd: float = 0.0
+    cost_usd: float | None = None
+    """None until a priced call is made; stays None without a price."""
 
     def to_model(self, cached: bool = False) -> JudgeUsage:
+        """No call made costs 0; calls made without a price cost ``None`` (unknown)."""
         return JudgeUsage(
             calls=self.calls,
             prompt_tokens=self.prompt_tokens,
             completion_tokens=self.completion_tokens,
-            cost_usd=self.cost_usd,
+            cost_usd=0.0 if self.calls == 0 else self.cost_usd,
             cached=cached,
         )
 
 
 OnCall = Callable[[float], None]
-"""Called once per HTTP attempt with its estimated cost (for the budget)."""
+"""Called once per HTTP attempt with its cost, 0 when unpriced or failed (for the budget)."""
 
 
 def parse_retry_after(headers: Any) -> float | None:
@@ -147,6 +163,21 @@ def _mentions_format(exc: openai.APIStatusError) -> bool:
     return any(word in text for word in ("response_format", "json_schema", "json_object"))
 
 
+def _too_long(exc: openai.APIStatusError) -> bool:
+    """A 413, or a 400 whose message says the prompt exceeds the model's context."""
+    if exc.status_code == 413:
+        return True
+    text = f"{exc.message} {exc.body}".lower()
+    return any(word in text for word in _CONTEXT_WORDS)
+
+
+def _refused(exc: openai.APIStatusError, describe: Callable[[BaseException], str]) -> CallError:
+    """The permanent error for a 4xx the endpoint will answer the same way again."""
+    if _too_long(exc):
+        return CallError(UnjudgedReason.CONTEXT_LENGTH, describe(exc))
+    return CallError(UnjudgedReason.BAD_REQUEST, describe(exc))
+
+
 class ChatClient:
     """Asks one stage's question and returns a validated answer."""
 
@@ -160,11 +191,11 @@ class ChatClient:
         rng: random.Random | None = None,
     ) -> None:
         self.settings = settings
-        self._redact = Redactor(api_key)
+        self._scrub = SecretScrubber([None if api_key in PLACEHOLDER_KEYS else api_key])
         self._semaphore = semaphore
         self._capabilities = capabilities
         self._rng = rng or random.Random()
-        self._price = price_for(settings.model, settings.price)
+        self._price = settings.unit_price
         self._client = openai.AsyncOpenAI(
             api_key=api_key or NO_KEY,
             base_url=settings.base_url,
@@ -175,6 +206,10 @@ class ChatClient:
     @property
     def structured_mode(self) -> StructuredMode:
         return self._capabilities.get(self.settings.endpoint, "json_schema")
+
+    def meter(self) -> UsageMeter:
+        """A fresh meter for one sample: cost counts from 0 when priced, else stays None."""
+        return UsageMeter(cost_usd=None if self._price is None else 0.0)
 
     async def close(self) -> None:
         await self._client.close()
@@ -201,7 +236,9 @@ class ChatClient:
         second = self._validate_error(stage, content, finish, policy, labels, n_criteria)
         if second is None:
             return self._parse(stage, content)
-        raise CallError("malformed", self._redact(f"stage {stage}: after one repair: {second}"))
+        raise CallError(
+            UnjudgedReason.MALFORMED, self._scrub(f"stage {stage}: after one repair: {second}")
+        )
 
     def _parse(self, stage: Stage, content: str) -> Answer:
         return ANSWER_MODELS[stage].model_validate(extract_json(content))
@@ -254,15 +291,20 @@ class ChatClient:
                     )
                     self._capabilities[s.endpoint] = nxt
                     continue
-                raise CallError("bad_request", self._describe(exc)) from None
-        raise CallError("bad_request", "no structured-output mode was accepted")  # pragma: no cover
+                raise _refused(exc, self._describe) from None
+        raise CallError(  # pragma: no cover
+            UnjudgedReason.BAD_REQUEST, "no structured-output mode was accepted"
+        )
 
     def _describe(self, exc: BaseException) -> str:
         if isinstance(exc, openai.APIStatusError):
             text = f"HTTP {exc.status_code}: {exc.message}"
         else:
             text = f"{type(exc).__name__}: {exc}"
-        return self._redact(text)[:500]
+            cause = exc.__cause__ or exc.__context__
+            if cause is not None and str(cause):
+                text += f" ({_root(cause)})"
+        return self._scrub(text)[:500]
 
     def _delay(self, attempt: int, retry_after: float | None) -> float:
         s = self.settings
@@ -297,25 +339,27 @@ class ChatClient:
                 raise
             except (openai.AuthenticationError, openai.PermissionDeniedError) as exc:
                 on_call(0.0)
-                raise CallError("auth", self._describe(exc), fatal=True) from None
+                raise CallError(UnjudgedReason.AUTH, self._describe(exc), fatal=True) from None
             except openai.NotFoundError as exc:
                 on_call(0.0)
-                raise CallError("not_found", self._describe(exc), fatal=True) from None
+                raise CallError(
+                    UnjudgedReason.NOT_FOUND, self._describe(exc), fatal=True
+                ) from None
             except openai.APITimeoutError as exc:
                 on_call(0.0)
-                last = CallError("timeout", self._describe(exc))
+                last = CallError(UnjudgedReason.TIMEOUT, self._describe(exc))
             except openai.APIConnectionError as exc:
                 on_call(0.0)
-                last = CallError("connection", self._describe(exc))
+                last = CallError(UnjudgedReason.CONNECTION, self._describe(exc))
             except openai.APIStatusError as exc:
                 on_call(0.0)
                 code = exc.status_code
                 if code == 429:
-                    last = CallError("rate_limited", self._describe(exc))
+                    last = CallError(UnjudgedReason.RATE_LIMITED, self._describe(exc))
                 elif code >= 500 or code == 408:
-                    last = CallError("server_error", self._describe(exc))
+                    last = CallError(UnjudgedReason.SERVER_ERROR, self._describe(exc))
                 else:
-                    raise CallError("bad_request", self._describe(exc)) from None
+                    raise _refused(exc, self._describe) from None
                 retry_after = parse_retry_after(exc.response.headers)
             else:
                 return self._account(resp, meter, on_call)
@@ -323,7 +367,7 @@ class ChatClient:
                 delay = self._delay(attempt, retry_after)
                 log.warning(
                     "judge call failed (%s); retry %d/%d in %.2fs",
-                    last.reason, attempt + 1, s.max_retries, delay,
+                    last.reason.value, attempt + 1, s.max_retries, delay,
                 )
                 await asyncio.sleep(delay)
         assert last is not None
@@ -336,10 +380,20 @@ class ChatClient:
         cost = estimate_cost(prompt, completion, self._price)
         meter.prompt_tokens += prompt
         meter.completion_tokens += completion
-        meter.cost_usd += cost
-        on_call(cost)
+        if cost is not None:
+            meter.cost_usd = (meter.cost_usd or 0.0) + cost
+        on_call(cost or 0.0)
         choices = getattr(resp, "choices", None) or []
         if not choices:
             return "", None
         message = choices[0].message
         return (message.content or ""), choices[0].finish_reason
+
+
+def _root(exc: BaseException) -> str:
+    """The innermost cause's message ("[Errno 111] Connection refused"), for the detail."""
+    seen = 0
+    while (exc.__cause__ or exc.__context__) is not None and seen < 10:
+        exc = exc.__cause__ or exc.__context__  # type: ignore[assignment]
+        seen += 1
+    return f"{type(exc).__name__}: {exc}"

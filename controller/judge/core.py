@@ -22,7 +22,13 @@ from typing import Any, TypeVar
 
 from pydantic import BaseModel
 
-from controller.models import CriterionVerdict, RecordedVerdict, Sample, Unjudged
+from controller.models import (
+    CriterionVerdict,
+    RecordedVerdict,
+    Sample,
+    Unjudged,
+    UnjudgedReason,
+)
 
 from .aggregate import score_verdicts
 from .budget import Budget, BudgetExhausted, Reservation
@@ -30,6 +36,7 @@ from .cache import VerdictCache, cache_key
 from .client import CallError, ChatClient, StructuredMode, UsageMeter
 from .interleave import interleaved_order
 from .prompts import PROMPT_VERSION, build_messages
+from .redaction import ContentRedactor
 from .schemas import ChecksAnswer, CriteriaAnswer, FastAnswer, GoalAnswer, Stage, VerdictsAnswer
 from .settings import JudgeSettings
 
@@ -69,7 +76,8 @@ class Totals:
     calls: int = 0
     prompt_tokens: int = 0
     completion_tokens: int = 0
-    cost_usd: float = 0.0
+    cost_usd: float | None = 0.0
+    """None once any paid call had no price: a sum with unknown parts is unknown."""
     unjudged: Counter[str] = field(default_factory=Counter)
 
     def add(self, result: JudgeResult) -> None:
@@ -79,13 +87,20 @@ class Totals:
             self.judged += 1
             self.successes += int(result.success)
         else:
-            self.unjudged[result.reason] += 1
+            self.unjudged[result.reason.value] += 1
         if usage is not None:
             self.cache_hits += int(usage.cached)
             self.calls += usage.calls
             self.prompt_tokens += usage.prompt_tokens
             self.completion_tokens += usage.completion_tokens
-            self.cost_usd += usage.cost_usd
+            if usage.cost_usd is None or self.cost_usd is None:
+                self.cost_usd = None
+            else:
+                self.cost_usd += usage.cost_usd
+
+    @property
+    def priced(self) -> bool:
+        return self.cost_usd is not None
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -97,7 +112,7 @@ class Totals:
             "calls": self.calls,
             "prompt_tokens": self.prompt_tokens,
             "completion_tokens": self.completion_tokens,
-            "cost_usd": round(self.cost_usd, 8),
+            "cost_usd": None if self.cost_usd is None else round(self.cost_usd, 8),
         }
 
 
@@ -128,6 +143,7 @@ class Judge:
         )
         self.totals = Totals()
         self._fatal: CallError | None = None
+        self._redactor = ContentRedactor(settings.redaction)
         self._client = ChatClient(
             settings,
             api_key,
@@ -200,7 +216,9 @@ class Judge:
         await asyncio.gather(*(worker() for _ in range(n_workers)))
         return [r for r in results if r is not None]
 
-    def _unjudged(self, reason: str, detail: str, meter: UsageMeter | None = None) -> Unjudged:
+    def _unjudged(
+        self, reason: UnjudgedReason, detail: str, meter: UsageMeter | None = None
+    ) -> Unjudged:
         return Unjudged(
             reason=reason,
             detail=detail,
@@ -213,7 +231,11 @@ class Judge:
         if self._fatal is not None:
             return self._unjudged(self._fatal.reason, f"endpoint unusable: {self._fatal.detail}")
         key = cache_key(
-            self.settings, self.prompt_version, _plain(sample.input), _plain(sample.output)
+            self.settings,
+            self.prompt_version,
+            _plain(sample.input),
+            _plain(sample.output),
+            redaction=self._redactor.fingerprint,
         )
         if self.cache is not None:
             cached = self.cache.get(key)
@@ -222,8 +244,8 @@ class Judge:
         try:
             reservation = self.budget.reserve(calls_per_sample(self.settings))
         except BudgetExhausted as exc:
-            return self._unjudged("budget", str(exc))
-        meter = UsageMeter()
+            return self._unjudged(UnjudgedReason.BUDGET, str(exc))
+        meter = self._client.meter()
         try:
             answer = await self._ask_all(sample, meter, reservation)
         except CallError as exc:
@@ -243,7 +265,7 @@ class Judge:
         s = self.settings
         ask = self._client.ask
         kw: dict[str, Any] = {"policy": s.policy, "labels": s.decision_labels}
-        conv = (sample.input, sample.output)
+        conv = self._redactor.sample(sample.input, sample.output)
         on_call = reservation.record_call
         if s.mode == "fast":
             fast = _as(FastAnswer, await ask(Stage.FAST, build_messages(Stage.FAST, *conv, **kw),
@@ -270,7 +292,7 @@ class Judge:
         s = self.settings
         verdicts = [CriterionVerdict.model_validate(v) for v in answer["verdicts"]]
         verdict = RecordedVerdict(
-            score=score_verdicts(verdicts, s.temperature),
+            score=score_verdicts(verdicts, s.effective_temperature, s.aggregation),
             verdicts=verdicts,
             model=s.model,
             prompt_version=self.prompt_version,
@@ -279,6 +301,7 @@ class Judge:
             policy_reason=answer.get("policy_reason") if s.policy else None,
             decision=answer.get("decision") if s.decision_labels else None,
             mode=s.mode,
+            aggregation=s.aggregation,
             usage=meter.to_model(cached=cached),
         )
         return Judged(verdict=verdict, threshold=s.threshold)

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from controller.models import JudgeSpec, Sample, Unjudged
+from controller.models import TRANSIENT_REASONS, JudgeSpec, Sample, Unjudged, UnjudgedReason
 
 from .budget import Budget
 from .cache import VerdictCache
@@ -22,8 +22,8 @@ from .core import Judge, Judged, JudgeResult, Totals
 from .secrets import api_key_from_env
 from .settings import JudgeSettings
 
-FATAL_REASONS = frozenset({"auth", "not_found"})
-UNREACHABLE_REASONS = frozenset({"connection", "timeout", "server_error", "rate_limited"})
+FATAL_REASONS = frozenset({UnjudgedReason.AUTH, UnjudgedReason.NOT_FOUND})
+UNREACHABLE_REASONS = TRANSIENT_REASONS
 
 
 @dataclass
@@ -69,7 +69,7 @@ def with_result(sample: Sample, result: JudgeResult) -> Sample:
         data["judge"] = result.verdict.model_dump(mode="json", exclude_none=True)
     else:
         data.pop("judge", None)
-        data["unjudged_reason"] = result.reason
+        data["unjudged_reason"] = result.reason.value
         data["unjudged_detail"] = result.detail
     return Sample.model_validate(data)
 
@@ -109,7 +109,7 @@ async def judge_samples_async(
             samples=out,
             results=results,
             totals=judge.totals,
-            fatal=None if fatal is None else f"{fatal.reason}: {fatal.detail}",
+            fatal=None if fatal is None else f"{fatal.reason.value}: {fatal.detail}",
             structured_mode=judge.structured_mode,
             settings=settings,
         )

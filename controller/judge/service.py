@@ -22,7 +22,17 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from urllib.parse import urlsplit
 
-from controller.models import CanaryRule, Sample, Unjudged, Verdict, parse_duration
+from pydantic import ValidationError
+
+from controller.models import (
+    CanaryRule,
+    Sample,
+    Unjudged,
+    UnjudgedReason,
+    Verdict,
+    parse_duration,
+)
+from controller.models.errors import format_field_errors
 from controller.observability import (
     JUDGE_CALLS,
     JUDGE_COST,
@@ -71,11 +81,12 @@ class RuleJudge:
             elif isinstance(result, Unjudged):
                 out.append(result)
             else:
-                out.append(Unjudged(reason="error", detail="no result"))
+                out.append(Unjudged(reason=UnjudgedReason.ERROR, detail="no result"))
         totals = run.totals
         JUDGE_CALLS.labels(self.rule, "paid").inc(totals.calls)
         JUDGE_CALLS.labels(self.rule, "cached").inc(totals.cache_hits)
-        JUDGE_COST.labels(self.rule).inc(totals.cost_usd)
+        if totals.cost_usd is not None:  # unpriced (self-hosted): tokens only, no made-up cost
+            JUDGE_COST.labels(self.rule).inc(totals.cost_usd)
         for reason, n in totals.unjudged.items():
             JUDGE_UNJUDGED.labels(self.rule, reason).inc(n)
         return out
@@ -159,7 +170,11 @@ class JudgeService:
             return None, "api_key_missing: no apiKeySecretRef and no OPENAI_API_KEY"
         register_secret(key)
         interval = parse_duration(rule.spec.analysis.interval)
-        settings = JudgeSettings.from_spec(spec, interval_seconds=interval, base_url=base_url)
+        try:
+            settings = JudgeSettings.from_spec(spec, interval_seconds=interval, base_url=base_url)
+        except ValidationError as exc:  # e.g. a cost budget; the operator's endpoint has no price
+            return None, f"{UnjudgedReason.CONFIG.value}: {format_field_errors(exc)}"
         return RuleJudge(str(rule.key), settings, key, self.cache_path,
                          spec.budget.max_calls_per_interval,
                          spec.budget.max_cost_usd_per_interval), None
+

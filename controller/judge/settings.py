@@ -8,11 +8,12 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from controller.models import DEFAULT_THRESHOLD, JudgeSpec
-
-from .cost import Price
+from controller.models import DEFAULT_THRESHOLD, Aggregation, JudgeSpec
+from controller.models.price import Price, price_for
+from controller.models.rule import Redaction
+from controller.models.verdict import check_temperature
 
 Mode = Literal["fast", "thorough"]
 
@@ -26,7 +27,10 @@ class JudgeSettings(BaseModel):
     base_url: str | None = Field(default=None, description="None: the openai client default.")
     mode: Mode = "fast"
     threshold: float = Field(default=DEFAULT_THRESHOLD, ge=0, le=1)
-    temperature: float = Field(default=0.1, gt=0, description="Aggregation strictness.")
+    aggregation: Aggregation = Aggregation.EVAL_LIB
+    temperature: float | None = Field(
+        default=None, gt=0, description="Aggregation strictness; None: the aggregation's default."
+    )
     policy: str | None = None
     decision_labels: tuple[str, ...] = ()
     timeout_seconds: float = Field(default=30.0, gt=0)
@@ -45,6 +49,32 @@ class JudgeSettings(BaseModel):
         default=30.0, ge=0, description="Cap on a server's Retry-After."
     )
     price: Price | None = Field(default=None, description="Override the price table.")
+    redaction: Redaction | None = Field(
+        default=None, description="What the judge may see (controller.judge.redaction)."
+    )
+
+    @model_validator(mode="after")
+    def _check(self) -> JudgeSettings:
+        if self.temperature is not None:
+            check_temperature(self.aggregation, self.temperature)
+        if self.max_cost_usd_per_interval is not None and self.unit_price is None:
+            raise ValueError(
+                f"a cost budget needs a price: model {self.model!r} at {self.endpoint} has "
+                "none (pass --price IN,OUT or set judge.price, or budget calls instead)"
+            )
+        return self
+
+    @property
+    def effective_temperature(self) -> float:
+        """The temperature set, else the aggregation's default (0.5 evalLib, 0.1 softMin)."""
+        if self.temperature is not None:
+            return self.temperature
+        return Aggregation(self.aggregation).default_temperature
+
+    @property
+    def unit_price(self) -> Price | None:
+        """The price that applies (override or OpenAI's table), None when unknown."""
+        return price_for(self.model, self.base_url, self.price)
 
     @classmethod
     def from_spec(
@@ -56,6 +86,7 @@ class JudgeSettings(BaseModel):
             "base_url": spec.base_url,
             "mode": spec.mode,
             "threshold": spec.threshold,
+            "aggregation": spec.aggregation,
             "temperature": spec.temperature,
             "policy": spec.policy,
             "decision_labels": tuple(spec.decision_labels),
@@ -65,6 +96,8 @@ class JudgeSettings(BaseModel):
             "max_calls_per_interval": spec.budget.max_calls_per_interval,
             "max_cost_usd_per_interval": spec.budget.max_cost_usd_per_interval,
             "interval_seconds": interval_seconds,
+            "price": spec.price,
+            "redaction": spec.redaction,
         }
         values.update({k: v for k, v in overrides.items() if v is not None})
         return cls(**values)

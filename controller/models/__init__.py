@@ -22,11 +22,14 @@ from .status import HISTORY_LIMIT, CanaryRuleStatus, Condition, DecisionRecord, 
 from .verdict import (
     DEFAULT_THRESHOLD,
     LEVEL_SCORES,
+    TRANSIENT_REASONS,
+    Aggregation,
     CriterionVerdict,
     JudgeUsage,
     Level,
     RecordedVerdict,
     Unjudged,
+    UnjudgedReason,
     Verdict,
 )
 
@@ -35,7 +38,9 @@ __all__ = [
     "DEFAULT_THRESHOLD",
     "HISTORY_LIMIT",
     "LEVEL_SCORES",
+    "TRANSIENT_REASONS",
     "Action",
+    "Aggregation",
     "AnalysisSpec",
     "CanaryRule",
     "CanaryRuleSpec",
@@ -68,6 +73,7 @@ __all__ = [
     "TrustedSpec",
     "Turn",
     "Unjudged",
+    "UnjudgedReason",
     "Verdict",
     "parse_duration",
 ]

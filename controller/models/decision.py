@@ -34,6 +34,9 @@ class GuardResult(OpenModel):
     queue: str | None = None
     risk: str | None = None
     task: str | None = Field(default=None, description="Task kind (per-task F1 slices).")
+    step: int | None = Field(
+        default=None, description="Set on a step-window test: the step (1-based) whose own "
+                                  "samples it uses.")
     outcome: Outcome
     n_baseline: int = 0
     n_canary: int = 0
@@ -61,6 +64,8 @@ class GuardResult(OpenModel):
             return f"risk={self.risk}"
         if self.task is not None:
             return f"task={self.task}"
+        if self.step is not None:
+            return f"step {self.step} window"
         return "all"
 
 

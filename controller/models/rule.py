@@ -10,6 +10,7 @@ or zero. With ``relative: true`` it is a fraction of the baseline value.
 
 from __future__ import annotations
 
+import math
 import re
 from enum import StrEnum
 from typing import Literal
@@ -17,6 +18,7 @@ from typing import Literal
 from pydantic import Field, field_validator, model_validator
 
 from .base import Duration, FieldError, IntervalDuration, KubeModel, parse_duration
+from .price import Price, is_hosted, price_for
 from .sample import (
     DEFAULT_NAMESPACE,
     MAX_CORRECTION_MINUTES,
@@ -25,7 +27,7 @@ from .sample import (
     Risk,
     RuleKey,
 )
-from .verdict import DEFAULT_THRESHOLD
+from .verdict import DEFAULT_THRESHOLD, Aggregation, check_temperature
 
 
 class Metric(StrEnum):
@@ -113,6 +115,11 @@ class Step(KubeModel):
     pause: Duration | None = Field(
         default=None, description="Minimum time to stay at this step even when guards pass."
     )
+    min_samples: int | None = Field(
+        default=None, ge=0, le=10_000_000,
+        description="Canary samples needed at this step before it may advance "
+                    "(default: analysis.minSamplesPerStep).",
+    )
 
 
 class GuardOverride(KubeModel):
@@ -145,6 +152,11 @@ class Guard(KubeModel):
     overrides: list[GuardOverride] = Field(default_factory=list)
     query: str | None = Field(
         default=None, description="For metric 'prometheus': the name of a metrics.queries entry."
+    )
+    alpha_weight: float | None = Field(
+        default=None, gt=0, le=1000,
+        description="Share of the rule's alpha relative to the other guards (default 3 for "
+                    "trustedCompletion, 2 for taskSuccess, 1 otherwise).",
     )
 
     @property
@@ -184,6 +196,11 @@ class AnalysisSpec(KubeModel):
     max_groups: int = Field(
         default=8, ge=1, le=64, description="Queues/tiers tested separately; the rest are pooled."
     )
+    min_samples_per_step: int | None = Field(
+        default=None, ge=0, le=10_000_000,
+        description="Canary samples each step must gather at its own weight before the "
+                    "rollout advances (default: a quarter of minSamplesPerCohort).",
+    )
     trusted: TrustedSpec = Field(default_factory=TrustedSpec)
     guards: list[Guard] = Field(min_length=1)
 
@@ -205,7 +222,83 @@ class SecretKeyRef(KubeModel):
 
 class JudgeBudget(KubeModel):
     max_calls_per_interval: int | None = Field(default=None, ge=1, le=10_000_000)
-    max_cost_usd_per_interval: float | None = Field(default=None, gt=0, le=MAX_COST_USD)
+    max_cost_usd_per_interval: float | None = Field(default=None, gt=0, le=MAX_COST_USD,
+                                                    allow_inf_nan=False)
+
+
+class BuiltinPattern(StrEnum):
+    """Named redaction patterns (regexes in controller.judge.redaction)."""
+
+    EMAIL = "email"
+    CARD_NUMBER = "cardNumber"
+    PHONE = "phone"
+
+
+class RedactionPattern(KubeModel):
+    """A regular expression (Python syntax) whose every match is replaced, literally."""
+
+    regex: str = Field(min_length=1, max_length=1000)
+    replacement: str = Field(default="[REDACTED]", max_length=100)
+    ignore_case: bool = False
+
+    @model_validator(mode="after")
+    def _compiles(self) -> RedactionPattern:
+        try:
+            compiled = re.compile(self.regex, re.IGNORECASE if self.ignore_case else 0)
+        except re.error as exc:
+            raise FieldError("regex", f"not a valid regular expression: {exc}") from None
+        if compiled.fullmatch(""):
+            raise FieldError("regex", "matches the empty string; it would redact nothing useful")
+        return self
+
+
+class Redaction(KubeModel):
+    """What the judge may see: matches replaced, fields and turn roles left out."""
+
+    # Applied before any prompt is built: every mode, stage and repair prompt
+    # (controller.judge.redaction).
+
+    builtins: list[BuiltinPattern] = Field(
+        default_factory=list, description="Built-in patterns: email, cardNumber, phone."
+    )
+    patterns: list[RedactionPattern] = Field(default_factory=list, max_length=50)
+    fields: list[Literal["input", "output"]] | None = Field(
+        default=None,
+        min_length=1,
+        description="Sample fields sent to the judge (default both); a left-out one is withheld.",
+    )
+    roles: list[str] | None = Field(
+        default=None,
+        min_length=1,
+        description="Turn roles sent in multi-turn conversations (default all).",
+    )
+
+
+class RiskFactors(KubeModel):
+    """Oversampling factor per risk tier (1 = proportional)."""
+
+    low: float = Field(default=1.0, gt=0, le=100, allow_inf_nan=False)
+    medium: float = Field(default=1.0, gt=0, le=100, allow_inf_nan=False)
+    high: float = Field(default=1.0, gt=0, le=100, allow_inf_nan=False)
+
+
+class Oversample(KubeModel):
+    """Judge some strata more often than their share of traffic, e.g. risk: {high: 4}."""
+
+    # Each verdict carries the weight 1/pi that undoes it (controller.judge.sampling).
+
+    risk: RiskFactors = Field(default_factory=RiskFactors)
+    queue: dict[str, float] = Field(default_factory=dict, description="Factor per queue.")
+
+    @model_validator(mode="after")
+    def _finite(self) -> Oversample:
+        for name, factor in self.queue.items():
+            if not (math.isfinite(factor) and 0 < factor <= 100):
+                raise FieldError(f"queue.{name}", f"{factor} must be a number in (0, 100]")
+        return self
+
+    def factor(self, risk: Risk, queue: str) -> float:
+        return float(getattr(self.risk, risk.value)) * self.queue.get(queue, 1.0)
 
 
 class JudgeSpec(KubeModel):
@@ -219,9 +312,17 @@ class JudgeSpec(KubeModel):
     threshold: float = Field(
         default=DEFAULT_THRESHOLD, ge=0, le=1, description="Score at which a task succeeds."
     )
-    temperature: float = Field(
-        default=0.1, gt=0, le=100,
-        description="Aggregation strictness: low leans to the weakest criterion.",
+    aggregation: Aggregation = Field(
+        default=Aggregation.EVAL_LIB,
+        description="evalLib (eval-ai-library's Task Success Rate) or softMin.",
+    )
+    temperature: float | None = Field(
+        default=None,
+        gt=0,
+        le=100,
+        allow_inf_nan=False,
+        description="Aggregation strictness (low: strict). Default 0.5 for evalLib "
+        "(range 0.1-1.0), 0.1 for softMin.",
     )
     policy: str | None = Field(default=None, description="Policy text to check answers against.")
     decision_labels: list[str] = Field(
@@ -232,6 +333,38 @@ class JudgeSpec(KubeModel):
     max_retries: int = Field(default=3, ge=0, le=10)
     concurrency: int = Field(default=8, ge=1, le=256)
     budget: JudgeBudget = Field(default_factory=JudgeBudget)
+    price: Price | None = Field(
+        default=None,
+        description="USD per million tokens; without it only OpenAI's API models are priced.",
+    )
+    redaction: Redaction | None = None
+    oversample: Oversample | None = None
+
+    @model_validator(mode="after")
+    def _check(self) -> JudgeSpec:
+        if self.temperature is not None:
+            try:
+                check_temperature(self.aggregation, self.temperature)
+            except ValueError as exc:
+                raise FieldError("temperature", str(exc)) from None
+        if (
+            self.budget.max_cost_usd_per_interval is not None
+            and price_for(self.model, self.base_url, self.price) is None
+        ):
+            where = "OpenAI's API" if is_hosted(self.base_url) else self.base_url
+            raise FieldError(
+                "budget.maxCostUsdPerInterval",
+                f"needs a price, and model {self.model!r} at {where} has none: set "
+                "judge.price (inputPerMtok, outputPerMtok) or use budget.maxCallsPerInterval",
+            )
+        return self
+
+    @property
+    def effective_temperature(self) -> float:
+        """The temperature set, else the aggregation's default."""
+        if self.temperature is not None:
+            return self.temperature
+        return self.aggregation.default_temperature
 
 
 class PromQuery(KubeModel):

@@ -1,11 +1,17 @@
-"""Judge verdicts: the five-level criterion scale and the per-sample verdict."""
+"""Judge verdicts: the five-level criterion scale, the per-sample verdict, and why a
+sample has no verdict (a closed set of reasons, transient or permanent).
+
+The score formulas (how criterion verdicts become one task score) live in
+:mod:`controller.judge.aggregate`; this module holds only the data and its validation.
+"""
 
 from __future__ import annotations
 
 import math
 from enum import StrEnum
+from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 
 class Level(StrEnum):
@@ -31,6 +37,39 @@ LEVEL_SCORES: dict[Level, float] = {
 }
 
 
+class Aggregation(StrEnum):
+    """How criterion verdicts become one task score: ``evalLib``, eval-ai-library's Task
+    Success Rate aggregation (a power mean with a penalty for ``none``; the default), or
+    ``softMin``, the soft minimum ``-T ln(mean exp(-s/T))``."""
+
+    # The formulas: controller.judge.aggregate.
+
+    EVAL_LIB = "evalLib"
+    SOFT_MIN = "softMin"
+
+    @property
+    def default_temperature(self) -> float:
+        return 0.5 if self is Aggregation.EVAL_LIB else 0.1
+
+
+EVAL_LIB_TEMPERATURE_RANGE = (0.1, 1.0)
+"""The temperatures eval_lib maps to its exponent; outside it eval_lib clamps the exponent
+but not the ``none`` penalty, so the two halves of its formula disagree: refused."""
+
+
+def check_temperature(aggregation: Aggregation, temperature: float) -> float:
+    """``temperature`` if valid for ``aggregation``; ValueError naming the range otherwise."""
+    if not math.isfinite(temperature) or temperature <= 0:
+        raise ValueError(f"temperature must be a finite number > 0, got {temperature}")
+    low, high = EVAL_LIB_TEMPERATURE_RANGE
+    if aggregation is Aggregation.EVAL_LIB and not low <= temperature <= high:
+        raise ValueError(
+            f"{temperature} is outside [{low}, {high}], the range of aggregation evalLib "
+            "(0.1 strict, 0.5 the mean, 1.0 lenient); use aggregation softMin for other values"
+        )
+    return temperature
+
+
 class CriterionVerdict(BaseModel):
     """The judge's verdict on one success criterion of one sample."""
 
@@ -46,14 +85,16 @@ class CriterionVerdict(BaseModel):
 
 class JudgeUsage(BaseModel):
     """What judging one sample cost: calls made (retries and repairs included), tokens
-    from the endpoint's ``usage`` and the estimated cost. ``cached`` means no call was paid."""
+    from the endpoint's ``usage`` and the cost. ``cost_usd`` is ``None`` when no price is
+    known for the model (a self-hosted judge without ``judge.price``): tokens are still
+    counted, a cost is never made up. ``cached`` means no call was paid."""
 
     model_config = ConfigDict(allow_inf_nan=False)
 
     calls: int = Field(default=0, ge=0)
     prompt_tokens: int = Field(default=0, ge=0)
     completion_tokens: int = Field(default=0, ge=0)
-    cost_usd: float = Field(default=0.0, ge=0.0)
+    cost_usd: float | None = Field(default=None, ge=0.0, allow_inf_nan=False)
     cached: bool = False
 
 
@@ -62,7 +103,9 @@ class RecordedVerdict(BaseModel):
 
     ``score`` is the aggregated task-success score in [0, 1]; success is decided later
     against the rule's threshold, so one recorded verdict serves rules with different
-    thresholds.
+    thresholds. ``sampling_weight`` is ``1/pi``, the inverse of the probability that the
+    sample was chosen for judging: weighting by it keeps interval estimates unbiased when
+    strata are oversampled. 1.0 means "judged for sure".
     """
 
     model_config = ConfigDict(
@@ -78,8 +121,8 @@ class RecordedVerdict(BaseModel):
 
     score: float = Field(
         ge=0.0, le=1.0, allow_inf_nan=False,
-        description="Aggregated task-success score in [0, 1] (soft minimum of the criterion "
-        "verdicts); success is score >= the rule's judge.threshold.",
+        description="Aggregated task-success score in [0, 1] (the rule's judge.aggregation of "
+        "the criterion verdicts); success is score >= the rule's judge.threshold.",
     )
     verdicts: list[CriterionVerdict] = Field(
         default_factory=list, description="One verdict per success criterion."
@@ -95,6 +138,9 @@ class RecordedVerdict(BaseModel):
         default=None, description="The system's decision label as the judge extracted it."
     )
     mode: str | None = Field(default=None, description="Judge mode: fast or thorough.")
+    aggregation: Aggregation | None = Field(
+        default=None, description="The score's formula: evalLib or softMin (null: not recorded)."
+    )
     usage: JudgeUsage | None = None
     sampling_weight: float = Field(
         default=1.0,
@@ -105,50 +151,114 @@ class RecordedVerdict(BaseModel):
     )
 
 
-TRANSIENT_REASONS = frozenset({"connection", "timeout", "server_error", "rate_limited"})
-"""Unjudged reasons that describe the endpoint's state, not the sample."""
+class UnjudgedReason(StrEnum):
+    """Why a sample has no verdict: a closed set. ``transient`` reasons may succeed if the
+    sample is tried again later (the endpoint was down, slow or rate-limiting); the others
+    will not change by retrying the same request."""
+
+    # transient: the endpoint could not answer now
+    CONNECTION = "connection"
+    """Connection refused, reset or unresolvable host (after retries)."""
+    TIMEOUT = "timeout"
+    """No answer within ``timeoutSeconds`` (after retries)."""
+    RATE_LIMITED = "rate_limited"
+    """HTTP 429 on every attempt."""
+    SERVER_ERROR = "server_error"
+    """HTTP 5xx or 408 on every attempt."""
+    # permanent: the same request would fail again
+    MALFORMED = "malformed"
+    """The answer broke the schema even after the one repair attempt."""
+    BAD_REQUEST = "bad_request"
+    """The endpoint refused the request (a 4xx other than those below)."""
+    CONTEXT_LENGTH = "context_length"
+    """The interaction does not fit the judge model's context window (or the body limit)."""
+    AUTH = "auth"
+    """HTTP 401/403: the key is wrong or lacks access; the judge stops for the batch."""
+    NOT_FOUND = "not_found"
+    """HTTP 404: unknown model or wrong base URL; the judge stops for the batch."""
+    BUDGET = "budget"
+    """The interval's call or cost budget was spent before this sample started."""
+    NOT_SAMPLED = "not_sampled"
+    """Not chosen for judging this interval (``samplesPerInterval``)."""
+    NO_JUDGE = "no_judge"
+    """The rule has no ``spec.judge``."""
+    API_KEY_MISSING = "api_key_missing"
+    """No key configured for a hosted endpoint."""
+    API_KEY_UNAVAILABLE = "api_key_unavailable"
+    """The key's Secret could not be read."""
+    CONFIG = "config"
+    """The rule's judge settings cannot be used here (e.g. a cost budget without a price
+    for the endpoint the controller is told to use)."""
+    ERROR = "error"
+    """A bug in the judge itself (the detail names the exception)."""
+    OTHER = "other"
+    """A free-text reason recorded before this set was closed (kept in ``detail``)."""
+
+    @property
+    def transient(self) -> bool:
+        return self in _TRANSIENT
+
+
+_TRANSIENT = frozenset(
+    {
+        UnjudgedReason.CONNECTION,
+        UnjudgedReason.TIMEOUT,
+        UnjudgedReason.RATE_LIMITED,
+        UnjudgedReason.SERVER_ERROR,
+    }
+)
+TRANSIENT_REASONS = _TRANSIENT
 
 
 class Unjudged(BaseModel):
-    """A sample the judge could not score (budget, malformed answers, endpoint errors).
+    """A sample the judge could not score, and why (see :class:`UnjudgedReason`).
 
     Deliberately has no score and no success flag: an unjudged sample must never be
     counted as a success or as a zero score; it is left out of task-success statistics.
+    Records written before the reasons were a closed set still load: a free-text reason
+    ``"name: text"`` whose ``name`` is a known reason becomes that reason with ``text``
+    in ``detail``; any other text becomes ``other`` with the text kept in ``detail``.
     """
 
-    reason: str = Field(description="Short machine-readable reason, e.g. budget, malformed.")
+    reason: UnjudgedReason = Field(description="Machine-readable reason (a closed set).")
     detail: str = ""
     model: str = "unknown"
     prompt_version: str | None = None
     usage: JudgeUsage = Field(default_factory=JudgeUsage)
 
+    @model_validator(mode="before")
+    @classmethod
+    def _legacy_reason(cls, data: Any) -> Any:
+        if not isinstance(data, dict):
+            return data
+        reason = data.get("reason")
+        if not isinstance(reason, str) or reason in _VALUES:
+            return data
+        head, sep, tail = reason.partition(":")
+        detail = str(data.get("detail") or "")
+        if sep and head.strip() in _VALUES:
+            known, text = head.strip(), tail.strip()
+        else:
+            known, text = UnjudgedReason.OTHER.value, reason.strip()
+        joined = "; ".join(part for part in (text, detail) if part)
+        return {**data, "reason": known, "detail": joined}
+
+    @field_validator("detail")
+    @classmethod
+    def _bounded(cls, value: str) -> str:
+        return value[:2000]
+
     @property
     def transient(self) -> bool:
-        """The endpoint could not be reached or answer in time: worth another attempt in a
-        later interval (and, for an interval's samples, a judge outage)."""
-        return self.reason in TRANSIENT_REASONS
+        """True when trying the sample again later may succeed."""
+        return self.reason.transient
+
+
+_VALUES = frozenset(r.value for r in UnjudgedReason)
 
 
 DEFAULT_THRESHOLD = 0.7
 """Score at which a task succeeds when the rule (or the command line) sets none."""
-
-
-def soft_min_score(scores: list[float], temperature: float) -> float:
-    """Temperature-controlled soft aggregation of criterion scores into one task score.
-
-    ``score = -T * ln( (1/m) * sum_i exp(-s_i / T) )`` — a soft minimum. As ``T -> 0``
-    it tends to the weakest criterion (strict); as ``T -> inf`` to the mean (lenient).
-    It always lies between the minimum and the mean of the scores. Computed with the
-    log-sum-exp shift so tiny temperatures do not underflow.
-    """
-    if not scores:
-        raise ValueError("at least one criterion score is needed")
-    if temperature <= 0:
-        raise ValueError("temperature must be positive")
-    low = min(scores)
-    shifted = [math.exp(-(s - low) / temperature) for s in scores]
-    value = low - temperature * math.log(sum(shifted) / len(scores))
-    return min(1.0, max(0.0, value))
 
 
 Verdict = RecordedVerdict | Unjudged

@@ -19,6 +19,10 @@ Why in this order:
 - **The cursor lives in the status**, written in the same patch as the statistics: a
   controller restarted between two intervals (or a lost status write) re-reads exactly
   the changes that were not yet persisted. Nothing is counted twice or skipped.
+- **Which samples are judged** is a random draw per interval, half from each cohort,
+  optionally oversampling strata (``judge.oversample``); each verdict carries the weight
+  (1/probability of being drawn) that keeps the estimates unbiased
+  (:mod:`controller.judge.sampling`).
 - **A fresh rollout** has empty statistics and no cursor: :func:`collect` starts at the log
   position of the rollout's start (samples stored before it belong to another revision).
 
@@ -46,6 +50,7 @@ from typing import Any
 
 from controller.analysis import RuleStatistics, StatisticsMismatch, evaluate
 from controller.conventions import KAPPA_ANNOTATION
+from controller.judge import sampling
 from controller.models import (
     CanaryRule,
     CanaryRuleStatus,
@@ -139,16 +144,20 @@ def judge_pending(
         return JudgeReport(upto, unavailable=unavailable if judge is None else None)
     if judge is None:
         return _judge_unavailable(samples, rule, awaiting, upto, unavailable or "no judge")
-    chosen = balanced(awaiting, spec.samples_per_interval)
-    chosen_ids = {a.sample.id for a in chosen}
-    verdicts = _judge(judge, rule, [a.sample for a in chosen])
+    chosen = sampling.select(awaiting, spec.samples_per_interval,
+                             sampling.interval_seed(str(key), awaiting[0].seq),
+                             sample_of=lambda a: a.sample, oversample=spec.oversample)
+    chosen_ids = {c.item.sample.id for c in chosen}
+    verdicts = _judge(judge, rule, [without_client_verdict(c.item.sample) for c in chosen])
     report = JudgeReport(upto)
     written: list[tuple[str, Verdict]] = []
     retry: list[str] = []
-    for item, verdict in zip(chosen, verdicts, strict=True):
+    for pick, verdict in zip(chosen, verdicts, strict=True):
+        item = pick.item
         if isinstance(verdict, RecordedVerdict):
             report.judged += 1
-            written.append((item.sample.id, verdict))
+            written.append((item.sample.id, verdict.model_copy(
+                update={"sampling_weight": pick.weight})))
         elif verdict.transient and item.attempts + 1 < MAX_JUDGE_ATTEMPTS:
             report.retrying[verdict.reason] += 1
             retry.append(item.sample.id)
@@ -194,17 +203,10 @@ def _judge_unavailable(
     return JudgeReport(samples.head(rule.key), unjudged=written_off, unavailable=reason)
 
 
-def balanced(items: Sequence[AwaitingVerdict], limit: int) -> list[AwaitingVerdict]:
-    """Up to ``limit`` samples, alternating cohorts so both are judged alike."""
-    by_cohort = {c: [x for x in items if x.sample.cohort is c] for c in Cohort}
-    out: list[AwaitingVerdict] = []
-    i = 0
-    while len(out) < limit and any(i < len(v) for v in by_cohort.values()):
-        for queue in by_cohort.values():
-            if i < len(queue) and len(out) < limit:
-                out.append(queue[i])
-        i += 1
-    return out
+def without_client_verdict(sample: Sample) -> Sample:
+    """What the controller's judge sees: a verdict the client attached never spares a
+    sample from being judged (nor is it sent along)."""
+    return sample if sample.judge is None else sample.model_copy(update={"judge": None})
 
 
 # --------------------------------------------------------------------------- analysis
@@ -314,6 +316,7 @@ def analyse(
     """Collect → fold → count events → evaluate, from the status just read. Never raises
     for a failed source: it becomes the guard's ERROR outcome."""
     stats, resumed = load_statistics(rule, status)
+    stats.enter_step(status.current_step, started_at=status.step_started_at)
     cursor = start_cursor(samples, rule, status, resumed=resumed)
     got = collect(samples, rule, cursor, judged.upto)
     new = fold(stats, got.changes, evidence_since(status),

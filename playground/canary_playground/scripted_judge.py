@@ -15,6 +15,13 @@ by putting a marker into a sample's input or output:
   wants strings (same always / once semantics);
 - ``[[fake: slow=2.5]]`` -> 2.5 s extra latency for that request.
 
+It also answers the prompts of eval-ai-library's ``TaskSuccessRateMetric`` (the reference
+metric, reached through LiteLLM with ``OPENAI_BASE_URL`` pointing here) from the same
+``[[judge: ...]]`` marker: the goal is one sentence that repeats the marker (eval_lib's
+criteria prompt shows only the goal, so the count of criteria travels through it), the
+criteria a JSON array with one string per level, the verdicts a JSON array in eval_lib's
+vocabulary (``partially`` is its ``partial``), the summary one sentence.
+
 Server-wide behaviour: ``latency`` (seconds per request), ``reject_json_schema`` /
 ``reject_json_object`` (400 about ``response_format``, like servers without structured
 output), ``api_key`` (401 otherwise, echoing the offending key as some servers do), and
@@ -46,6 +53,12 @@ from aiohttp import web
 _MARKER = re.compile(r"\[\[(judge|policy|decision|fake):\s*([^\]]*)\]\]")
 _SCHEMA_NAME = re.compile(r'JSON schema named "(judge_\w+)"')
 DEFAULT_LEVELS = ("fully", "mostly")
+EVAL_LIB_STAGES = {
+    "describing the user's PRIMARY GOAL": "goal",
+    "Generate the MINIMUM number of SUCCESS CRITERIA": "criteria",
+    "decide how well it is satisfied at the END of the dialogue": "verdicts",
+    "overall assessment of task success": "summary",
+}
 
 
 @dataclass
@@ -81,12 +94,38 @@ def _stage(body: dict[str, Any], text: str) -> str:
     return m.group(1).removeprefix("judge_") if m else "fast"
 
 
+def _levels(marks: dict[str, list[str]]) -> list[str]:
+    return [lv.strip() for lv in (marks.get("judge") or [",".join(DEFAULT_LEVELS)])[0].split(",")]
+
+
+def eval_lib_stage(text: str) -> str | None:
+    """Which of eval_lib's Task Success Rate prompts this is, or None."""
+    return next((stage for key, stage in EVAL_LIB_STAGES.items() if key in text), None)
+
+
+def eval_lib_answer(stage: str, text: str) -> str:
+    """The answer to one of eval_lib's prompts, deterministic from the judge marker."""
+    marks = _markers(text)
+    levels = _levels(marks)
+    marker = f"[[judge: {','.join(levels)}]]"
+    if stage == "goal":
+        return f"The user wants help with the request {marker}."
+    if stage == "criteria":
+        criteria = [f"The assistant meets criterion {i + 1}." for i in range(len(levels))]
+        return f"```json\n{json.dumps(criteria)}\n```"
+    if stage == "verdicts":
+        verdicts = [
+            {"verdict": "partial" if lv == "partially" else lv, "reason": f"scripted {lv}"}
+            for lv in levels
+        ]
+        return f"```json\n{json.dumps(verdicts)}\n```"
+    return "The assistant's work was judged by a script."
+
+
 def scripted_answer(stage: str, text: str, repaired: bool) -> tuple[str, str]:
     """(content, finish_reason) for one request: deterministic from the markers."""
     marks = _markers(text)
-    levels = [
-        lv.strip() for lv in (marks.get("judge") or [",".join(DEFAULT_LEVELS)])[0].split(",")
-    ]
+    levels = _levels(marks)
     fakes = set(marks.get("fake", []))
     violation = (marks.get("policy") or [""])[0] == "violation"
     decision = marks["decision"][0] if marks.get("decision") else None
@@ -275,9 +314,13 @@ class ScriptedJudge:
                 400, "response_format type 'json_object' is not supported", "response_format"
             )
         repaired = any(m.get("role") == "assistant" for m in messages)
-        content, finish = scripted_answer(_stage(body, text), text, repaired)
-        if not rf and finish == "stop":
-            content = f"Here is my evaluation.\n```json\n{content}\n```\nDone."
+        eval_lib = None if rf else eval_lib_stage(text)
+        if eval_lib is not None:
+            content, finish = eval_lib_answer(eval_lib, text), "stop"
+        else:
+            content, finish = scripted_answer(_stage(body, text), text, repaired)
+            if not rf and finish == "stop":
+                content = f"Here is my evaluation.\n```json\n{content}\n```\nDone."
         prompt_tokens = len(text) // 4 + 1
         completion_tokens = len(content) // 4 + 1
         return web.json_response(

@@ -20,13 +20,19 @@ def test_decision_quality_quick(tmp_path: Path) -> None:
     run("decision_quality.py", "--quick", "--runs", "40", "--out", str(tmp_path))
     data = json.loads((tmp_path / "decision_quality.json").read_text())
     assert (tmp_path / "decision_quality.png").stat().st_size > 0
-    methods = {"ours", "threshold", "mann-whitney", "fixed-horizon"}
-    assert len(data["scenarios"]) == 8
+    methods = {"ours"} | {f"{g} ({k})" for g in ("threshold", "mann-whitney")
+                          for k in ("aa", "tol", "uncalibrated")}
+    assert len(data["scenarios"]) == 18
     for row in data["scenarios"]:
         assert set(row["methods"]) == methods
         for m in row["methods"].values():
             assert {"rollback_rate", "median_intervals", "p90_intervals",
-                    "median_canary_samples", "missed", "false_promotions"} <= set(m)
+                    "median_canary_samples", "p90_canary_samples", "missed"} <= set(m)
+        if row["harmful"]:
+            assert {"alpha", "kl", "samples"} <= set(row["wald"])
+    assert len(data["calibration"]) == 5 * 2 * 2
+    assert len(data["late"]) == 3
+    assert data["one_batch"]["with step windows"]["promoted"] is False
 
 
 def test_engine_cost_quick(tmp_path: Path) -> None:

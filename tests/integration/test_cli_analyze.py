@@ -47,8 +47,8 @@ def test_healthy_example_promotes() -> None:
     assert code == 0
     assert report["decision"] == "promote"
     assert report["reason"] == "all 7 guards pass"
-    assert report["decided_at"] == "2026-11-02T09:52:00+00:00"
-    assert report["samples_seen"] == {"baseline": 3120, "canary": 3120}
+    assert report["decided_at"] == "2026-11-02T10:00:00+00:00"  # score CS: 8 min later
+    assert report["samples_seen"] == {"baseline": 3600, "canary": 3600}
     overall = {g["name"]: g["outcome"] for g in report["guards"] if not any(
         g.get(k) for k in ("queue", "risk", "task"))}
     assert set(overall.values()) == {"pass"}
@@ -62,10 +62,10 @@ def test_healthy_example_promotes() -> None:
     ("example", "guard", "where", "decided_at", "seen"),
     [
         ("trusted-regression-billing", "trusted-completion", "queue=billing",
-         "2026-11-02T09:09:00+00:00", 540),
+         "2026-11-02T09:05:00+00:00", 300),
         ("fallback-spike-refunds", "fallback", "queue=refunds",
-         "2026-11-02T09:20:00+00:00", 1200),
-        ("correction-burden", "correction-burden", None, "2026-11-02T09:04:00+00:00", 240),
+         "2026-11-02T09:23:00+00:00", 1380),
+        ("correction-burden", "correction-burden", None, "2026-11-02T09:05:00+00:00", 300),
     ],
 )
 def test_regression_examples_roll_back_naming_guard_and_queue(
@@ -103,7 +103,7 @@ def test_table_output_has_a_row_per_guard_and_slice_and_the_decision() -> None:
     for guard in ("trusted-completion", "correction-burden", "fallback", "policy",
                   "decisions-f1", "latency", "cost"):
         assert guard in out
-    assert "decision: rollback at 2026-11-02T09:09:00+00:00 after 540 baseline / 540 canary" in out
+    assert "decision: rollback at 2026-11-02T09:05:00+00:00 after 300 baseline / 300 canary" in out
 
 
 def test_continue_when_data_ends_before_a_decision(tmp_path: Path) -> None:

@@ -205,3 +205,54 @@ class TestCalibrate:
         bad = write_jsonl(tmp_path / "bad.jsonl", [sample_record("z", human_success="yes")])
         r = invoke("calibrate", "--labeled", str(bad), "--model", "m", "--judge-url", srv.base_url)
         assert r.exit_code == 2 and "human_success" in r.stderr
+
+
+class TestHonestCost:
+    def test_self_hosted_reports_tokens_and_no_cost(
+        self, srv: ScriptedJudge, tmp_path: Path
+    ) -> None:
+        record = sample_record("a", "[[judge: mostly,mostly,minor]]")
+        src = write_jsonl(tmp_path / "s.jsonl", [record])
+        common = ["--samples", str(src), "--out", str(tmp_path / "v.jsonl"), "--judge-url",
+                  srv.base_url, "--model", "gpt-4o-mini", "--mode", "thorough"]
+        r = invoke(*common, "-o", "json")
+        assert r.exit_code == 0, r.output
+        summary = json.loads(r.stdout)
+        assert summary["cost_usd"] is None and summary["prompt_tokens"] > 0
+        assert summary["aggregation"] == "evalLib" and summary["temperature"] == 0.5
+        assert summary["successes"] == 1  # 0.7 at the reference metric's default
+        [line] = read_jsonl(tmp_path / "v.jsonl")
+        assert line["judge"]["score"] == 0.7 and "cost_usd" not in line["judge"]["usage"]
+        table = invoke(*common, "--rejudge")
+        assert "unknown: no price" in table.stdout
+        priced = json.loads(invoke(*common, "--rejudge", "--price", "1,2", "-o", "json").stdout)
+        assert priced["cost_usd"] == pytest.approx(
+            (priced["prompt_tokens"] * 1 + priced["completion_tokens"] * 2) / 1e6
+        )
+        soft = json.loads(invoke(*common, "--rejudge", "--aggregation", "softMin",
+                                 "--temperature", "0.5", "-o", "json").stdout)
+        assert soft["successes"] == 0  # 0.614 under the soft minimum
+
+    def test_cost_budget_without_price_is_refused(self, srv: ScriptedJudge, tmp_path: Path) -> None:
+        rule = tmp_path / "rule.yaml"
+        rule.write_text(
+            f"""
+apiVersion: canary.llmops.dev/v1alpha1
+kind: CanaryRule
+metadata: {{name: demo}}
+spec:
+  targetRef: {{name: demo}}
+  canary: {{image: demo:2}}
+  steps: [{{weight: 10}}]
+  analysis:
+    guards: [{{name: success, metric: taskSuccess, tolerance: -0.02}}]
+  judge:
+    model: qwen2.5-7b
+    baseUrl: {srv.base_url}
+    budget: {{maxCostUsdPerInterval: 0.5}}
+"""
+        )
+        src = write_jsonl(tmp_path / "s.jsonl", [sample_record("a")])
+        r = invoke("--samples", str(src), "--out", str(tmp_path / "v.jsonl"), "--rule", str(rule))
+        assert r.exit_code == 2 and "maxCostUsdPerInterval" in r.stderr and "price" in r.stderr
+        assert srv.calls == 0

@@ -13,8 +13,17 @@ from typing import Any
 import pytest
 from canary_playground.scripted_judge import Failure, ScriptedJudge, sample_record
 
-from controller.judge import Judge, Judged, JudgeResult, JudgeSettings, calls_per_sample
-from controller.models import Level, Sample, Unjudged
+from controller.judge import (
+    Judge,
+    Judged,
+    JudgeResult,
+    JudgeSettings,
+    Price,
+    Totals,
+    calls_per_sample,
+)
+from controller.models import Level, Sample, Unjudged, UnjudgedReason
+from controller.models.rule import Redaction
 
 
 @pytest.fixture
@@ -52,8 +61,12 @@ class TestModes:
         assert srv.calls == 1 and result.verdict.usage is not None
         assert result.verdict.usage.calls == 1
         assert [v.verdict for v in result.verdict.verdicts] == [Level.FULLY, Level.MINOR]
-        assert result.verdict.score == pytest.approx(0.369224, abs=1e-6)  # T = 0.1
+        assert result.verdict.score == 0.65  # evalLib at T = 0.5: the mean, no none
+        assert result.verdict.aggregation == "evalLib"
         assert not result.success
+        soft = one(make(srv, aggregation="softMin"), "[[judge: fully,minor]]")
+        assert isinstance(soft, Judged)
+        assert soft.verdict.score == pytest.approx(0.369224, abs=1e-6)  # softMin, T = 0.1
         assert result.verdict.model == "gpt-4o-mini" and result.verdict.prompt_version
         assert srv.stats.requests[0]["temperature"] == 0.0
 
@@ -74,12 +87,29 @@ class TestModes:
         assert stages == want | ({"judge_checks": 3} if calls == 4 else {})
 
     def test_usage_and_cost_recorded(self, srv: ScriptedJudge) -> None:
-        result = one(make(srv, mode="thorough", policy="Be polite."), "hi")
+        price = Price.parse("0.15,0.60")
+        result = one(make(srv, mode="thorough", policy="Be polite.", price=price), "hi")
         assert isinstance(result, Judged) and result.verdict.usage is not None
         usage = result.verdict.usage
         assert usage.calls == 4 and usage.prompt_tokens > 0 and usage.completion_tokens > 0
         expected = (usage.prompt_tokens * 0.15 + usage.completion_tokens * 0.60) / 1e6
         assert usage.cost_usd == pytest.approx(expected)
+
+    def test_no_price_no_cost(self, srv: ScriptedJudge) -> None:
+        """A self-hosted endpoint (here: 127.0.0.1) has no list price, whatever the model is
+        called: tokens are counted, the cost is unknown, never a guess."""
+        async def go() -> tuple[list[JudgeResult], Totals]:
+            async with Judge(make(srv, mode="thorough")) as judge:
+                return await judge.judge_many(samples("hi", "[[fake: malformed]]")), judge.totals
+
+        (ok, bad), totals = asyncio.run(go())
+        assert isinstance(ok, Judged) and ok.verdict.usage is not None
+        assert ok.verdict.usage.prompt_tokens > 0 and ok.verdict.usage.cost_usd is None
+        assert isinstance(bad, Unjudged) and bad.usage.calls == 2 and bad.usage.cost_usd is None
+        assert totals.cost_usd is None and not totals.priced
+        assert totals.as_dict()["cost_usd"] is None and totals.prompt_tokens > 0
+        with pytest.raises(ValueError, match="cost budget needs a price"):
+            make(srv, max_cost_usd_per_interval=0.1)
 
     def test_policy_decision_and_multi_turn(self, srv: ScriptedJudge) -> None:
         record = sample_record("m1", "")
@@ -209,6 +239,32 @@ class TestRobustCalls:
         )
         [result] = judge_all(settings, samples("x"))
         assert isinstance(result, Unjudged) and result.reason == "connection"
+        assert result.transient and "refused" in result.detail.lower()
+
+    @pytest.mark.parametrize(
+        ("failures", "reason", "transient"),
+        [
+            ([Failure(429)] * 2, UnjudgedReason.RATE_LIMITED, True),
+            ([Failure(503)] * 2, UnjudgedReason.SERVER_ERROR, True),
+            ([Failure(400, message="This model's maximum context length is 8192 tokens, "
+                                   "however you requested 9000 tokens")],
+             UnjudgedReason.CONTEXT_LENGTH, False),
+            ([Failure(413, message="Request body too large")], UnjudgedReason.CONTEXT_LENGTH,
+             False),
+            ([Failure(422, message="unsupported parameter")], UnjudgedReason.BAD_REQUEST, False),
+            ([Failure(401)], UnjudgedReason.AUTH, False),
+            ([Failure(404, message="model not found")], UnjudgedReason.NOT_FOUND, False),
+        ],
+    )
+    def test_failures_are_classified(
+        self, srv: ScriptedJudge, failures: list[Failure], reason: UnjudgedReason,
+        transient: bool,
+    ) -> None:
+        srv.fail_next(*failures)
+        result = one(make(srv, max_retries=1), "x")
+        assert isinstance(result, Unjudged)
+        assert (result.reason, result.transient) == (reason, transient)
+        assert result.usage.calls == (2 if transient else 1)
 
     def test_concurrency_really_overlaps_and_is_capped(self) -> None:
         with ScriptedJudge(latency=0.2) as srv:
@@ -238,7 +294,8 @@ class TestRobustCalls:
 
     def test_cost_budget(self, srv: ScriptedJudge) -> None:
         results = judge_all(
-            make(srv, max_cost_usd_per_interval=1e-9, concurrency=1), samples("a", "b", "c")
+            make(srv, max_cost_usd_per_interval=1e-9, concurrency=1, price=Price.parse("1,1")),
+            samples("a", "b", "c"),
         )
         assert isinstance(results[0], Judged)
         assert [r.reason for r in results[1:] if isinstance(r, Unjudged)] == ["budget"] * 2
@@ -253,7 +310,7 @@ class TestCache:
         assert srv.calls == 1 + 1 + 2
         srv.reset()
         # a new Judge object (as after a restart) with a stricter aggregation
-        second = judge_all(make(srv, temperature=0.01), batch, cache=path)
+        second = judge_all(make(srv, temperature=0.1), batch, cache=path)
         assert srv.calls == 2  # only the unjudged sample is tried again
         for a, b in zip(first[:2], second[:2], strict=True):
             assert isinstance(a, Judged) and isinstance(b, Judged)
@@ -265,3 +322,68 @@ class TestCache:
         srv.reset()
         judge_all(make(srv, policy="new policy"), batch[:1], cache=path)
         assert srv.calls == 1  # different rubric, different key
+
+
+SECRETS = ("jane.doe@example.com", "4111 1111 1111 1111", "+44 20 7946 0958", "ACCT-987654",
+           "tool-only-note")
+REDACTION = Redaction.model_validate({
+    "builtins": ["email", "cardNumber", "phone"],
+    "patterns": [{"regex": r"ACCT-\d{6}", "replacement": "[ACCOUNT]"}],
+    "roles": ["user", "assistant"],
+})
+
+
+def secret_sample(marker: str) -> Sample:
+    record = sample_record("r1", "")
+    record["input"] = [
+        {"role": "user",
+         "content": f"I am jane.doe@example.com, card 4111 1111 1111 1111. {marker}"},
+        {"role": "tool", "content": "tool-only-note: customer phone +44 20 7946 0958"},
+        {"role": "user", "content": "Refund account ACCT-987654 please, call +44 20 7946 0958."},
+    ]
+    record["output"] = "Done for jane.doe@example.com on ACCT-987654."
+    return Sample.model_validate(record)
+
+
+class TestRedaction:
+    @pytest.mark.parametrize(
+        ("server", "mode", "marker"),
+        [
+            ({}, "fast", "[[judge: fully,minor]]"),
+            ({}, "thorough", "[[fake: malformed-once]]"),  # the repair prompt too
+            ({"reject_json_schema": True, "reject_json_object": True}, "thorough", ""),
+        ],
+    )
+    def test_secrets_never_reach_the_judge(
+        self, server: dict[str, bool], mode: str, marker: str
+    ) -> None:
+        with ScriptedJudge(**server) as srv:
+            settings = make(srv, mode=mode, redaction=REDACTION, policy="No refunds.",
+                            decision_labels=("approve", "reject"))
+            [result] = judge_all(settings, [secret_sample(marker)])
+            assert isinstance(result, Judged), result
+            bodies = list(srv.request_texts())
+        assert len(bodies) >= (1 if mode == "fast" else 4)
+        if marker == "[[fake: malformed-once]]":
+            assert any("could not be used" in b for b in bodies)  # a repair was sent
+        for body in bodies:
+            for secret in SECRETS:
+                assert secret not in body
+            assert "[EMAIL]" in body and "[CARD]" in body and "[ACCOUNT]" in body
+        if marker == "[[judge: fully,minor]]":  # markers survive: the verdicts are scripted
+            assert [v.verdict for v in result.verdict.verdicts] == [Level.FULLY, Level.MINOR]
+
+    def test_cache_key_includes_the_redaction(self, srv: ScriptedJudge, tmp_path: Path) -> None:
+        path = tmp_path / "verdicts.sqlite"
+        sample = [secret_sample("")]
+        judge_all(make(srv), sample, cache=path)
+        assert srv.calls == 1
+        judge_all(make(srv, redaction=REDACTION), sample, cache=path)
+        assert srv.calls == 2  # the unredacted verdict is not reused
+        judge_all(make(srv, redaction=REDACTION), sample, cache=path)
+        assert srv.calls == 2  # same redaction: cached
+        changed = REDACTION.model_copy(update={"roles": None})
+        judge_all(make(srv, redaction=changed), sample, cache=path)
+        assert srv.calls == 3
+        judge_all(make(srv), sample, cache=path)
+        assert srv.calls == 3  # no redaction: the first verdict, key unchanged by the feature

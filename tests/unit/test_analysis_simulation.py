@@ -21,11 +21,12 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from controller.analysis import RuleStatistics, alpha_split, evaluate, guard_dimensions
-from controller.analysis.decide import BURN_IN
+from controller.analysis.decide import BURN_IN, TARGET_FACTOR, alpha_budget, group_slots
 from controller.analysis.sequential import (
     diff_means_t,
     diff_proportions,
     f1_difference,
+    proportion_fail_ready,
     rate_ratio_cs,
 )
 from controller.models import Action, CanaryRuleSpec, Cohort, RecordedVerdict, Risk, Sample
@@ -34,7 +35,8 @@ from controller.sources.manifests import load_rules
 RUNS = 2000
 LOOK_EVERY = 40  # samples over both cohorts between looks
 LOOKS = 60
-M = 200  # minSamplesPerCohort (where the mixture is tuned)
+M = 200  # minSamplesPerCohort
+TARGET = TARGET_FACTOR * M  # where decide.py tunes the mixture
 SIM = settings(max_examples=6, deadline=None, derandomize=True)
 
 
@@ -68,9 +70,18 @@ def test_proportions_aa_at_the_tolerance_boundary(p: float, share: float, alpha:
     xc = rng.binomial(inc_c, p + tol).cumsum(axis=0)
     xb = rng.binomial(inc_b, p).cumsum(axis=0)
     with np.errstate(divide="ignore", invalid="ignore"):
-        cs = diff_proportions(xc, nc, xb, nb, 1.0, alpha, M)
-    rate = ever(cs.lower > tol, nc, nb)
+        cs = diff_proportions(xc, nc, xb, nb, 1.0, alpha, TARGET)
+        ready = proportion_fail_ready(nc, nb, xb, 1.0, tol)
+    rate = ever((cs.lower > tol) & ready, nc, nb)
     assert rate <= slack(alpha), f"false rollback rate {rate:.4f} > alpha {alpha}"
+    # and the mirror image (higher is better: success exactly -tol below the baseline)
+    xc2 = rng.binomial(inc_c, 1 - p - tol).cumsum(axis=0)
+    xb2 = rng.binomial(inc_b, 1 - p).cumsum(axis=0)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        cs = diff_proportions(xc2, nc, xb2, nb, 1.0, alpha, TARGET)
+        ready = proportion_fail_ready(nc, nb, xb2, 1.0, -tol)
+    rate = ever((cs.upper < -tol) & ready, nc, nb)
+    assert rate <= slack(alpha), f"false rollback rate {rate:.4f} > alpha {alpha} (mirror)"
 
 
 @SIM
@@ -200,6 +211,7 @@ def _rollout(seed: int, per_look: int, looks: int) -> Action:
     rng = np.random.default_rng(seed)
     stats = RuleStatistics(SUPPORT_RULE)
     for look in range(looks):
+        stats.enter_step(min(look // 4, len(SUPPORT_RULE.steps) - 1))  # windows at steps 2, 3
         for cohort in (Cohort.BASELINE, Cohort.CANARY):
             for s in _samples(rng, per_look, cohort, look * per_look):
                 stats.add(s)
@@ -211,7 +223,8 @@ def _rollout(seed: int, per_look: int, looks: int) -> Action:
 
 def test_family_wise_false_rollback_over_all_guards_and_queues() -> None:
     """Healthy canaries through every guard of rules/support-assistant.yaml (7 guards,
-    queue and risk slices, per-task F1), looking every 60 samples per cohort."""
+    queue and risk slices, per-task F1, step windows), looking every 60 samples per
+    cohort."""
     runs = 60
     actions = [_rollout(seed, per_look=60, looks=12) for seed in range(runs)]
     rollbacks = actions.count(Action.ROLLBACK)
@@ -242,6 +255,44 @@ def test_alpha_split_never_exceeds_the_rules_alpha(n_guards: int, max_groups: in
                     for d in guard_dimensions(g))
         total += head + per_slice * slots
     assert total <= alpha * (1 + 1e-9)
+
+
+def test_grouped_guard_with_windows_at_the_tolerance_boundary() -> None:
+    """Every test the trusted-completion guard of the support rule runs — all traffic
+    (cumulative), each of 4 unequal queues, the windows of steps 2 and 3 — with the
+    canary exactly at the tolerance in every queue, a look every interval through
+    5% → 20% → 50%: the guard's false-rollback rate stays within its alpha."""
+    guard = next(g for g in SUPPORT_RULE.analysis.guards if g.name == "trusted-completion")
+    share = alpha_budget(SUPPORT_RULE)[guard.name]
+    spent = share.all + share.slice * group_slots(SUPPORT_RULE, guard) + 2 * share.window
+    runs, per_step, requests, p, tol = 2000, 12, 400, 0.9, -0.02
+    rng = np.random.default_rng(7)
+    weights = np.repeat([0.05, 0.2, 0.5], per_step)
+    q_share = np.array([0.47, 0.25, 0.2, 0.08])
+    n_can = np.round(requests * weights).astype(int)
+    nc = np.stack([rng.multinomial(n, q_share, size=runs) for n in n_can])
+    nb = np.stack([rng.multinomial(requests - n, q_share, size=runs) for n in n_can])
+    xc, xb = rng.binomial(nc, p + tol), rng.binomial(nb, p)
+    target = TARGET_FACTOR * SUPPORT_RULE.analysis.min_samples_per_cohort
+    burn = min(BURN_IN, SUPPORT_RULE.analysis.min_samples_per_cohort)
+
+    def fails(c: np.ndarray, n_c: np.ndarray, b: np.ndarray, n_b: np.ndarray,
+              alpha: float) -> np.ndarray:
+        with np.errstate(divide="ignore", invalid="ignore"):
+            cs = diff_proportions(c, n_c, b, n_b, 1.0, alpha, target)
+            ready = proportion_fail_ready(n_c, n_b, b, 1.0, tol)
+        return np.asarray((cs.upper < tol) & ready & (n_c >= burn) & (n_b >= burn))
+
+    cum = [a.cumsum(axis=0) for a in (xc, nc, xb, nb)]
+    crossed = fails(*(a.sum(-1) for a in cum), share.all)
+    for q in range(len(q_share)):
+        crossed |= fails(*(a[..., q] for a in cum), share.slice)
+    for step in (1, 2):
+        sl = slice(step * per_step, (step + 1) * per_step)
+        win = [a[sl].sum(-1).cumsum(axis=0) for a in (xc, nc, xb, nb)]
+        crossed[sl] |= fails(*win, share.window)
+    rate = float(crossed.any(axis=0).mean())
+    assert rate <= slack(spent, runs), f"{rate:.4f} > the guard's alpha {spent:.4f}"
 
 
 # -- power ---------------------------------------------------------------------------------
