@@ -160,6 +160,11 @@ def literal(record: dict[str, Any], field: str, text: str) -> str:
     return json.dumps({**record, field: "__X__"}).replace('"__X__"', text)
 
 
+def first_reject(r: httpx.Response) -> dict[str, Any]:
+    errors: list[dict[str, Any]] = r.json()["errors"]
+    return errors[0]
+
+
 def raw_http(c: Controller, request: bytes) -> tuple[int, dict[str, Any]]:
     """Raw bytes in; the status and JSON body out (the server must answer)."""
     with socket.create_connection(("127.0.0.1", c.port), timeout=30) as s:
@@ -196,11 +201,11 @@ def test_non_finite_numbers_and_a_poisoned_row_never_halt_the_rollout(
     for text in ("1e999", "Infinity", "-Infinity", "NaN", "1e308"):
         r = c.post("/v1/samples", literal(good, "latency_ms", text))
         assert r.status_code == 400, r.text
-        assert "field 'latency_ms'" in r.json()["errors"][0]
+        assert first_reject(r)["field"] == "latency_ms"
     assert c.post_samples([good]).status_code == 200
     r = c.post("/v1/feedback", literal({"id": good["id"], "rule": "bot"},
                                        "correction_minutes", "Infinity"))
-    assert r.status_code == 400 and "field 'correction_minutes'" in r.json()["errors"][0]
+    assert r.status_code == 400 and first_reject(r)["field"] == "correction_minutes"
 
     assert c.post_samples(records(20, prefix="early")).status_code == 200
     wait_for("early samples counted", lambda: any(
@@ -241,7 +246,8 @@ def test_only_the_rules_workload_may_post_and_forged_verdicts_never_count(
     assert c.post("/v1/samples", body, headers={}).status_code == 401
     intruder = {"Authorization": f"Bearer {token(emu, 'default/intruder')}"}
     r = c.post("/v1/samples", body, headers=intruder)
-    assert r.status_code == 403 and "default/bot" in r.json()["errors"][0]
+    assert r.status_code == 403
+    assert first_reject(r)["kind"] == "forbidden" and "default/bot" in first_reject(r)["reason"]
     api_token = emu.issue_token(service_account=f"{NS}/{ACCOUNT}")  # for the API server
     assert c.post("/v1/samples", body, headers={"Authorization": f"Bearer {api_token}"}) \
         .status_code == 401
@@ -289,7 +295,7 @@ def test_broken_framing_odd_tokens_and_deep_records_are_answered(
     deep = json.dumps({**records(1)[0], "x": 0}).replace('"x": 0', '"x": ' + "[" * 900 +
                                                          "]" * 900)
     r = c.post("/v1/samples", deep)
-    assert r.status_code == 400 and "nested deeper" in r.json()["errors"][0]
+    assert r.status_code == 400 and "nested deeper" in first_reject(r)["reason"]
 
     def chunks() -> Iterator[bytes]:
         for _ in range(11 * 1024):
@@ -299,9 +305,9 @@ def test_broken_framing_odd_tokens_and_deep_records_are_answered(
     assert big.status_code == 413
     for value in (-5.0, 1e308, 86_400_001):
         r = c.post_samples([{**records(1, prefix=f"v{value}")[0], "latency_ms": value}])
-        assert r.status_code == 400 and "field 'latency_ms'" in r.json()["errors"][0]
+        assert r.status_code == 400 and first_reject(r)["field"] == "latency_ms"
     r = c.post_samples([{**records(1, prefix="srv")[0], "feedback_closed": True}])
-    assert r.status_code == 400 and "feedback_closed" in r.json()["errors"][0]
+    assert r.status_code == 400 and first_reject(r)["field"] == "feedback_closed"
     assert c.post_samples(records(150, prefix="fine")).status_code == 200
     wait_for("promotion after the attacks", lambda: phase(kube) == "Succeeded", c)
 
