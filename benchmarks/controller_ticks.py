@@ -36,7 +36,7 @@ import httpx
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from canary_playground.kube_emulator import running_emulator  # noqa: E402
+from canary_playground.kube import running_emulator  # noqa: E402
 
 from controller.actuator import deployments, rules  # noqa: E402
 from controller.actuator.client import Kube, connect  # noqa: E402
@@ -106,7 +106,7 @@ def bad_samples(rule: str, n: int) -> list[dict[str, Any]]:
 
 
 def measure(n_rules: int, interval: float, steady: float, workdir: Path) -> dict[str, Any]:
-    with running_emulator(workdir / f"kube-{n_rules}", deployment_delay=0.05) as emu:
+    with running_emulator(workdir / f"kube-{n_rules}", readiness_delay=0.05) as emu:
         kube = connect(emu.kubeconfig)
         for i in range(n_rules):
             create(kube, i)

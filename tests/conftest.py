@@ -2,7 +2,9 @@
 
 - ``judge_server`` (module scope) / ``judge``: the scripted OpenAI-compatible server,
   reset before each test;
-- ``emulator`` (module scope): the Kubernetes API emulator as its own process;
+- ``emulator`` (module scope): the Kubernetes API emulator as its own process (admin);
+- ``chart_emulator`` (module scope): the same with the Helm chart's RBAC loaded and enforced;
+  ``chart_emulator.controller`` has the controller's ServiceAccount, token and kubeconfig;
 - ``prometheus``: a factory starting a real Prometheus on 127.0.0.1 (skips locally when the
   binary is missing, fails in CI).
 
@@ -16,7 +18,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 import pytest
-from canary_playground.kube_emulator import EmulatorHandle, running_emulator
+from canary_playground.kube import EmulatorHandle, running_emulator
 from canary_playground.scripted_judge import ScriptedJudge
 
 
@@ -36,4 +38,12 @@ def judge(judge_server: ScriptedJudge) -> ScriptedJudge:
 @pytest.fixture(scope="module")
 def emulator(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EmulatorHandle]:
     with running_emulator(tmp_path_factory.mktemp("kube")) as handle:
+        yield handle
+
+
+@pytest.fixture(scope="module")
+def chart_emulator(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EmulatorHandle]:
+    """The emulator enforcing the chart's RBAC; run the controller with
+    ``chart_emulator.controller.kubeconfig`` to test it under exactly those permissions."""
+    with running_emulator(tmp_path_factory.mktemp("kube"), rbac_from_chart=True) as handle:
         yield handle

@@ -1,7 +1,8 @@
 """Scaffolding for llm-canary's tests and local playground (never part of the product).
 
-- :mod:`.kube_emulator`: a Kubernetes API server for tests, reached through the official
-  client;
+- :mod:`.kube`: a Kubernetes API server (with the deployment, ReplicaSet, garbage
+  collection and HPA controllers, a simulated kubelet, RBAC and TokenReview) for tests,
+  reached through the official client and kubectl (:mod:`.kube_emulator` re-exports it);
 - :mod:`.scripted_judge`: an OpenAI-compatible server whose verdicts are scripted by
   markers in the request text, and which can fail, stall, rate-limit and answer garbage;
 - :mod:`.prometheus_server`: starts a real Prometheus on 127.0.0.1;

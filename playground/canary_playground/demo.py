@@ -1,13 +1,15 @@
 """``canaryctl demo``: the whole loop on one machine, no cluster.
 
-What runs, all on 127.0.0.1:
+What runs, all on 127.0.0.1, started with the playground's building blocks
+(:mod:`.stack`, the same as ``canaryctl playground up``) and stopped when the scenario ends:
 
-- the Kubernetes API emulator (:mod:`.kube_emulator`, a separate process) holding a
+- the Kubernetes API emulator (:mod:`.kube`, a separate process) holding a
   ``demo-assistant`` Deployment, a judge-key Secret and a CanaryRule;
 - the real controller (``python -m controller``, a separate process) with analysis every
   second instead of every minute;
-- the scripted OpenAI-compatible judge (:mod:`.scripted_judge`): verdicts come from markers
-  the traffic generator writes into each answer, through the real ``openai`` client path;
+- the scripted OpenAI-compatible judge (:mod:`.scripted_judge`, a process): verdicts come
+  from markers the traffic generator writes into each answer, through the real ``openai``
+  client path;
 - a real Prometheus scraping a small exporter, when ``prometheus`` is installed (the rule
   then also guards an error rate read through PromQL); otherwise samples only, said so;
 - synthetic traffic from both cohorts, posted to the controller's ``/v1/samples`` in the
@@ -22,15 +24,11 @@ from __future__ import annotations
 
 import json
 import random
-import signal
-import socket
-import subprocess
-import sys
 import tempfile
 import threading
 import time
-from collections.abc import Callable, Iterator
-from contextlib import ExitStack, contextmanager
+from collections.abc import Callable
+from contextlib import ExitStack
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -40,13 +38,19 @@ import httpx
 
 from controller.actuator import rules
 from controller.actuator.client import connect
-from controller.conventions import JUDGE_KEY_LABEL
+from controller.conventions import INGEST_AUDIENCE, JUDGE_KEY_LABEL
 from controller.models import CanaryRuleStatus, Phase
 
 from .exporter import Exporter
-from .kube_emulator import running_emulator
-from .prometheus_server import prometheus_binary, run_prometheus
-from .scripted_judge import ScriptedJudge
+from .prometheus_server import prometheus_binary, wait_for_scrape
+from .stack import (
+    ControllerOptions,
+    Stack,
+    start_controller,
+    start_emulator,
+    start_judge,
+    start_prometheus,
+)
 
 SCENARIOS = ("healthy", "regression", "fallback-spike")
 NAME = "demo-assistant"
@@ -123,19 +127,15 @@ def target_deployment() -> dict[str, Any]:
     }
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 class Traffic:
     """Posts samples from both cohorts in proportion to the current weight, and counts
     requests in the exporter; stops by itself at ``stop`` or after ``limit`` seconds."""
 
     def __init__(self, url: str, scenario: str, weight: Callable[[], int],
-                 exporter: Exporter | None, seed: int = 7, rate: int = 160) -> None:
+                 exporter: Exporter | None, seed: int = 7, rate: int = 160,
+                 token: str | None = None) -> None:
         self.url, self.weight, self.exporter = url, weight, exporter
+        self.headers = {"Authorization": f"Bearer {token}"} if token else {}
         self.behaviour = behaviours(scenario)
         self.rng = random.Random(seed)
         self.rate = rate  # samples per second over both cohorts
@@ -180,45 +180,12 @@ class Traffic:
                 batch.append(self._record(i, cohort))
                 i += 1
             try:
-                httpx.post(self.url + "/v1/samples", content=json.dumps(batch), timeout=5)
+                httpx.post(self.url + "/v1/samples", content=json.dumps(batch), timeout=5,
+                           headers=self.headers)
                 self.sent += len(batch)
             except httpx.HTTPError:
                 pass
             self.stop.wait(0.25)
-
-
-@contextmanager
-def _controller(kubeconfig: str, workdir: Path, judge_url: str) -> Iterator[str]:
-    port = _free_port()
-    log = (workdir / "controller.log").open("wb")
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "controller", "--kubeconfig", kubeconfig, "--host", "127.0.0.1",
-         "--port", str(port), "--store", str(workdir / "samples.db"), "--no-leader-elect",
-         "--analysis-interval", "1s", "--resync", "5", "--judge-allowed-url", judge_url,
-         # the demo's traffic generator has no ServiceAccount token; on 127.0.0.1 only
-         "--insecure-allow-unauthenticated-ingestion"],
-        stdout=log, stderr=subprocess.STDOUT)
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                if httpx.get(url + "/readyz", timeout=1).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            if proc.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError(f"the controller did not start; see {workdir}/controller.log")
-            time.sleep(0.1)
-        yield url
-    finally:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(5)
-        log.close()
 
 
 @dataclass
@@ -236,31 +203,32 @@ def run_demo(scenario: str, *, on_update: Callable[[dict[str, Any]], None] | Non
     """Run one scenario to a terminal phase (or ``timeout``); everything is stopped after."""
     behaviours(scenario)  # validate early
     started = time.monotonic()
-    with ExitStack() as stack:
-        workdir = keep or Path(stack.enter_context(tempfile.TemporaryDirectory(
+    with ExitStack() as cleanup:
+        workdir = keep or Path(cleanup.enter_context(tempfile.TemporaryDirectory(
             prefix="llm-canary-demo-")))
-        workdir.mkdir(parents=True, exist_ok=True)
+        procs = Stack(workdir)  # attached: stopped when the scenario ends
+        cleanup.callback(procs.stop_all)
         say("starting the Kubernetes API emulator ...")
-        emu = stack.enter_context(running_emulator(workdir / "kube", deployment_delay=0.2))
-        judge = stack.enter_context(ScriptedJudge(api_key=DEMO_KEY))
+        emu = start_emulator(procs, readiness_delay=0.2)
+        judge_url = start_judge(procs, DEMO_KEY)
         exporter: Exporter | None = None
         prom_url: str | None = None
         if prometheus_binary() is not None:
             exporter = Exporter()
             exporter.start()
-            stack.callback(exporter.stop)
+            cleanup.callback(exporter.stop)
             for cohort in ("baseline", "canary"):
                 for queue in QUEUES:
                     exporter.touch(cohort, queue)
             say("starting Prometheus (scraping the demo's exporter every second) ...")
-            prom = stack.enter_context(run_prometheus([exporter.target],
-                                                      workdir=workdir))
-            prom_url = prom.url
+            prom_url = start_prometheus(procs, [exporter.target])
+            if prom_url is not None:
+                wait_for_scrape(prom_url)
         else:
             say("prometheus is not installed: guards use samples only "
                 "(apt-get install prometheus to add a PromQL guard)")
         kube = connect(emu.kubeconfig)
-        stack.callback(kube.close)
+        cleanup.callback(kube.close)
         kube.request("POST", f"/api/v1/namespaces/{NS}/secrets", body={
             "apiVersion": "v1", "kind": "Secret", "metadata": {
                 "name": "judge-key", "labels": {JUDGE_KEY_LABEL: "true"}},
@@ -268,17 +236,21 @@ def run_demo(scenario: str, *, on_update: Callable[[dict[str, Any]], None] | Non
         kube.request("POST", f"/apis/apps/v1/namespaces/{NS}/deployments",
                      body=target_deployment())
         say("starting the controller and applying the CanaryRule ...")
-        url = stack.enter_context(_controller(emu.kubeconfig, workdir, judge.base_url))
-        rules.apply_rule(kube, rule_manifest(judge.base_url, prom_url))
+        url = start_controller(procs, ControllerOptions(
+            kubeconfig=emu.kubeconfig, store=str(workdir / "samples.db"),
+            analysis_interval="1s", resync=5, judge_base_url=judge_url))
+        rules.apply_rule(kube, rule_manifest(judge_url, prom_url))
+        # the traffic reports as the target's pods would: their ServiceAccount's token
+        token = emu.issue_token(f"{NS}/default", audiences=[INGEST_AUDIENCE])
 
         current: dict[str, Any] = {}
 
         def weight() -> int:
             return int((current.get("status") or {}).get("weight") or 0)
 
-        traffic = Traffic(url, scenario, weight, exporter)
+        traffic = Traffic(url, scenario, weight, exporter, token=token)
         traffic.start()
-        stack.callback(traffic.join)
+        cleanup.callback(traffic.join)
         deadline = time.monotonic() + timeout
         while True:
             current = rules.get_rule(kube, NS, NAME)

@@ -90,6 +90,34 @@ def _get_json(url: str, timeout: float = 2.0) -> Any:
         return json.loads(resp.read())
 
 
+def query(url: str, promql: str) -> list[Any]:
+    """Raw instant query against the Prometheus at ``url``."""
+    qs = urllib.parse.urlencode({"query": promql})
+    result: list[Any] = _get_json(f"{url}/api/v1/query?{qs}")["data"]["result"]
+    return result
+
+
+def wait_for_query(url: str, promql: str, predicate: Any, timeout: float = 15.0) -> list[Any]:
+    """Poll an instant query until ``predicate(result)`` holds; bounded by ``timeout``."""
+    deadline = time.monotonic() + timeout
+    result: list[Any] = []
+    while time.monotonic() < deadline:
+        try:
+            result = query(url, promql)
+        except (OSError, ValueError, KeyError):
+            result = []
+        if predicate(result):
+            return result
+        time.sleep(0.2)
+    raise AssertionError(f"timed out after {timeout}s waiting for {promql!r}; last {result}")
+
+
+def wait_for_scrape(url: str, job: str = JOB, timeout: float = START_TIMEOUT) -> None:
+    """Until every target of ``job`` has been scraped successfully once."""
+    wait_for_query(url, f'up{{job="{job}"}}',
+                   lambda r: bool(r) and all(float(s["value"][1]) == 1 for s in r), timeout)
+
+
 @dataclass
 class PrometheusServer:
     url: str
@@ -101,32 +129,15 @@ class PrometheusServer:
 
     def query(self, promql: str) -> list[Any]:
         """Raw instant query (for test assertions independent of the code under test)."""
-        qs = urllib.parse.urlencode({"query": promql})
-        body = _get_json(f"{self.url}/api/v1/query?{qs}")
-        result: list[Any] = body["data"]["result"]
-        return result
+        return query(self.url, promql)
 
     def wait_for(self, promql: str, predicate: Any, timeout: float = 15.0) -> list[Any]:
         """Poll an instant query until ``predicate(result)`` holds; bounded by ``timeout``."""
-        deadline = time.monotonic() + timeout
-        result: list[Any] = []
-        while time.monotonic() < deadline:
-            try:
-                result = self.query(promql)
-            except (OSError, ValueError, KeyError):
-                result = []
-            if predicate(result):
-                return result
-            time.sleep(0.2)
-        raise AssertionError(f"timed out after {timeout}s waiting for {promql!r}; last {result}")
+        return wait_for_query(self.url, promql, predicate, timeout)
 
     def wait_for_scrape(self, job: str = JOB, timeout: float = 15.0) -> None:
         """Until every target of ``job`` has been scraped successfully once."""
-        self.wait_for(
-            f'up{{job="{job}"}}',
-            lambda r: bool(r) and all(float(s["value"][1]) == 1 for s in r),
-            timeout,
-        )
+        wait_for_scrape(self.url, job, timeout)
 
     def log(self) -> str:
         try:

@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 import yaml
-from canary_playground.kube_emulator import EmulatorHandle, running_emulator
+from canary_playground.kube import EmulatorHandle, running_emulator
 from click.testing import CliRunner
 
 from controller.actuator import rules

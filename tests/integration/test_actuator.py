@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from canary_playground.kube_emulator import EmulatorHandle, running_emulator, write_kubeconfig
+from canary_playground.kube import EmulatorHandle, running_emulator, write_kubeconfig
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -42,7 +42,7 @@ GV = "canary.llmops.dev/v1alpha1"
 
 @pytest.fixture(scope="module")
 def emu(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EmulatorHandle]:
-    with running_emulator(tmp_path_factory.mktemp("kube"), deployment_delay=0.02) as handle:
+    with running_emulator(tmp_path_factory.mktemp("kube"), readiness_delay=0.02) as handle:
         yield handle
 
 
@@ -169,7 +169,9 @@ def test_ensure_canary_builds_owned_canary(kube: Kube, emu: EmulatorHandle, ns: 
         "uid": obj["metadata"]["uid"], "controller": True, "blockOwnerDeletion": True}]
     assert meta["annotations"][dp.REVISION_ANNOTATION] == revision
     assert meta["labels"][dp.COHORT_LABEL] == "canary"
-    assert spec["replicas"] == 0 and spec["strategy"] == {"type": "RollingUpdate"}
+    # the target's strategy, as the API server defaulted it (RollingUpdate 25%/25%)
+    assert spec["replicas"] == 0 and spec["strategy"] == target["spec"]["strategy"] == {
+        "type": "RollingUpdate", "rollingUpdate": {"maxSurge": "25%", "maxUnavailable": "25%"}}
     assert spec["selector"] == {"matchLabels": {"app": "web", dp.COHORT_LABEL: "canary"}}
     tpl = spec["template"]
     assert tpl["metadata"]["labels"] == {"app": "web", "version": "v1", "prompt": "v7",
@@ -237,6 +239,10 @@ def test_conflicts_are_retried_then_reported(kube: Kube, emu: EmulatorHandle, ns
     make_target(kube, ns)
     rule, _ = make_rule(kube, ns)
     dp.ensure_canary(kube, rule, canary_revision(rule.spec))
+    # the deployment controller writes the target's status while it rolls out: let it
+    # settle, so that the only conflicts are the injected ones
+    wait_for(lambda: dp.is_available(get_dep(kube, ns, "web")))
+    emu.wait_idle()
     emu.add_fault(f"/namespaces/{ns}/deployments/web-canary/scale$", method="PATCH",
                   status=409, count=2)
     mark = emu.mark()
@@ -277,13 +283,13 @@ def test_promote_then_scale_down(kube: Kube, emu: EmulatorHandle, ns: str) -> No
     wait_for(lambda: dp.observe(kube, rule, 4).canary_ready)
     canary_tpl = get_dep(kube, ns, "web-canary")["spec"]["template"]
 
-    emu.configure(deploymentDelay=0.4)
+    emu.configure(readinessDelay=0.4)
     try:
         dp.promote(kube, rule, revision, 4)
         assert not dp.observe(kube, rule, 4).target_promoted  # not rolled out yet
         observed = wait_for(lambda: (o := dp.observe(kube, rule, 4)).target_promoted and o)
     finally:
-        emu.configure(deploymentDelay=0.02)
+        emu.configure(readinessDelay=0.02)
     assert observed.target_replicas == 4
     target = get_dep(kube, ns, "web")
     tpl = target["spec"]["template"]
@@ -340,8 +346,10 @@ def test_deleting_the_rule_collects_the_canary(kube: Kube, ns: str) -> None:
     rule, _ = make_rule(kube, ns)
     dp.ensure_canary(kube, rule, canary_revision(rule.spec))
     rules.delete_rule(kube, ns, "assistant")
-    items, _ = dp.list_deployments(kube, ns)
-    assert [d["metadata"]["name"] for d in items] == ["web"]
+    # the garbage collector works in the background, as in a real cluster
+    names = wait_for(lambda: (n := [d["metadata"]["name"] for d in
+                                    dp.list_deployments(kube, ns)[0]]) == ["web"] and n)
+    assert names == ["web"]
 
 
 # --------------------------------------------------------------------------- rules

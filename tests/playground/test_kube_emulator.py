@@ -9,18 +9,17 @@ from __future__ import annotations
 
 import json
 import time
-import uuid
 from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
-from canary_playground.kube_emulator import (
+from canary_playground.kube import (
     EmulatorHandle,
     merge_patch,
     running_emulator,
     strategic_merge,
 )
-from kubernetes import client, config, watch
+from kubernetes import client, watch
 from kubernetes.client.exceptions import ApiException
 
 GROUP, VERSION, PLURAL = "canary.llmops.dev", "v1alpha1", "canaryrules"
@@ -33,30 +32,13 @@ def kube_emulator(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Emulator
 
 
 @pytest.fixture(scope="module")
-def api(kube_emulator: EmulatorHandle) -> Iterator[client.ApiClient]:
-    api_client = config.new_client_from_config(kube_emulator.kubeconfig)
-    yield api_client
-    api_client.close()
-
-
-@pytest.fixture
-def ns() -> str:
-    return f"t-{uuid.uuid4().hex[:8]}"
-
-
-@pytest.fixture
-def apps(api: client.ApiClient) -> client.AppsV1Api:
-    return client.AppsV1Api(api)
+def emu(kube_emulator: EmulatorHandle) -> EmulatorHandle:
+    return kube_emulator  # the fixtures in conftest.py build the clients on it
 
 
 @pytest.fixture
 def custom(api: client.ApiClient) -> client.CustomObjectsApi:
     return client.CustomObjectsApi(api)
-
-
-@pytest.fixture
-def core(api: client.ApiClient) -> client.CoreV1Api:
-    return client.CoreV1Api(api)
 
 
 def wait_for(check: Callable[[], Any], timeout: float = 5.0) -> Any:
@@ -375,12 +357,14 @@ def test_fake_deployment_controller(kube_emulator: EmulatorHandle, apps: client.
     assert dep.status.observed_generation == 1 and dep.status.updated_replicas == 3
     apps.patch_namespaced_deployment("web", ns, {"metadata": {"annotations": {
         "emulator.llmops.dev/unavailable": "true"}}, "spec": {"replicas": 4}})
+    # (status follows the pods: wait for the whole condition, not just the generation)
     dep = wait_for(lambda: (d := apps.read_namespaced_deployment("web", ns)).status
-                   .observed_generation == 2 and d)
+                   .observed_generation == 2 and d.status.replicas == 4
+                   and not d.status.available_replicas and d)
     assert dep.status.replicas == 4 and not dep.status.available_replicas
     apps.patch_namespaced_deployment_scale("web", ns, {"spec": {"replicas": 0}})
     dep = wait_for(lambda: (d := apps.read_namespaced_deployment("web", ns)).status
-                   .observed_generation == 3 and d)
+                   .observed_generation == 3 and not d.status.replicas and d)
     assert not dep.status.replicas  # zero counts are omitted, as by the API
 
 
@@ -394,7 +378,9 @@ def test_owner_garbage_collection(custom: client.CustomObjectsApi, apps: client.
     apps.create_namespaced_deployment(ns, body)
     apps.create_namespaced_deployment(ns, deployment("web"))
     custom.delete_namespaced_custom_object(GROUP, VERSION, ns, PLURAL, "r1")
-    assert [d.metadata.name for d in apps.list_namespaced_deployment(ns).items] == ["web"]
+    # background propagation: the garbage collector deletes the dependent shortly after
+    wait_for(lambda: [d.metadata.name for d in apps.list_namespaced_deployment(ns).items]
+             == ["web"])
 
 
 def test_events_leases_secrets_services(core: client.CoreV1Api, api: client.ApiClient,

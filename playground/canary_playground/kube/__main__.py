@@ -1,0 +1,5 @@
+import sys
+
+from .handle import main
+
+sys.exit(main())
