@@ -19,7 +19,7 @@ from typing import Any
 
 import httpx
 import pytest
-from canary_playground.kube_emulator import EmulatorHandle, running_emulator
+from canary_playground.kube_emulator import EmulatorHandle
 from canary_playground.scripted_judge import ScriptedJudge
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -35,13 +35,9 @@ SECRET_KEY = "sk-test-hostile-2b71"
 
 
 @pytest.fixture(scope="module")
-def emu(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EmulatorHandle]:
-    with running_emulator(tmp_path_factory.mktemp("kube")) as handle:
-        yield handle
-
-
-@pytest.fixture(scope="module")
-def judge_server() -> Iterator[ScriptedJudge]:
+def keyed_judge() -> Iterator[ScriptedJudge]:
+    """The scripted judge, refusing any key but the Secret's (401 echoes it, like some
+    servers): a key in the wrong place shows up in the logs checked below."""
     server = ScriptedJudge(api_key=SECRET_KEY).start()
     try:
         yield server
@@ -50,14 +46,19 @@ def judge_server() -> Iterator[ScriptedJudge]:
 
 
 @pytest.fixture
-def judge(judge_server: ScriptedJudge) -> ScriptedJudge:
-    judge_server.reset()
-    return judge_server
+def judge(keyed_judge: ScriptedJudge) -> ScriptedJudge:
+    keyed_judge.reset()
+    return keyed_judge
+
+
+@pytest.fixture
+def emu(emulator: EmulatorHandle) -> EmulatorHandle:
+    emulator.reset()
+    return emulator
 
 
 @pytest.fixture
 def kube(emu: EmulatorHandle) -> Iterator[Kube]:
-    emu.reset()
     k = connect(emu.kubeconfig)
     for name, marked in (("judge-key", True), ("db-password", False)):
         labels = {"canary.llmops.dev/judge-key": "true"} if marked else {}
@@ -121,6 +122,15 @@ def apply_rule(kube: Kube, judge: ScriptedJudge, *, name: str = "bot",
                 "samplesPerInterval": 1000, "concurrency": 16},
         },
     })
+
+
+def progressing(kube: Kube, judge: ScriptedJudge, controllers: Callable[..., Controller],
+                **rule: Any) -> Controller:
+    """The rule applied, the controller started, the rollout at its first step."""
+    apply_rule(kube, judge, **rule)
+    c = controllers(name="c")
+    wait_for("progressing", lambda: phase(kube) == "Progressing", c)
+    return c
 
 
 def records(n: int, *, verdict: str = "fully,mostly", start: int = 0, prefix: str = "s",
@@ -194,9 +204,7 @@ def test_non_finite_numbers_and_a_poisoned_row_never_halt_the_rollout(
     """1e999 / Infinity latencies and Infinity correction minutes are refused at parse time
     naming the field; a row corrupted directly in SQLite is quarantined (event, status,
     metric) and, across a restart, 150 bad canary samples still roll the rule back."""
-    apply_rule(kube, judge)
-    c = controllers(name="c")
-    wait_for("progressing", lambda: phase(kube) == "Progressing", c)
+    c = progressing(kube, judge, controllers)
     good = records(1, prefix="ok")[0]
     for text in ("1e999", "Infinity", "-Infinity", "NaN", "1e308"):
         r = c.post("/v1/samples", literal(good, "latency_ms", text))
@@ -238,9 +246,7 @@ def test_only_the_rules_workload_may_post_and_forged_verdicts_never_count(
     kube: Kube, judge: ScriptedJudge, controllers: Callable[..., Controller],
     emu: EmulatorHandle,
 ) -> None:
-    apply_rule(kube, judge)
-    c = controllers(name="c")
-    wait_for("progressing", lambda: phase(kube) == "Progressing", c)
+    c = progressing(kube, judge, controllers)
     forged = {"judge": {"score": 1.0, "model": "forged"}}
     body = json.dumps(records(5, prefix="anon"))
     assert c.post("/v1/samples", body, headers={}).status_code == 401
@@ -266,9 +272,7 @@ def test_only_the_rules_workload_may_post_and_forged_verdicts_never_count(
 def test_forged_failures_cannot_force_a_rollback(
     kube: Kube, judge: ScriptedJudge, controllers: Callable[..., Controller]
 ) -> None:
-    apply_rule(kube, judge)
-    c = controllers(name="c")
-    wait_for("progressing", lambda: phase(kube) == "Progressing", c)
+    c = progressing(kube, judge, controllers)
     sabotage = [{**s, "judge": {"score": 0.0 if s["cohort"] == "canary" else 1.0}}
                 for s in records(150, prefix="sabotage")]
     assert c.post_samples(sabotage).status_code == 200
@@ -282,9 +286,7 @@ def test_broken_framing_odd_tokens_and_deep_records_are_answered(
     kube: Kube, judge: ScriptedJudge, controllers: Callable[..., Controller],
     emu: EmulatorHandle,
 ) -> None:
-    apply_rule(kube, judge)
-    c = controllers(name="c")
-    wait_for("progressing", lambda: phase(kube) == "Progressing", c)
+    c = progressing(kube, judge, controllers)
     auth = f"Authorization: Bearer {c.token}\r\n".encode()
     code, body = raw_http(c, b"POST /v1/samples HTTP/1.1\r\nHost: x\r\n" + auth +
                           b"Content-Length: -1\r\n\r\n[]")
@@ -325,9 +327,7 @@ def test_a_rule_cannot_send_a_secret_where_it_likes(
     if case == "foreign-url":
         spec["baseUrl"] = "http://127.0.0.1:9/v1"  # anyone's server, not on the allow-list
         spec["apiKeySecretRef"]["name"] = "judge-key"
-    apply_rule(kube, judge, judge_spec=spec)
-    c = controllers(name="c")
-    wait_for("progressing", lambda: phase(kube) == "Progressing", c)
+    c = progressing(kube, judge, controllers, judge_spec=spec)
     assert c.post_samples(records(80, prefix="k")).status_code == 200
     wait_for("judge condition", lambda: any(
         x["type"] == "JudgeReady" and x["status"] == "False"
