@@ -32,6 +32,7 @@ __all__ = [
     "ChangeBatch",
     "CountsProvider",
     "EvidenceLog",
+    "FeedbackWindows",
     "JudgePort",
     "RuleDirectory",
     "SampleLog",
@@ -78,7 +79,14 @@ class EvidenceLog(Protocol):
     def quarantined(self, key: RuleKey) -> QuarantineReport: ...
 
 
-class SampleLog(SampleSink, VerdictLog, EvidenceLog, Protocol):
+class FeedbackWindows(Protocol):
+    """Resolves outputs whose feedback window closed without feedback (0 minutes)."""
+
+    def close_feedback_windows(self, key: RuleKey, before: datetime, *, limit: int = ...
+                               ) -> int: ...
+
+
+class SampleLog(SampleSink, VerdictLog, EvidenceLog, FeedbackWindows, Protocol):
     """The whole sample log, as one adapter (SQLite today) implements it."""
 
 

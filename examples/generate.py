@@ -11,7 +11,11 @@ them, one minute of traffic per 60+60 samples. The scenarios:
   the ``billing`` queue only.
 - ``fallback-spike-refunds``: the canary's fallback rate jumps from 3% to 25% in the
   small ``refunds`` queue; the overall rate rises by about one point, within tolerance.
-- ``correction-burden``: the canary's outputs need 2.5x the human edit minutes.
+- ``correction-burden``: the canary's outputs are edited more often (60% instead of 40%)
+  and each edit takes twice as long: about 1.4 instead of 0.5 minutes per output.
+
+Correction minutes are carried only by edited outputs (services report edits, not
+their absence); the rule's ``feedbackWindow`` turns the silence into 0 minutes.
 """
 
 from __future__ import annotations
@@ -46,6 +50,7 @@ class Cohort:
     fallback: dict[str, float] = field(default_factory=lambda: dict.fromkeys(QUEUES, 0.03))
     policy: float = 0.01
     correction_scale: float = 1.0
+    edit_rate: float = 0.4
     accuracy: float = 0.88
     latency_median_ms: float = 1500.0
     cost_median_usd: float = 0.004
@@ -97,7 +102,7 @@ def _sample(
         "label": label,
         "judge": _verdict(rng, success),
     }
-    if rng.random() < 0.4:
+    if rng.random() < c.edit_rate:
         mean = 1.0 if success else 3.0
         record["correction_minutes"] = round(float(rng.exponential(mean * c.correction_scale)), 2)
     return record
@@ -110,19 +115,20 @@ def scenario(name: str) -> tuple[Cohort, Cohort]:
     elif name == "fallback-spike-refunds":
         canary.fallback = {**canary.fallback, "refunds": 0.25}
     elif name == "correction-burden":
-        canary.correction_scale = 2.5
+        canary.correction_scale = 2.0
+        canary.edit_rate = 0.6
     elif name != "healthy":
         raise ValueError(f"unknown scenario {name}")
     return base, canary
 
 
 # Samples per cohort: enough for each scenario to reach its decision with room to spare
-# (healthy promotes near 3100 per cohort; the regressions roll back well before the end).
+# (healthy promotes at 3600 per cohort; the regressions roll back well before the end).
 SCENARIOS = {
-    "healthy": 3600,
+    "healthy": 4200,
     "trusted-regression-billing": 1200,
     "fallback-spike-refunds": 1800,
-    "correction-burden": 900,
+    "correction-burden": 1500,
 }
 
 

@@ -1,51 +1,78 @@
-"""Per-rule sufficient statistics: samples in, per cohort × slice × metric stats out.
+"""Per-rule sufficient statistics: samples in, per cohort × slice × measure stats out.
 
-Metric definitions per sample (DESIGN §2); ``None`` means "this sample does not count":
+Metric definitions per sample (the README's metric table says the same in prose);
+"does not count" means the sample is left out of that metric's denominator:
 
-- ``taskSuccess``: judged samples only; ``judge.score >= judge.threshold`` (0.7 without
-  a judge spec).
-- ``trustedCompletion``: judged samples only (an unjudged sample is never a success nor
-  a failure): success AND no policy violation AND correction minutes absent or
-  ``<= trusted.maxCorrectionMinutes`` AND latency within ``latencyBudgetMs`` AND cost
-  within ``costBudgetUsd`` (budgets only when set). An unknown policy flag counts as
-  "no violation" here — the judge checked the answer and did not flag it — whereas the
-  policy metric below excludes such samples. An unknown cost (``cost_usd`` null: no
-  price for the model) under a cost budget leaves the sample out, like an unjudged one:
-  it cannot be shown to be within budget, and counting it either way would bias the
-  cohort whose model has no price.
-- ``correctionBurden``: samples with ``correction_minutes``: mean minutes.
+- ``taskSuccess``: judged samples only (an unjudged sample is neither a success nor a
+  failure): ``judge.score >= threshold``, the threshold from
+  :func:`controller.models.success_threshold` (per task/queue, else ``judge.threshold``,
+  else 0.7). Weighted by the verdict's ``sampling_weight`` (Hájek).
+- ``trustedCompletion``: judged samples only: success AND the policy check passed AND
+  not served by the fallback path (unless ``trusted.allowFallback``) AND correction
+  minutes absent or ``<= trusted.maxCorrectionMinutes`` AND latency and cost within the
+  budgets for the sample's task/queue/risk (most specific wins; unset budgets are not
+  checked, and ``validate`` warns). An unknown policy result (neither the sample nor
+  the judge says) is untrusted by default; ``trusted.unknownPolicy`` may count it as
+  trusted or leave the sample out. An unknown cost (``cost_usd`` null: no price for the
+  model) under a cost budget leaves the sample out, like an unjudged one: it cannot be
+  shown to be within budget, and counting it either way would bias the cohort whose
+  model has no price. Weighted like task success.
+- ``correctionBurden``: human edit minutes **per output**. An output's burden is known
+  once its feedback window closed (``feedback_closed``, set by the controller, or by
+  the replay, ``analysis.feedbackWindow`` after ``ts``): its ``correction_minutes``,
+  or 0 when no correction came. Outputs still inside their window are pending and do
+  not count, even when an edit already arrived: services usually report only edits,
+  and counting those early would weigh the edited minority. With
+  ``analysis.feedbackComplete`` (services send feedback for every output, 0 included)
+  an output counts as soon as ``correction_minutes`` is known. ``per:
+  acceptedOutput``: the same over outputs not discarded (``accepted`` is not false).
 - ``fallbackRate``: every sample, 1 if the fallback path served it.
-- ``policyFailureRate``: ``sample.policy_violation``, else the judge's flag; samples
-  where both are unknown are excluded (unknown is not "no violation").
-- ``f1``: samples with a label and a decision (``sample.decision``, else the judge's).
-- ``latency`` / ``cost``: ``latency_ms`` / ``cost_usd`` of every sample; samples of
-  unknown cost are left out of ``cost`` (a cohort with none known is ``no_data``: the
-  cost guard holds the rollout, it never passes on missing prices).
+- ``policyFailureRate``: ``sample.policy_violation``, else the judge's flag (weighted
+  by the verdict's sampling weight); samples where both are unknown do not count.
+- ``f1``, ``precision``, ``recall``, ``fbeta``: samples with a label and a decision
+  (``sample.decision``, else the judge's, then weighted), kept as one confusion matrix
+  per task kind (:mod:`.classification` averages per-task values).
+- ``latency`` / ``cost``: ``latency_ms`` / ``cost_usd`` of every sample; for a mean,
+  clipped at ``analysis.plausibilityCap`` (winsorised; clipped values are counted); for
+  a quantile, binned in a log-spaced histogram. Samples of unknown cost are left out of
+  ``cost`` (a cohort with none known is ``no_data``: the cost guard holds the rollout,
+  it never passes on missing prices).
 - ``prometheus``: not from samples; the controller feeds cohort counts with
   :meth:`RuleStatistics.set_counts` and resets them at every traffic step.
 
+Measures. Cells are kept per *measure* — what the guards need stored — rather than per
+metric: ``latency`` (moments) and ``latency:hist`` (histogram) for mean and quantile
+guards, ``correctionBurden`` and ``correctionBurden:accepted``, and one ``decisions``
+measure (per-task confusion matrices) shared by F1, precision, recall and F-beta.
+
 Slices: ``all``, plus ``queue=<q>`` / ``risk=<r>`` for each ``groupBy`` dimension of a
-guard on that metric, plus ``task=<t>`` for F1. Values are ranked by first appearance
-and the rank is stored with the statistics (``groups``), so it survives
+guard on that measure, plus ``task=<t>`` for the decision metrics (read from the
+per-task matrices, not stored twice). Values are ranked by first appearance and the
+rank is stored with the statistics (``groups``), so it survives
 ``to_dict``/``from_dict``. The first ``analysis.maxGroups`` values of a dimension are
 tested as their own slices; every later value is pooled into ``<dim>=(other)`` when
 the statistics are read. A value's rank never changes, so each tested slice is one
 fixed stream (which the sequential tests need) and the pooling is deterministic.
+Statistics are stored per value for up to ``MAX_TRACKED`` (64, the largest
+``maxGroups``) values per dimension, which keeps ``merge`` exact and associative
+(the merged rank order is the left order followed by the right's new values);
+values beyond that are stored pooled.
+
 Per-step window: the caller says which traffic step the rollout is at with
 :meth:`RuleStatistics.enter_step` (its index and start time). Beside the cumulative
-cells, the statistics then keep the all-traffic moments of every sample metric over
-the samples of the current step only (``ts`` at or after the step's start; a sample
-without a time counts as current), and the number of samples per cohort in that
+cells, the statistics then keep the all-traffic cells of every measure but the decision
+one over the samples of the current step only (``ts`` at or after the step's start; a
+sample without a time counts as current), and the number of samples per cohort in that
 window. A new step index clears the window. The window serves two purposes in
 :mod:`.decide`: advancing past a step needs new evidence gathered at that step's
 weight (``minSamplesPerStep``), and a regression that only appears at a higher
 weight is tested on that step's own samples, undiluted by the healthy history.
 Without ``enter_step`` there is no window and the decision is today's.
 
-Statistics are stored per value for up to ``MAX_TRACKED`` (64, the largest
-``maxGroups``) values per dimension, which keeps ``merge`` exact and associative
-(the merged rank order is the left order followed by the right's new values);
-values beyond that are stored pooled.
+Traffic mix: per dimension of ``analysis.trafficMix``, the samples per cohort and value
+of the current step's window (every sample when no step is known, as in a replay); a
+new step clears them (the canary's share changes with the weight), and so does
+:meth:`RuleStatistics.reset_mix`. Feedback (``replace``) leaves them unchanged.
 """
 
 from __future__ import annotations
@@ -56,16 +83,29 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from controller.models import DEFAULT_THRESHOLD, CanaryRuleSpec, Cohort, Metric, Sample
+from controller.models import (
+    CanaryRuleSpec,
+    Cohort,
+    Guard,
+    Metric,
+    Sample,
+    guard_dimensions,
+    success_threshold,
+)
+from controller.models.rule import QUANTILE_METRICS
 
-from .stats import Confusion, Moments
+from .stats import NO_TASK, Confusion, Histogram, Moments, TaskConfusions
 
 OTHER = "(other)"
 MAX_TRACKED = 64
 ALL = "all"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
 COHORTS = (Cohort.BASELINE.value, Cohort.CANARY.value)
 DIMENSIONS = ("queue", "risk", "task")
+DECISIONS = "decisions"
+HIST = ":hist"
+ACCEPTED = "correctionBurden:accepted"
+TOTAL = "*"  # the traffic-mix counts' key for all samples
 
 
 class StatisticsMismatch(ValueError):
@@ -114,44 +154,125 @@ def parse_slice(key: str) -> tuple[str | None, str | None]:
     return dim, value
 
 
-def metric_value(spec: CanaryRuleSpec, metric: Metric, s: Sample) -> float | None:
-    """The sample's contribution to a scalar metric, or None when it does not count."""
-    threshold = spec.judge.threshold if spec.judge is not None else DEFAULT_THRESHOLD
-    if metric is Metric.FALLBACK_RATE:
-        return float(s.fallback)
-    if metric is Metric.LATENCY:
-        return s.latency_ms
-    if metric is Metric.COST:
-        return s.cost_usd
-    if metric is Metric.CORRECTION_BURDEN:
-        return s.correction_minutes
-    if metric is Metric.POLICY_FAILURE_RATE:
-        v = policy_violation(s)
-        return None if v is None else float(v)
-    if s.judge is None:
-        return None
-    success = s.judge.score >= threshold
-    if metric is Metric.TASK_SUCCESS:
-        return float(success)
-    if metric is Metric.TRUSTED_COMPLETION:
-        t = spec.analysis.trusted
-        if t.cost_budget_usd is not None and s.cost_usd is None:
-            return None
-        ok = (
-            success
-            and not policy_violation(s)
-            and (s.correction_minutes is None or s.correction_minutes <= t.max_correction_minutes)
-            and (t.latency_budget_ms is None or s.latency_ms <= t.latency_budget_ms)
-            and (t.cost_budget_usd is None or (s.cost_usd or 0.0) <= t.cost_budget_usd)
-        )
-        return float(ok)
-    raise ValueError(f"metric {metric} is not a scalar sample metric")
+# ---- per-sample definitions -------------------------------------------------------------
+
+def measure_of(g: Guard) -> str:
+    """The stored measure a guard reads."""
+    if g.metric.from_decisions:
+        return DECISIONS
+    if g.metric in QUANTILE_METRICS and g.quantile is not None:
+        return g.metric.value + HIST
+    if g.metric is Metric.CORRECTION_BURDEN and g.per == "acceptedOutput":
+        return ACCEPTED
+    return g.metric.value
+
+
+def _kind(measure: str) -> type[Cell]:
+    if measure == DECISIONS:
+        return TaskConfusions
+    return Histogram if measure.endswith(HIST) else Moments
 
 
 def policy_violation(s: Sample) -> bool | None:
     if s.policy_violation is not None:
         return s.policy_violation
     return s.judge.policy_violation if s.judge is not None else None
+
+
+def is_success(spec: CanaryRuleSpec, s: Sample) -> bool | None:
+    """Task success of a judged sample (None when unjudged)."""
+    if s.judge is None:
+        return None
+    return s.judge.score >= success_threshold(spec.judge, s.task, s.queue)
+
+
+def trusted_completion(spec: CanaryRuleSpec, s: Sample) -> bool | None:
+    """Trusted task completion (None: the sample does not count)."""
+    success = is_success(spec, s)
+    if success is None:
+        return None
+    t = spec.analysis.trusted
+    violation = policy_violation(s)
+    if violation is None:
+        if t.unknown_policy == "exclude":
+            return None
+        policy_ok = t.unknown_policy == "trusted"
+    else:
+        policy_ok = not violation
+    latency, cost = t.budgets_for(s.task, s.queue, s.risk.value)
+    if cost is not None and s.cost_usd is None:
+        return None  # unknown cost under a cost budget: cannot be shown within it
+    return (
+        success
+        and policy_ok
+        and (t.allow_fallback or not s.fallback)
+        and (s.correction_minutes is None or s.correction_minutes <= t.max_correction_minutes)
+        and (latency is None or s.latency_ms <= latency)
+        and (cost is None or (s.cost_usd or 0.0) <= cost)
+    )
+
+
+def correction_burden(spec: CanaryRuleSpec, s: Sample) -> float | None:
+    """Correction minutes of one output once known (see the module docstring)."""
+    if s.feedback_closed:
+        return s.correction_minutes if s.correction_minutes is not None else 0.0
+    if spec.analysis.feedback_complete and s.correction_minutes is not None:
+        return s.correction_minutes
+    return None
+
+
+def _judge_weight(s: Sample) -> float:
+    return s.judge.sampling_weight if s.judge is not None else 1.0
+
+
+def _capped(x: float | None, cap: float | None) -> tuple[float, float, bool] | None:
+    if x is None:
+        return None
+    if cap is not None and not x <= cap:
+        return cap, 1.0, True
+    return x, 1.0, False
+
+
+_FALLBACK, _LATENCY, _COST = "fallbackRate", "latency", "cost"
+_BURDEN, _POLICY = "correctionBurden", "policyFailureRate"
+_SUCCESS, _TRUSTED = "taskSuccess", "trustedCompletion"
+
+
+def measure_value(
+    spec: CanaryRuleSpec, measure: str, s: Sample
+) -> tuple[float, float, bool] | None:
+    """(value, weight, clipped) of a sample for a moments measure, or None when the
+    sample does not count. Pure: a function of the sample and the rule alone."""
+    caps = spec.analysis.plausibility_cap
+    if measure == _FALLBACK:
+        return float(s.fallback), 1.0, False
+    if measure == _LATENCY:
+        return _capped(s.latency_ms, caps.latency_ms)
+    if measure == _COST:
+        return _capped(s.cost_usd, caps.cost_usd)
+    if measure in (_BURDEN, ACCEPTED):
+        if measure == ACCEPTED and s.accepted is False:
+            return None
+        return _capped(correction_burden(spec, s), caps.correction_minutes)
+    if measure == _POLICY:
+        if s.policy_violation is not None:
+            return float(s.policy_violation), 1.0, False
+        v = policy_violation(s)
+        return None if v is None else (float(v), _judge_weight(s), False)
+    if measure == _SUCCESS:
+        ok = is_success(spec, s)
+    elif measure == _TRUSTED:
+        ok = trusted_completion(spec, s)
+    else:
+        raise ValueError(f"{measure} is not a scalar sample measure")
+    return None if ok is None else (float(ok), _judge_weight(s), False)
+
+
+def metric_value(spec: CanaryRuleSpec, metric: Metric, s: Sample) -> float | None:
+    """The sample's contribution to a scalar metric (its default variant), or None when
+    it does not count."""
+    got = measure_value(spec, metric.value, s)
+    return None if got is None else got[0]
 
 
 def f1_pair(s: Sample) -> tuple[str, str] | None:
@@ -162,6 +283,11 @@ def f1_pair(s: Sample) -> tuple[str, str] | None:
     return s.label, decision
 
 
+def _decision_weight(s: Sample) -> float:
+    """A decision the judge extracted carries the verdict's sampling weight."""
+    return 1.0 if s.decision is not None else _judge_weight(s)
+
+
 def _sample_dim_value(s: Sample, dim: str) -> str | None:
     if dim == "queue":
         return s.queue
@@ -170,32 +296,41 @@ def _sample_dim_value(s: Sample, dim: str) -> str | None:
     return s.task
 
 
-def _metric_dims(spec: CanaryRuleSpec) -> dict[str, list[str]]:
-    """Slicing dimensions to keep per sample metric, in a fixed order."""
+def _measure_dims(spec: CanaryRuleSpec) -> dict[str, list[str]]:
+    """Slicing dimensions stored per measure, in a fixed order. The decisions measure
+    keeps tasks inside its cells, so ``task`` is not a stored dimension."""
     dims: dict[str, list[str]] = {}
     for g in spec.analysis.guards:
         if g.metric is Metric.PROMETHEUS:
             continue
-        wanted = list(g.group_by) + (["task"] if g.metric is Metric.F1 else [])
-        cur = dims.setdefault(g.metric.value, [])
-        cur.extend(d for d in wanted if d not in cur)
+        cur = dims.setdefault(measure_of(g), [])
+        cur.extend(d for d in guard_dimensions(g) if d not in cur and d != "task")
     return {m: [d for d in DIMENSIONS if d in ds] for m, ds in sorted(dims.items())}
+
+
+def _mix_dims(spec: CanaryRuleSpec) -> list[str] | None:
+    """Dimensions of the traffic-mix check; None when the check is off."""
+    mix = spec.analysis.traffic_mix
+    return [d for d in DIMENSIONS if d in mix.dimensions] if mix.enabled else None
 
 
 def config_of(spec: CanaryRuleSpec) -> dict[str, Any]:
     """What the stored statistics depend on; a change invalidates them."""
-    t = spec.analysis.trusted
+    a = spec.analysis
+    judge = spec.judge
     return {
-        "threshold": spec.judge.threshold if spec.judge is not None else DEFAULT_THRESHOLD,
-        "maxCorrectionMinutes": t.max_correction_minutes,
-        "latencyBudgetMs": t.latency_budget_ms,
-        "costBudgetUsd": t.cost_budget_usd,
-        "maxGroups": spec.analysis.max_groups,
-        "metrics": _metric_dims(spec),
+        "threshold": success_threshold(judge),
+        "thresholds": [o.model_dump(mode="json") for o in judge.thresholds] if judge else [],
+        "trusted": a.trusted.model_dump(mode="json"),
+        "feedbackComplete": a.feedback_complete,
+        "plausibilityCap": a.plausibility_cap.model_dump(mode="json"),
+        "maxGroups": a.max_groups,
+        "measures": _measure_dims(spec),
+        "mix": _mix_dims(spec),
     }
 
 
-Cell = Moments | Confusion
+Cell = Moments | Histogram | TaskConfusions
 
 
 class RuleStatistics:
@@ -204,22 +339,31 @@ class RuleStatistics:
     def __init__(self, spec: CanaryRuleSpec) -> None:
         self.spec = spec
         self.config = config_of(spec)
-        self.metric_dims: dict[str, list[str]] = self.config["metrics"]
+        self.metric_dims: dict[str, list[str]] = self.config["measures"]
+        self.mix_on = self.config["mix"] is not None
+        self.mix_dims: list[str] = list(self.config["mix"] or [])
         self.max_groups = spec.analysis.max_groups
         self.groups: dict[str, list[str]] = {}
         self.cells: dict[str, dict[str, dict[str, Cell]]] = {}
         self.n_samples: dict[str, int] = {c: 0 for c in COHORTS}
         self.counts: dict[str, Counts] = {}
+        # dim → value slot → [baseline, canary], since the last reset_mix()
+        self.mix: dict[str, dict[str, list[int]]] = {}
+        used = {d for ds in self.metric_dims.values() for d in ds} | set(self.mix_dims)
+        if DECISIONS in self.metric_dims:
+            used.add("task")
+        self._used = [d for d in DIMENSIONS if d in used]
+        self._kinds = {m: _kind(m) for m in self.metric_dims}
         self.step: int | None = None
         self.step_started: datetime | None = None
-        self.window: dict[str, dict[str, Moments]] = {}
+        self.window: dict[str, dict[str, Cell]] = {}
         self.window_samples: dict[str, int] = {c: 0 for c in COHORTS}
 
     # ---- traffic steps ----------------------------------------------------------------
     def enter_step(self, index: int, started_at: datetime | None = None) -> bool:
         """The rollout is at step ``index`` (0-based) since ``started_at``; a new index
-        starts a fresh window. Idempotent: call it every analysis with the status's
-        current step. Returns True when a new window began."""
+        starts a fresh window (and fresh traffic-mix counts). Idempotent: call it every
+        analysis with the status's current step. Returns True when a new window began."""
         if index < 0:
             raise ValueError("step index must be >= 0")
         if index == self.step:
@@ -227,6 +371,7 @@ class RuleStatistics:
         self.step, self.step_started = index, started_at
         self.window = {}
         self.window_samples = {c: 0 for c in COHORTS}
+        self.reset_mix()
         return True
 
     def _in_window(self, s: Sample) -> bool:
@@ -236,16 +381,16 @@ class RuleStatistics:
 
     def window_moments(self, metric: Metric | str, cohort: Cohort | str) -> Moments:
         """All-traffic moments of a metric over the current step's samples."""
-        return self.window.get(str(metric), {}).get(str(cohort)) or Moments()
+        cell = self.window.get(self._measure(metric), {}).get(str(cohort))
+        return cell if isinstance(cell, Moments) else Moments()
 
     def window_statistics(self) -> RuleStatistics:
         """The current step's window as statistics of its own (all-traffic cells only),
         so the same tests run on it."""
         out = RuleStatistics(self.spec)
-        for metric, by_cohort in self.window.items():
-            copied: dict[str, Cell] = {c: Moments(m.n, m.shift, m.s1, m.s2)
-                                       for c, m in by_cohort.items()}
-            out.cells[metric] = {ALL: copied}
+        for measure, by_cohort in self.window.items():
+            out.cells[measure] = {ALL: {c: _merge_cells(_kind(measure)(), cell)
+                                        for c, cell in by_cohort.items()}}
         out.n_samples = dict(self.window_samples)
         return out
 
@@ -258,9 +403,10 @@ class RuleStatistics:
         self._apply(sample, -1)
 
     def replace(self, old: Sample, new: Sample) -> None:
-        """Delayed feedback: swap a sample's old contribution for its new one."""
-        self.remove(old)
-        self.add(new)
+        """Delayed feedback (or a closed feedback window): swap a sample's old
+        contribution for its new one. The traffic-mix counts are left alone."""
+        self._apply(old, -1, mix=False)
+        self._apply(new, +1, mix=False)
 
     def _slot(self, dim: str, value: str, assign: bool) -> str:
         """Storage slot of a value: itself while tracked, else the stored pool."""
@@ -272,65 +418,128 @@ class RuleStatistics:
             return value
         return OTHER
 
-    def _apply(self, s: Sample, sign: int) -> None:
+    def _apply(self, s: Sample, sign: int, mix: bool = True) -> None:
         cohort = s.cohort.value
         if sign < 0 and self.n_samples[cohort] <= 0:
             raise ValueError(f"cannot remove sample {s.id!r}: no {cohort} samples")
         in_window = self._in_window(s)
         if in_window and sign < 0 and self.window_samples[cohort] <= 0:
             in_window = False  # added before the window began (delayed feedback)
-        slots: dict[str, str | None] = {}
-        used = {d for ds in self.metric_dims.values() for d in ds}
-        for dim in DIMENSIONS:
-            v = _sample_dim_value(s, dim) if dim in used else None
+        slots: dict[str, str | None] = dict.fromkeys(DIMENSIONS)
+        for dim in self._used:
+            v = _sample_dim_value(s, dim)
             slots[dim] = None if v is None else self._slot(dim, v, assign=sign > 0)
-        for metric, dims in self.metric_dims.items():
-            m = Metric(metric)
+        for measure, dims in self.metric_dims.items():
             keys = [ALL] + [slice_key(d, slots[d]) for d in dims if slots[d] is not None]
-            if m is Metric.F1:
-                pair = f1_pair(s)
-                if pair is None:
-                    continue
-                for key in keys:
-                    conf = self._cell(metric, key, cohort, Confusion)
-                    assert isinstance(conf, Confusion)
-                    (conf.add if sign > 0 else conf.remove)(*pair)
-                continue
-            x = metric_value(self.spec, m, s)
-            if x is None:
-                continue
-            for key in keys:
-                mom = self._cell(metric, key, cohort, Moments)
-                assert isinstance(mom, Moments)
-                (mom.add if sign > 0 else mom.remove)(x)
-            if in_window:
-                win = self.window.setdefault(metric, {}).setdefault(cohort, Moments())
-                (win.add if sign > 0 else win.remove)(x)
+            self._apply_measure(measure, keys, cohort, s, slots["task"], sign, in_window)
+        if mix and self.mix_on and (self.step is None or in_window):
+            self._apply_mix(slots, cohort, sign)
         self.n_samples[cohort] += sign
         if in_window:
             self.window_samples[cohort] += sign
 
-    def _cell(self, metric: str, key: str, cohort: str, kind: type[Cell]) -> Cell:
-        by_cohort = self.cells.setdefault(metric, {}).setdefault(key, {})
+    def _apply_measure(self, measure: str, keys: list[str], cohort: str, s: Sample,
+                       task: str | None, sign: int, in_window: bool = False) -> None:
+        kind = self._kinds[measure]
+        if in_window and kind is not TaskConfusions:
+            self._window_apply(measure, cohort, s, sign)
+        if kind is TaskConfusions:
+            pair = f1_pair(s)
+            if pair is None:
+                return
+            w = _decision_weight(s)
+            for key in keys:
+                tc = self._cell(measure, key, cohort, TaskConfusions)
+                assert isinstance(tc, TaskConfusions)
+                (tc.add if sign > 0 else tc.remove)(task or NO_TASK, *pair, w)
+            return
+        if kind is Histogram:
+            x = s.latency_ms if measure.startswith(_LATENCY) else s.cost_usd
+            if x is None:  # unknown cost
+                return
+            for key in keys:
+                h = self._cell(measure, key, cohort, Histogram)
+                assert isinstance(h, Histogram)
+                (h.add if sign > 0 else h.remove)(x)
+            return
+        got = measure_value(self.spec, measure, s)
+        if got is None:
+            return
+        for key in keys:
+            mom = self._cell(measure, key, cohort, Moments)
+            assert isinstance(mom, Moments)
+            (mom.add if sign > 0 else mom.remove)(*got)
+
+    def _window_apply(self, measure: str, cohort: str, s: Sample, sign: int) -> None:
+        """The step window's all-traffic cell of one measure (no slices)."""
+        kind = self._kinds[measure]
+        if kind is Histogram:
+            x = s.latency_ms if measure.startswith(_LATENCY) else s.cost_usd
+            got: tuple[float, float, bool] | None = None if x is None else (x, 1.0, False)
+        else:
+            got = measure_value(self.spec, measure, s)
+        if got is None:
+            return
+        cell = self.window.setdefault(measure, {}).get(cohort)
+        if cell is None:
+            cell = self.window[measure][cohort] = kind()
+        if isinstance(cell, Histogram):
+            (cell.add if sign > 0 else cell.remove)(got[0])
+        elif isinstance(cell, Moments):
+            (cell.add if sign > 0 else cell.remove)(*got)
+
+    def fold(self, cohort: Cohort | str, n_samples: int, cells: dict[str, Cell]) -> None:
+        """Add pre-aggregated all-traffic statistics of ``n_samples`` samples of one
+        cohort, keyed by measure (planning and simulation: the same decision without
+        building samples). Only the ``all`` slice and the step window receive them."""
+        c = str(cohort)
+        for measure, cell in cells.items():
+            mine = self._cell(measure, ALL, c, type(cell))
+            self.cells[measure][ALL][c] = _merge_cells(mine, cell)
+            if self.step is not None and not isinstance(cell, TaskConfusions):
+                win = self.window.setdefault(measure, {}).get(c)
+                self.window[measure][c] = cell if win is None else _merge_cells(win, cell)
+        self.n_samples[c] += n_samples
+        if self.step is not None:
+            self.window_samples[c] += n_samples
+
+    def _apply_mix(self, slots: dict[str, str | None], cohort: str, sign: int) -> None:
+        col = COHORTS.index(cohort)
+        total = self.mix.setdefault(TOTAL, {}).setdefault(ALL, [0, 0])
+        total[col] = max(0, total[col] + sign)
+        for dim in self.mix_dims:
+            value = slots[dim]
+            row = self.mix.setdefault(dim, {}).setdefault(value or NO_TASK, [0, 0])
+            row[col] = max(0, row[col] + sign)  # a sample counted before a reset
+
+    def _cell(self, measure: str, key: str, cohort: str, kind: type[Cell]) -> Cell:
+        by_cohort = self.cells.setdefault(measure, {}).setdefault(key, {})
         cell = by_cohort.get(cohort)
         if cell is None:
             cell = by_cohort[cohort] = kind()
         return cell
 
-    def fold(self, cohort: Cohort | str, n_samples: int, cells: dict[str, Cell]) -> None:
-        """Add pre-aggregated all-traffic statistics of ``n_samples`` samples of one
-        cohort (planning and simulation: the same decision without building samples).
-        Only the ``all`` slice and the step window receive them."""
-        c = str(cohort)
-        for metric, cell in cells.items():
-            mine = self._cell(metric, ALL, c, type(cell))
-            self.cells[metric][ALL][c] = _merge_cells(mine, cell)
-            if self.step is not None and isinstance(cell, Moments):
-                win = self.window.setdefault(metric, {}).get(c) or Moments()
-                self.window[metric][c] = win.merge(cell)
-        self.n_samples[c] += n_samples
-        if self.step is not None:
-            self.window_samples[c] += n_samples
+    # ---- traffic mix --------------------------------------------------------------------
+    def reset_mix(self) -> None:
+        """Start counting the traffic mix afresh: call at every traffic step (the
+        canary's share changes with the weight)."""
+        self.mix = {}
+
+    def mix_total(self) -> tuple[int, int]:
+        """(baseline, canary) samples since the last reset (the share check's counts)."""
+        b, c = self.mix.get(TOTAL, {}).get(ALL, [0, 0])
+        return b, c
+
+    def mix_counts(self, dim: str) -> dict[str, tuple[int, int]]:
+        """(baseline, canary) samples per tested value of a dimension since the last
+        reset, values ranked after ``maxGroups`` pooled into ``(other)``."""
+        ranked = self.groups.get(dim, [])[: self.max_groups]
+        out: dict[str, tuple[int, int]] = {}
+        for value, (b, c) in self.mix.get(dim, {}).items():
+            key = value if value in ranked or value == NO_TASK else OTHER
+            ob, oc = out.get(key, (0, 0))
+            out[key] = (ob + b, oc + c)
+        return out
 
     # ---- Prometheus counts ------------------------------------------------------------
     def set_counts(
@@ -368,38 +577,73 @@ class RuleStatistics:
             self.counts.pop(guard, None)
 
     # ---- queries ------------------------------------------------------------------------
-    def _view(self, metric: str, key: str, cohort: str) -> Cell | None:
+    def _measure(self, metric: Metric | str) -> str:
+        name = str(metric)
+        if name in {m.value for m in Metric} and Metric(name).from_decisions:
+            return DECISIONS
+        return name
+
+    def _task_groups(self) -> dict[str, str]:
+        """Task slot → tested task group (ranked after maxGroups → ``(other)``)."""
+        return {t: OTHER for t in self.groups.get("task", [])[self.max_groups:]}
+
+    def _view(self, measure: str, key: str, cohort: str) -> Cell | None:
         """A slice as tested: a named value, or ``(other)`` = every value ranked after
-        ``maxGroups`` plus the stored pool."""
-        by_key = self.cells.get(metric, {})
+        ``maxGroups`` plus the stored pool. Task slices come from the all-traffic
+        per-task matrices; per-task matrices are pooled the same way."""
+        by_key = self.cells.get(measure, {})
         dim, value = parse_slice(key)
+        if measure == DECISIONS and dim == "task":
+            cell = by_key.get(ALL, {}).get(cohort)
+            if not isinstance(cell, TaskConfusions):
+                return None
+            one = cell.regrouped(self._task_groups()).tasks.get(str(value))
+            return None if one is None else TaskConfusions({str(value): one})
+        out: Cell | None
         if dim is None or value != OTHER:
-            return by_key.get(key, {}).get(cohort)
-        parts = [by_key.get(slice_key(dim, v), {}).get(cohort)
-                 for v in self.groups.get(dim, [])[self.max_groups:]]
-        parts.append(by_key.get(key, {}).get(cohort))
-        out: Cell | None = None
-        for part in parts:
-            if part is None:
-                continue
-            out = part if out is None else _merge_cells(out, part)
+            out = by_key.get(key, {}).get(cohort)
+        else:
+            out = None
+            parts = [by_key.get(slice_key(dim, v), {}).get(cohort)
+                     for v in self.groups.get(dim, [])[self.max_groups:]]
+            parts.append(by_key.get(key, {}).get(cohort))
+            for part in parts:
+                if part is not None:
+                    out = part if out is None else _merge_cells(out, part)
+        if isinstance(out, TaskConfusions):
+            return out.regrouped(self._task_groups())
         return out
 
     def moments(self, metric: Metric | str, key: str, cohort: Cohort | str) -> Moments:
         """Moments of one tested slice (empty when there is no data)."""
-        cell = self._view(str(metric), key, str(cohort))
+        cell = self._view(self._measure(metric), key, str(cohort))
         return cell if isinstance(cell, Moments) else Moments()
 
+    def histogram(self, measure: str, key: str, cohort: Cohort | str) -> Histogram:
+        cell = self._view(measure, key, str(cohort))
+        return cell if isinstance(cell, Histogram) else Histogram()
+
+    def task_confusions(self, key: str, cohort: Cohort | str) -> TaskConfusions:
+        cell = self._view(DECISIONS, key, str(cohort))
+        return cell if isinstance(cell, TaskConfusions) else TaskConfusions()
+
     def confusion(self, metric: Metric | str, key: str, cohort: Cohort | str) -> Confusion:
-        cell = self._view(str(metric), key, str(cohort))
-        return cell if isinstance(cell, Confusion) else Confusion()
+        """All tasks of a slice pooled into one confusion matrix."""
+        return self.task_confusions(key, cohort).pooled()
 
     def slices(self, metric: Metric | str, dims: list[str] | None = None) -> list[str]:
-        """Tested slice keys with data for a metric: ``all`` first, then each
+        """Tested slice keys with data for a measure: ``all`` first, then each
         dimension's named values in rank order, then its ``(other)`` pool."""
-        have = self.cells.get(str(metric), {})
+        measure = self._measure(metric)
+        have = set(self.cells.get(measure, {}))
+        if measure == DECISIONS:
+            for cell in self.cells.get(measure, {}).get(ALL, {}).values():
+                assert isinstance(cell, TaskConfusions)
+                have |= {slice_key("task", t) for t in cell.tasks if t != NO_TASK}
         out = [ALL]
-        for dim in dims if dims is not None else self.metric_dims.get(str(metric), []):
+        stored = self.metric_dims.get(measure, [])
+        for dim in dims if dims is not None else stored + (
+                ["task"] if measure == DECISIONS else []):
             ranked = self.groups.get(dim, [])
             out.extend(slice_key(dim, v) for v in ranked[: self.max_groups]
                        if slice_key(dim, v) in have)
@@ -416,24 +660,33 @@ class RuleStatistics:
         out = copy.deepcopy(self)
         remap: dict[str, dict[str, str]] = {}
         for gdim, values in other.groups.items():
-            remap[gdim] = {OTHER: OTHER}
+            remap[gdim] = {OTHER: OTHER, NO_TASK: NO_TASK}
             for v in values:
                 remap[gdim][v] = out._slot(gdim, v, assign=True)
-        for metric, by_key in other.cells.items():
+        for measure, by_key in other.cells.items():
             for key, by_cohort in by_key.items():
                 sdim, value = parse_slice(key)
                 new_key = (key if sdim is None
                            else slice_key(sdim, remap.get(sdim, {}).get(str(value), OTHER)))
                 for cohort, cell in by_cohort.items():
-                    mine = out._cell(metric, new_key, cohort, type(cell))
-                    out.cells[metric][new_key][cohort] = _merge_cells(mine, cell)
+                    if isinstance(cell, TaskConfusions):
+                        cell = cell.regrouped(remap.get("task", {}))
+                    mine = out._cell(measure, new_key, cohort, type(cell))
+                    out.cells[measure][new_key][cohort] = _merge_cells(mine, cell)
+        for dim, rows in other.mix.items():
+            for value, (nb, nc) in rows.items():
+                slot = value if dim == TOTAL else remap.get(dim, {}).get(value, OTHER)
+                row = out.mix.setdefault(dim, {}).setdefault(slot, [0, 0])
+                row[0] += nb
+                row[1] += nc
         for c in COHORTS:
             out.n_samples[c] += other.n_samples[c]
         if other.step is not None and other.step == out.step:
-            for wmetric, wcells in other.window.items():
-                for wcohort, mom in wcells.items():
-                    mine_w = out.window.setdefault(wmetric, {}).get(wcohort) or Moments()
-                    out.window[wmetric][wcohort] = mine_w.merge(mom)
+            for wmeasure, wcells in other.window.items():
+                for wcohort, wcell in wcells.items():
+                    mine_w = out.window.setdefault(wmeasure, {}).get(wcohort)
+                    out.window[wmeasure][wcohort] = (
+                        wcell if mine_w is None else _merge_cells(mine_w, wcell))
             for c in COHORTS:
                 out.window_samples[c] += other.window_samples[c]
         for g, cnt in other.counts.items():
@@ -456,12 +709,13 @@ class RuleStatistics:
                 for m, bk in self.cells.items()
             },
             "counts": {g: c.to_dict() for g, c in self.counts.items()},
+            "mix": {d: {v: list(bc) for v, bc in rows.items()} for d, rows in self.mix.items()},
             **({} if self.step is None else {"step": {
                 "index": self.step,
                 "startedAt": None if self.step_started is None
                 else self.step_started.isoformat(),
                 "samples": dict(self.window_samples),
-                "cells": {m: {c: mom.to_dict() for c, mom in bc.items()}
+                "cells": {m: {c: cell.to_dict() for c, cell in bc.items()}
                           for m, bc in self.window.items()},
             }}),
         }
@@ -479,7 +733,7 @@ class RuleStatistics:
         out.groups = {str(d): [str(v) for v in vs] for d, vs in data.get("groups", {}).items()}
         out.n_samples = {c: int(data.get("samples", {}).get(c, 0)) for c in COHORTS}
         for m, bk in data.get("cells", {}).items():
-            kind: type[Cell] = Confusion if m == Metric.F1.value else Moments
+            kind = _kind(m)
             for k, bc in bk.items():
                 for c, cell in bc.items():
                     out.cells.setdefault(m, {}).setdefault(k, {})[c] = kind.from_dict(cell)
@@ -490,17 +744,21 @@ class RuleStatistics:
             out.enter_step(int(step["index"]),
                            None if started is None else datetime.fromisoformat(started))
             out.window_samples = {c: int(step.get("samples", {}).get(c, 0)) for c in COHORTS}
-            out.window = {m: {c: Moments.from_dict(v) for c, v in bc.items()}
+            out.window = {m: {c: _kind(m).from_dict(v) for c, v in bc.items()}
                           for m, bc in step.get("cells", {}).items()}
+        out.mix = {str(d): {str(v): [int(bc[0]), int(bc[1])] for v, bc in rows.items()}
+                   for d, rows in data.get("mix", {}).items()}
         return out
 
 
 def _merge_cells(a: Cell, b: Cell) -> Cell:
     if isinstance(a, Moments) and isinstance(b, Moments):
         return a.merge(b)
-    if isinstance(a, Confusion) and isinstance(b, Confusion):
+    if isinstance(a, Histogram) and isinstance(b, Histogram):
         return a.merge(b)
-    raise TypeError("one metric always has one cell type")
+    if isinstance(a, TaskConfusions) and isinstance(b, TaskConfusions):
+        return a.merge(b)
+    raise TypeError("one measure always has one cell type")
 
 
 def _add_counts(a: Counts, b: Counts) -> Counts:

@@ -3,15 +3,17 @@
 Family-wise false rollback. A false rollback needs some test's one-sided bound to
 exclude the truth, so a union bound over the tests controls it (:func:`alpha_budget`):
 
-- guard ``g`` gets ``alpha·w_g/Σw`` with its ``alphaWeight`` ``w_g`` (default 3 for
-  trusted completion, 2 for task success, 1 otherwise: the guard the rollout exists
-  for decides fastest; an equal split made it pay for every latency and cost guard);
-- a guard tested on samples (not F1, not Prometheus) in a rule of S ≥ 2 steps puts
-  ``WINDOW_SHARE`` (1/5) of its alpha on per-step windows, ``1/(S−1)`` for each of
-  steps 2..S (the first step's window is the cumulative test itself);
+- the family is the guards plus every absolute floor or ceiling (``minimum`` /
+  ``maximum``); guard ``g`` gets ``alpha·w_g/W`` with its ``alphaWeight`` ``w_g``
+  (default 3 for trusted completion, 2 for task success, 1 otherwise: the guard the
+  rollout exists for decides fastest; an equal split made it pay for every latency and
+  cost guard), each floor or ceiling ``alpha/W`` (weight 1), ``W`` the sum of all weights;
+- a guard tested on samples (not the decision metrics, not Prometheus) in a rule of S ≥ 2
+  steps puts ``WINDOW_SHARE`` (1/5) of its alpha on per-step windows, ``1/(S−1)`` for each
+  of steps 2..S (the first step's window is the cumulative test itself);
 - of the rest, an ungrouped guard spends all on the all-traffic slice; a grouped guard
-  (any ``groupBy``, and F1 which is always also tested per task kind) spends
-  ``ALL_TRAFFIC_SHARE`` (2/3) on the all-traffic slice and splits the other third
+  (any ``groupBy``, and the decision metrics which are always also tested per task kind)
+  spends ``ALL_TRAFFIC_SHARE`` (2/3) on the all-traffic slice and splits the other third
   evenly over a number of slots fixed by the rule alone: ``maxGroups + 1`` per queue or
   task dimension (the named slices and the ``(other)`` pool) and ``min(3, maxGroups +
   1)`` for risk tiers. Unused slots waste alpha but keep the split independent of the
@@ -34,13 +36,16 @@ rollout is at (:meth:`RuleStatistics.enter_step`):
 - A failure is still decided at any moment from all of the revision's evidence (the
   cumulative tests are unchanged).
 
+Mixture tuning: every CS is tuned to be tightest at :func:`mixture_target`
+(``4 × minSamplesPerCohort``); PASS still needs ``minSamplesPerCohort`` per cohort.
+
 Slice outcome (contrast ``θ = μ_c − k·μ_b``, see :mod:`.sequential`):
 
 - NO_DATA when a cohort has no observation for the metric;
 - FAIL when the bound on the harmful side lies beyond the tolerance, once each cohort
   has ``min(20, minSamplesPerCohort)`` observations (a burn-in for the plug-in
-  variance; Prometheus event-count tests are exact and need none) and, for a
-  proportion, the canary expects 5 events at the boundary
+  variance; quantile and Prometheus event-count tests are exact and need none) and, for
+  a proportion, the canary expects 5 events at the boundary
   (:func:`.sequential.proportion_fail_ready`);
 - PASS when the other bound lies within the tolerance AND both cohorts have
   ``minSamplesPerCohort`` observations;
@@ -50,22 +55,42 @@ For a relative tolerance r the test uses ``k = 1 + r`` against 0; the reported d
 is ``canary/baseline − 1`` and its bounds are the contrast's bounds divided by the
 baseline estimate plus r, so comparing them with r reproduces the test exactly.
 
-Guard outcome: FAIL if any slice fails; otherwise the all-traffic slice's outcome
-(PASS, INCONCLUSIVE or NO_DATA); ERROR when the caller reports the guard's source
-failed. Group slices can only roll back, never hold: a queue's slice gets a small share
-of alpha and few samples, so requiring every queue to PASS would make promotion of a
-healthy canary take many times longer than the all-traffic test (or never happen for
+Guard outcome: FAIL if any slice, floor or ceiling fails; otherwise the all-traffic
+slice's outcome (PASS, INCONCLUSIVE or NO_DATA), held at INCONCLUSIVE while a floor or
+ceiling has not passed; ERROR when the caller reports the guard's source failed.
+
+Group slices by default can only roll back, never hold: a queue's slice gets a small
+share of alpha and few samples, so requiring every queue to PASS would make promotion of
+a healthy canary take many times longer than the all-traffic test (or never happen for
 small queues), while a real regression concentrated in one queue still crosses that
 queue's bound and rolls back. What a per-queue guard buys is exactly that: a harmful
 change in one queue is caught even when the overall rate looks normal.
+
+**Required slices** (``mustPass``): a rule may name slices (``risk=high``) or whole
+dimensions that must PASS — show non-inferiority at the alpha the slice is allotted —
+before promotion. This changes *when* we promote, not how often we falsely roll back:
+the harmful-side bounds and their alpha are untouched, so the family-wise false-rollback
+guarantee is unchanged. On the other side it only adds conditions to promotion, so the
+probability of promoting a canary that is beyond tolerance on a required slice is at
+most that slice's alpha (without the requirement it was unbounded), and for every other
+regression it can only fall. The price is time: a slice with few samples and a small
+alpha share needs many samples to pass; every inconclusive entry carries
+``needed_canary`` / ``needed_baseline``, the extra samples that would make it pass if
+the current estimate and variance held (the CS recomputed at scaled counts).
+
+Traffic mix (:mod:`.mix`): a mismatch of the cohorts' mix, or of the canary's share
+beyond its band, holds promotion; it never rolls back (rollback on a failing guard still
+happens: it is the safe direction). Its alpha is its own (``trafficMix.alpha``).
+
 The all-traffic entry of each guard in ``Decision.guards`` carries the guard's overall
-outcome (its reason says when a slice decided it); slice entries carry their own.
+outcome (its reason says when a slice or floor decided it); slice, floor and mix entries
+carry their own.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -81,19 +106,23 @@ from controller.models import (
     Metric,
     Outcome,
     Risk,
+    guard_dimensions,
 )
 
-from .accumulator import ALL, RuleStatistics, parse_slice
+from . import classification as clf
+from .accumulator import ALL, DECISIONS, HIST, RuleStatistics, measure_of, parse_slice
+from .mix import mix_check, share_check
+from .onesample import mean_cs, proportion_cs, proportion_normal_cs
+from .quantiles import combine_quantile_bounds, histogram_quantile_cs, quantile_difference
 from .sequential import (
     CS,
     diff_means_normal,
     diff_means_t,
     diff_proportions,
-    f1_difference,
     proportion_fail_ready,
     rate_ratio_cs,
 )
-from .stats import Confusion
+from .stats import FloatArray
 
 BURN_IN = 20
 PROPORTIONS = frozenset(
@@ -104,23 +133,32 @@ CONTINUOUS = frozenset({Metric.CORRECTION_BURDEN, Metric.LATENCY, Metric.COST})
 TEST_NAMES = {
     "proportion": "normal-mixture CS, Bernoulli (mSPRT)",
     "t": "anytime-valid t-test CS (Lindon et al. 2022)",
-    "f1": "normal-mixture CS, macro-F1 delta method",
+    "f1": "normal-mixture CS, per-task delta method",
     "rate": "beta-binomial mixture, event-rate ratio",
     "rate-diff": "normal-mixture CS, event rate per request",
+    "quantile": "quantile CS, time-uniform rank bound (Howard & Ramdas 2022), log-histogram",
+    "binomial": "beta-binomial mixture CS (one sample)",
+    "t1": "anytime-valid one-sample t-test CS",
+    "f1-1": "normal-mixture CS, delta method (one sample)",
+    "mix": "Dirichlet-multinomial mixture e-value (Lindon & Malek 2022)",
+    "share": "beta-binomial mixture CS on the canary share",
 }
 BASE = Cohort.BASELINE.value
 CAN = Cohort.CANARY.value
+MIX = "traffic-mix"
+NEED_GRID = np.geomspace(1.0, 1e6, 37)
+"""Scale factors tried for the "samples needed" estimate (47% apart; the answer is
+interpolated in log-scale between the two that bracket it)."""
 
-
-def guard_dimensions(guard: Guard) -> list[str]:
-    """Slicing dimensions tested for a guard (F1 is always also tested per task)."""
-    if guard.metric is Metric.PROMETHEUS:
-        return []
-    dims: list[str] = [d for d in ("queue", "risk") if d in guard.group_by]
-    return [*dims, "task"] if guard.metric is Metric.F1 else dims
+__all__ = ["BURN_IN", "AlphaShare", "alpha_budget", "alpha_split", "bound_alpha", "evaluate",
+           "family_size", "group_slots", "guard_alpha_weight", "guard_dimensions",
+           "guard_outcomes", "has_window", "mixture_target", "step_min_samples",
+           "step_shortfall", "traffic_checks"]
 
 
 DEFAULT_ALPHA_WEIGHTS = {Metric.TRUSTED_COMPLETION: 3.0, Metric.TASK_SUCCESS: 2.0}
+BOUND_WEIGHT = 1.0
+"""Alpha weight of one floor or ceiling (one more slot of the family)."""
 WINDOW_SHARE = 0.2
 ALL_TRAFFIC_SHARE = 2.0 / 3.0
 TARGET_FACTOR = 4.0
@@ -133,6 +171,7 @@ class AlphaShare:
     all: float  # the all-traffic slice, all of the revision's evidence
     slice: float  # each group slot (queue / risk / task)
     window: float  # each step window (steps 2..S), all traffic
+    bound: float = 0.0  # each floor or ceiling of the guard
 
 
 def guard_alpha_weight(guard: Guard) -> float:
@@ -143,22 +182,36 @@ def guard_alpha_weight(guard: Guard) -> float:
 
 
 def has_window(guard: Guard) -> bool:
-    """Guards tested on each step's own samples (moment metrics from samples)."""
-    return guard.metric not in (Metric.PROMETHEUS, Metric.F1)
+    """Guards tested on each step's own samples (sample metrics other than the decision
+    metrics, whose per-task matrices are not windowed)."""
+    return guard.metric is not Metric.PROMETHEUS and not guard.metric.from_decisions
 
 
 def group_slots(spec: CanaryRuleSpec, guard: Guard) -> int:
-    """Slots the group half of a guard's alpha is split over (fixed by the rule)."""
+    """Slots the group part of a guard's alpha is split over (fixed by the rule)."""
     a = spec.analysis
     return sum(min(len(Risk), a.max_groups + 1) if d == "risk" else a.max_groups + 1
                for d in guard_dimensions(guard))
 
 
+def family_size(spec: CanaryRuleSpec) -> float:
+    """The total alpha weight: every guard's weight plus one per floor or ceiling."""
+    return sum(guard_alpha_weight(g) + BOUND_WEIGHT * len(g.bounds)
+               for g in spec.analysis.guards)
+
+
+def bound_alpha(spec: CanaryRuleSpec) -> float:
+    """The alpha of one floor or ceiling (one slot of the family)."""
+    return spec.analysis.alpha * BOUND_WEIGHT / family_size(spec)
+
+
 def alpha_budget(spec: CanaryRuleSpec) -> dict[str, AlphaShare]:
-    """Per guard: alpha of its all-traffic test, of each group slot, of each step window."""
+    """Per guard: alpha of its all-traffic test, of each group slot, of each step window,
+    and of each of its floors or ceilings."""
     a = spec.analysis
-    total_w = sum(guard_alpha_weight(g) for g in a.guards)
+    total_w = family_size(spec)
     windows = len(spec.steps) - 1
+    bound = bound_alpha(spec)
     out: dict[str, AlphaShare] = {}
     for g in a.guards:
         per_guard = a.alpha * guard_alpha_weight(g) / total_w
@@ -167,10 +220,10 @@ def alpha_budget(spec: CanaryRuleSpec) -> dict[str, AlphaShare]:
         window = window_total / windows if window_total else 0.0
         slots = group_slots(spec, g)
         if not slots:
-            out[g.name] = AlphaShare(rest, 0.0, window)
+            out[g.name] = AlphaShare(rest, 0.0, window, bound)
         else:
             out[g.name] = AlphaShare(rest * ALL_TRAFFIC_SHARE,
-                                     rest * (1.0 - ALL_TRAFFIC_SHARE) / slots, window)
+                                     rest * (1.0 - ALL_TRAFFIC_SHARE) / slots, window, bound)
     return out
 
 
@@ -227,7 +280,7 @@ def _fmt(x: float | None, relative: bool = False) -> str:
 
 @dataclass
 class _Contrast:
-    """Inputs for judging one slice."""
+    """Inputs for judging one slice (or one floor)."""
 
     cs: CS | None
     n_c: int
@@ -244,6 +297,10 @@ class _Contrast:
     lower: float | None = None
     upper: float | None = None
     note: str = ""
+    cs_at: Callable[[FloatArray], CS] | None = None  # the CS with counts scaled
+    one_sample: bool = False
+    clipped_c: int = 0
+    clipped_b: int = 0
 
 
 def evaluate(
@@ -253,30 +310,39 @@ def evaluate(
     at: datetime | None = None,
     deadline_reached: bool = False,
     errors: Mapping[str, str] | None = None,
+    expected_share: float | None = None,
+    estimate_needed: bool = True,
 ) -> Decision:
     """Evaluate every guard on the current statistics and decide.
 
     ``errors`` maps guard names whose source failed to a message (outcome ERROR).
-    Pure: same inputs, same decision.
+    ``expected_share`` is the canary's expected share of samples at the current step
+    (canary pods / all pods); without it the share check is skipped (the mix check
+    needs no share). ``estimate_needed=False`` skips the samples-needed estimates
+    (simulations that only want the decision; the decision is the same). Pure: same
+    inputs, same decision.
     """
     errors = dict(errors or {})
     budget = alpha_budget(spec)
     window = _window(spec, stats)
     results: list[GuardResult] = []
     overall: dict[str, GuardResult] = {}
+    required: list[GuardResult] = []
     for g in spec.analysis.guards:
         share = budget[g.name]
-        guard_results = _evaluate_guard(spec, stats, g, (share.all, share.slice),
-                                        errors.get(g.name))
+        rows = _evaluate_guard(spec, stats, g, share, errors.get(g.name), estimate_needed)
         if window is not None and share.window > 0 and errors.get(g.name) is None:
-            guard_results = _with_window(guard_results, _window_result(
-                spec, window, g, share.window, stats.step))
-        overall[g.name] = guard_results[0]
-        results.extend(guard_results)
-    action, reason = _decide(spec, overall, deadline_reached)
+            rows = _with_window(rows, _window_result(spec, window, g, share.window,
+                                                     stats.step))
+        overall[g.name] = rows[0]
+        required.extend(r for r in rows[1:] if r.required)
+        results.extend(rows)
+    checks = traffic_checks(spec, stats, expected_share)
+    results.extend(checks)
+    action, reason = _decide(spec, overall, required, checks, deadline_reached)
     short = step_shortfall(spec, stats) if action is Action.PROMOTE else None
     if short is not None:
-        action, reason = Action.CONTINUE, f"all {len(overall)} guards pass; waiting: {short}"
+        action, reason = Action.CONTINUE, f"{reason}; waiting: {short}"
     return Decision(
         action=action,
         reason=reason,
@@ -297,7 +363,7 @@ def _window(spec: CanaryRuleSpec, stats: RuleStatistics) -> RuleStatistics | Non
 def _window_result(
     spec: CanaryRuleSpec, window: RuleStatistics, g: Guard, alpha: float, step: int | None
 ) -> GuardResult:
-    res = _slice_result(spec, window, g, ALL, alpha)
+    res = _slice_result(spec, window, g, ALL, alpha, needed=False)
     return res.model_copy(update={"step": None if step is None else step + 1})
 
 
@@ -316,6 +382,8 @@ def guard_outcomes(decision: Decision) -> dict[str, Outcome]:
     """Overall outcome per guard (the all-traffic entries of a decision)."""
     out: dict[str, Outcome] = {}
     for r in decision.guards:
+        if r.check in ("mix", "share"):
+            continue
         out.setdefault(r.name, r.outcome)
     return out
 
@@ -324,100 +392,202 @@ def _evaluate_guard(
     spec: CanaryRuleSpec,
     stats: RuleStatistics,
     g: Guard,
-    alphas: tuple[float, float],
+    share: AlphaShare,
     error: str | None,
+    estimate_needed: bool = True,
 ) -> list[GuardResult]:
     if error is not None:
         return [GuardResult(name=g.name, metric=g.metric.value, outcome=Outcome.ERROR,
-                            tolerance=g.tolerance, relative=g.relative, alpha=alphas[0],
+                            tolerance=g.tolerance, relative=g.relative, alpha=share.all,
                             reason=f"source failed: {error}")]
     if g.metric is Metric.PROMETHEUS:
-        return [_slice_result(spec, stats, g, ALL, alphas[0])]
-    keys = stats.slices(g.metric, guard_dimensions(g))
-    slice_results = [_slice_result(spec, stats, g, key, alphas[0] if key == ALL else alphas[1])
-                     for key in keys]
-    head, groups = slice_results[0], slice_results[1:]
-    failing = [r for r in slice_results if r.outcome is Outcome.FAIL]
+        return [_slice_result(spec, stats, g, ALL, share.all)]
+    keys = stats.slices(measure_of(g), guard_dimensions(g))
+    rows = [_slice_result(spec, stats, g, key, share.all if key == ALL else share.slice,
+                          needed=estimate_needed and (key == ALL or _required_key(g, key)))
+            for key in keys]
+    rows = _mark_required(g, rows, share.slice)
+    bounds = [_bound_result(spec, stats, g, kind, value, share.bound, estimate_needed)
+              for kind, value in g.bounds]
+    return [_combine(rows[0], rows[1:], bounds), *rows[1:], *bounds]
+
+
+def _combine(head: GuardResult, groups: list[GuardResult],
+             bounds: list[GuardResult]) -> GuardResult:
+    """The guard's overall outcome on its all-traffic entry."""
+    failing = [r for r in [head, *groups, *bounds] if r.outcome is Outcome.FAIL]
+    note = ""
     if failing:
         outcome = Outcome.FAIL
-        note = "" if head.outcome is Outcome.FAIL else (
-            "fails on " + ", ".join(r.slice_label for r in failing) + "; all traffic: "
-            + head.outcome.value)
-    elif head.outcome is Outcome.NO_DATA:
-        outcome, note = Outcome.NO_DATA, ""
+        if head.outcome is not Outcome.FAIL:
+            note = ("fails on " + ", ".join(r.slice_label for r in failing)
+                    + "; all traffic: " + head.outcome.value)
+        elif len(failing) > 1:  # name every failing slice, not only all traffic
+            return head.model_copy(update={"reason": head.reason + "; also fails on "
+                                           + ", ".join(r.slice_label for r in failing[1:])})
+    elif head.outcome is Outcome.PASS and any(b.outcome is not Outcome.PASS for b in bounds):
+        outcome = Outcome.INCONCLUSIVE
+        note = "passes, but " + ", ".join(f"{b.check} {b.outcome.value}" for b in bounds
+                                          if b.outcome is not Outcome.PASS)
     else:
-        outcome, note = head.outcome, ""
-    if outcome is not head.outcome or note:
-        head = head.model_copy(update={
-            "outcome": outcome, "reason": f"{note} ({head.reason})" if note else head.reason})
-    return [head, *groups]
+        outcome = head.outcome
+    if outcome is head.outcome and not note:
+        return head
+    return head.model_copy(update={
+        "outcome": outcome, "reason": f"{note} ({head.reason})" if note else head.reason})
+
+
+def _selected(selector: str, r: GuardResult) -> bool:
+    dim, eq, value = selector.partition("=")
+    have = {"queue": r.queue, "risk": r.risk, "task": r.task}.get(dim)
+    return have is not None and (not eq or have == value)
+
+
+def _required_key(g: Guard, key: str) -> bool:
+    dim, _ = parse_slice(key)
+    return any(sel in (dim, key) for sel in g.must_pass)
+
+
+def _mark_required(g: Guard, rows: list[GuardResult], alpha: float) -> list[GuardResult]:
+    """Flag the slices named in ``mustPass``; a named slice with no data yet is added as
+    NO_DATA so that it visibly holds promotion."""
+    if not g.must_pass:
+        return rows
+    out = [r.model_copy(update={"required": True})
+           if any(_selected(sel, r) for sel in g.must_pass) else r for r in rows]
+    for sel in g.must_pass:
+        dim, eq, value = sel.partition("=")
+        if eq and not any(_selected(sel, r) for r in rows):
+            tol = g.tolerance_for(queue=value if dim == "queue" else None,
+                                  risk=value if dim == "risk" else None)
+            out.append(GuardResult(name=g.name, metric=g.metric.value, outcome=Outcome.NO_DATA,
+                                   required=True, tolerance=tol, relative=g.relative,
+                                   alpha=alpha, statistic=g.stat, reason="no observations yet",
+                                   **{dim: value}))
+    return out
 
 
 def _slice_result(
-    spec: CanaryRuleSpec, stats: RuleStatistics, g: Guard, key: str, alpha: float
+    spec: CanaryRuleSpec, stats: RuleStatistics, g: Guard, key: str, alpha: float,
+    needed: bool = True,
 ) -> GuardResult:
+    """One slice's row; ``needed``: also estimate the samples it needs to pass (only
+    where that can hold promotion: all traffic and required slices)."""
     dim, value = parse_slice(key)
     queue = value if dim == "queue" else None
     risk = value if dim == "risk" else None
     task = value if dim == "task" else None
     tol = g.tolerance_for(queue=queue, risk=risk) if dim in ("queue", "risk") else g.tolerance
     m = spec.analysis.min_samples_per_cohort
-    target = mixture_target(spec)
     base = GuardResult(name=g.name, metric=g.metric.value, queue=queue, risk=risk, task=task,
-                       outcome=Outcome.NO_DATA, tolerance=tol, relative=g.relative, alpha=alpha)
+                       outcome=Outcome.NO_DATA, tolerance=tol, relative=g.relative, alpha=alpha,
+                       statistic=None if g.metric is Metric.PROMETHEUS else g.stat)
     if g.metric is Metric.PROMETHEUS:
-        con = _prometheus(stats, g, tol, alpha, m)
+        con = _prometheus(stats, g, tol, alpha, mixture_target(spec))
         if isinstance(con, GuardResult):
             return con.model_copy(update={"tolerance": tol, "alpha": alpha})
     else:
-        con = _sample_contrast(stats, g, key, tol, alpha, target)
+        con = _sample_contrast(stats, g, key, tol, alpha, mixture_target(spec))
+    return base.model_copy(update=_result_fields(con, tol, m, g.higher_is_better, g.relative,
+                                                 needed=needed))
+
+
+def _result_fields(con: _Contrast, tol: float, m: int, hib: bool, relative: bool,
+                   limit: str = "tolerance", needed: bool = True) -> dict[str, object]:
     upd: dict[str, object] = {
         "n_baseline": con.n_b, "n_canary": con.n_c, "baseline": _num(con.est_b),
-        "canary": _num(con.est_c), "test": con.test,
+        "canary": _num(con.est_c), "test": con.test, "clipped_canary": con.clipped_c,
+        "clipped_baseline": con.clipped_b,
     }
     if con.cs is None:
         missing = [c for c, n in ((CAN, con.n_c), (BASE, con.n_b)) if n == 0]
         upd["reason"] = con.note or f"no {' or '.join(missing)} observations yet"
-        return base.model_copy(update=upd)
-    return base.model_copy(update=upd | _judge(g, con, tol, m))
+        return upd
+    upd |= _judge(con, tol, m, hib=hib, relative=relative, limit=limit)
+    if needed and upd["outcome"] is Outcome.INCONCLUSIVE:
+        upd |= _needed(con, m, hib)
+    return upd
 
 
 def _sample_contrast(
     stats: RuleStatistics, g: Guard, key: str, tol: float, alpha: float, m: float
 ) -> _Contrast:
+    """One slice's contrast; ``m`` is where the mixtures are tuned (not the PASS minimum)."""
     k, thr = (1.0 + tol, 0.0) if g.relative else (1.0, tol)
-    if g.metric is Metric.F1:
-        return _f1_contrast(stats.confusion(g.metric, key, CAN),
-                            stats.confusion(g.metric, key, BASE), k, thr, alpha, m)
-    mc, mb = stats.moments(g.metric, key, CAN), stats.moments(g.metric, key, BASE)
+    measure = measure_of(g)
+    if measure == DECISIONS:
+        return _class_contrast(stats, g, key, k, thr, alpha, m)
+    if measure.endswith(HIST):
+        return _quantile_contrast(stats, g, measure, key, k, thr, alpha, m)
+    mc, mb = stats.moments(measure, key, CAN), stats.moments(measure, key, BASE)
     is_prop = g.metric in PROPORTIONS
     con = _Contrast(None, mc.n, mb.n, mc.mean if mc.n else None, mb.mean if mb.n else None,
-                    k, thr, TEST_NAMES["proportion" if is_prop else "t"])
+                    k, thr, TEST_NAMES["proportion" if is_prop else "t"],
+                    clipped_c=mc.clipped, clipped_b=mb.clipped)
     if mc.n == 0 or mb.n == 0:
         return con
     if is_prop:
-        con.cs = diff_proportions(mc.total, mc.n, mb.total, mb.n, k, alpha, m)
-        con.fail_ready = bool(proportion_fail_ready(mc.n, mb.n, mb.total, k, thr))
-    else:
-        con.cs = diff_means_t(mc.mean, mc.variance, mc.n, mb.mean, mb.variance, mb.n, k, alpha, m)
+        xc, nc, xb, nb = mc.total, mc.n_eff, mb.total, mb.n_eff
+        con.cs_at = lambda f: diff_proportions(xc * f, nc * f, xb * f, nb * f, k, alpha, m)
+        con.cs = diff_proportions(xc, nc, xb, nb, k, alpha, m)
+        con.fail_ready = bool(proportion_fail_ready(nc, nb, xb, k, thr))
+        return con
+    args = (mc.mean, mc.variance, mc.n_eff, mb.mean, mb.variance, mb.n_eff)
+    if not all(math.isfinite(x) for x in args):
+        con.note = ("values too large to average (set analysis.plausibilityCap, or compare "
+                    "a quantile)")
+        con.cs = CS(np.asarray(np.nan), np.asarray(-np.inf), np.asarray(np.inf))
+        return con
+    con.cs_at = lambda f: diff_means_t(args[0], args[1], args[2] * f, args[3], args[4],
+                                       args[5] * f, k, alpha, m)
+    con.cs = diff_means_t(*args, k, alpha, m)
     return con
 
 
-def _f1_contrast(
-    cc: Confusion, cb: Confusion, k: float, thr: float, alpha: float, m: float
-) -> _Contrast:
-    classes = sorted(set(cc.labels()) | set(cb.labels()))
-    con = _Contrast(None, cc.n, cb.n, cc.macro_f1(classes), cb.macro_f1(classes), k, thr,
-                    TEST_NAMES["f1"])
-    if cc.n == 0 or cb.n == 0:
+def _class_contrast(stats: RuleStatistics, g: Guard, key: str, k: float, thr: float,
+                    alpha: float, m: float) -> _Contrast:
+    tc, tb = stats.task_confusions(key, CAN), stats.task_confusions(key, BASE)
+    con = _Contrast(None, tc.n, tb.n, None, None, k, thr, TEST_NAMES["f1"])
+    both = clf.estimates({CAN: tc, BASE: tb}, g) if tc.n and tb.n else None
+    if both is None:
+        one_c, one_b = clf.estimates({CAN: tc}, g), clf.estimates({BASE: tb}, g)
+        con.est_c = one_c[CAN].value if one_c else None
+        con.est_b = one_b[BASE].value if one_b else None
+        if tc.n and tb.n:
+            what = f"class {g.label!r}" if g.label else "a task"
+            con.note = f"no {what} with decisions in both cohorts yet"
         return con
-    con.cs = f1_difference(cc.matrix(classes), cb.matrix(classes), k, alpha, m,
-                           cc.miss_counts(classes), cb.miss_counts(classes))
+    ec, eb = both[CAN], both[BASE]
+    con.est_c, con.est_b = ec.value, eb.value
+    con.cs_at = lambda f: clf.difference_cs(ec, eb, k, alpha, m, f)
+    con.cs = clf.difference_cs(ec, eb, k, alpha, m)
+    return con
+
+
+def _quantile_contrast(stats: RuleStatistics, g: Guard, measure: str, key: str, k: float,
+                       thr: float, alpha: float, m: float) -> _Contrast:
+    hc, hb = stats.histogram(measure, key, CAN), stats.histogram(measure, key, BASE)
+    p = g.quantile
+    assert p is not None
+    con = _Contrast(None, hc.n, hb.n, None, None, k, thr, TEST_NAMES["quantile"], exact=True)
+    c = histogram_quantile_cs(hc, p, alpha / 2.0, m) if hc.n else None
+    b = histogram_quantile_cs(hb, p, alpha / 2.0, m) if hb.n else None
+    con.est_c = None if c is None else float(c.estimate)
+    con.est_b = None if b is None else float(b.estimate)
+    if c is None or b is None:
+        return con
+    con.cs_at = lambda f: quantile_difference(hc, hb, p, k, alpha, m, f)
+    con.cs = combine_quantile_bounds(c, b, k)
+    if g.relative:
+        with np.errstate(divide="ignore", invalid="ignore"):
+            con.delta = _num(c.estimate / b.estimate - 1.0)
+            con.lower = _num(c.lower / b.upper - 1.0)
+            con.upper = _num(c.upper / b.lower - 1.0) if float(b.lower) > 0 else None
     return con
 
 
 def _prometheus(
-    stats: RuleStatistics, g: Guard, tol: float, alpha: float, m: int
+    stats: RuleStatistics, g: Guard, tol: float, alpha: float, m: float
 ) -> _Contrast | GuardResult:
     cnt = stats.counts.get(g.name)
     if cnt is None:
@@ -466,67 +636,217 @@ def _prometheus(
     return con
 
 
-def _judge(g: Guard, con: _Contrast, tol: float, m: int) -> dict[str, object]:
-    """Outcome, reported delta/bounds and the reason for one slice."""
+# ---- absolute floors and ceilings -----------------------------------------------------
+
+def _one_sample(stats: RuleStatistics, g: Guard, alpha: float, m: float,
+                value: float) -> _Contrast:
+    """The canary's own value with one-sided bounds at ``alpha`` (all traffic)."""
+    measure = measure_of(g)
+    con = _Contrast(None, 0, 0, None, None, 1.0, value, "", one_sample=True)
+    if measure == DECISIONS:
+        tc = stats.task_confusions(ALL, CAN)
+        est = clf.estimates({CAN: tc}, g)
+        con.n_c, con.test = tc.n, TEST_NAMES["f1-1"]
+        if est is not None:
+            e = est[CAN]
+            con.cs_at = lambda f: clf.one_sample_cs(e, alpha, m, f)
+    elif measure.endswith(HIST):
+        h, p = stats.histogram(measure, ALL, CAN), g.quantile
+        assert p is not None
+        con.n_c, con.test, con.exact = h.n, TEST_NAMES["quantile"], True
+        if h.n:
+            con.cs_at = lambda f: histogram_quantile_cs(h, p, alpha, m, f)
+    else:
+        mc = stats.moments(measure, ALL, CAN)
+        con.n_c, con.clipped_c = mc.n, mc.clipped
+        if g.metric in PROPORTIONS:
+            con.test, con.exact = TEST_NAMES["binomial"], not mc.weighted
+            x, n = mc.total, mc.n_eff
+            if mc.n:
+                con.cs = proportion_cs(x, n, alpha, m, value)
+            # the estimate of samples needed uses the normal approximation (cheaper)
+            con.cs_at = lambda f: proportion_normal_cs(x, n, alpha, m, f)
+        else:
+            con.test = TEST_NAMES["t1"]
+            mean, var, n = mc.mean, mc.variance, mc.n_eff
+            con.cs_at = lambda f: mean_cs(mean, var, n, alpha, m, f)
+        if mc.n == 0:
+            con.cs_at = None
+    if con.cs_at is not None and con.cs is None:
+        con.cs = con.cs_at(np.asarray(1.0))
+    if con.cs is not None:
+        con.est_c = _num(con.cs.estimate)
+    return con
+
+
+def _bound_result(spec: CanaryRuleSpec, stats: RuleStatistics, g: Guard, kind: str,
+                  value: float, alpha: float, estimate_needed: bool = True) -> GuardResult:
+    m = spec.analysis.min_samples_per_cohort
+    con = _one_sample(stats, g, alpha, mixture_target(spec), value)
+    base = GuardResult(name=g.name, metric=g.metric.value, outcome=Outcome.NO_DATA,
+                       check=kind, tolerance=value, alpha=alpha, statistic=g.stat)
+    upd = _result_fields(con, value, m, kind == "minimum", False, limit=kind,
+                         needed=estimate_needed)
+    upd["n_baseline"], upd["baseline"] = 0, None
+    return base.model_copy(update=upd)
+
+
+# ---- judging one slice -----------------------------------------------------------------
+
+def _judge(con: _Contrast, tol: float, m: int, *, hib: bool, relative: bool,
+           limit: str = "tolerance") -> dict[str, object]:
+    """Outcome, reported delta/bounds and the reason for one slice (or floor)."""
     assert con.cs is not None
     est, lo, hi = (float(np.asarray(v)) for v in con.cs)
-    hib = g.higher_is_better
     thr = con.threshold
     harmful = (hi < thr) if hib else (lo > thr)
     safe = (lo >= thr) if hib else (hi <= thr)
     burn = min(BURN_IN, m)
-    enough_fail = con.exact or (con.n_c >= burn and con.n_b >= burn and con.fail_ready)
-    enough_pass = (not con.min_n) or (con.n_c >= m and con.n_b >= m)
-    # reported delta and bounds
-    if con.delta is not None or con.lower is not None or con.upper is not None:
-        delta, lower, upper = con.delta, con.lower, con.upper
-    elif g.relative:
-        eb = con.est_b
-        scale = eb if eb is not None and eb > 0 else None
-        delta = (con.est_c / scale - 1.0) if scale and con.est_c is not None else None
-        lower = _num(lo / scale + tol) if scale else None
-        upper = _num(hi / scale + tol) if scale else None
-    else:
-        delta, lower, upper = _num(est), _num(lo), _num(hi)
-    rel = g.relative
+    n_b = con.n_c if con.one_sample else con.n_b
+    enough_fail = con.exact or (con.n_c >= burn and n_b >= burn and con.fail_ready)
+    enough_pass = (not con.min_n) or (con.n_c >= m and n_b >= m)
+    delta, lower, upper = _reported(con, est, lo, hi, tol, relative)
     bound_name, bound = ("upper", upper) if hib else ("lower", lower)
     other_name, other = ("lower", lower) if hib else ("upper", upper)
-    change = f"change {_fmt(_num(delta), rel)}"
+    what = "canary" if con.one_sample else "change"
+    change = f"{what} {_fmt(_num(delta), relative)}"
     if harmful and enough_fail:
         outcome = Outcome.FAIL
-        reason = (f"{change}, {bound_name} bound {_fmt(bound, rel)} beyond tolerance "
-                  f"{_fmt(tol, rel)}")
+        reason = (f"{change}, {bound_name} bound {_fmt(bound, relative)} beyond {limit} "
+                  f"{_fmt(tol, relative)}")
     elif safe and enough_pass:
         outcome = Outcome.PASS
-        reason = (f"{change}, {other_name} bound {_fmt(other, rel)} within tolerance "
-                  f"{_fmt(tol, rel)}")
+        reason = (f"{change}, {other_name} bound {_fmt(other, relative)} within {limit} "
+                  f"{_fmt(tol, relative)}")
     else:
         outcome = Outcome.INCONCLUSIVE
+        counts = (f"n canary {con.n_c}" if con.one_sample
+                  else f"n canary {con.n_c}, baseline {con.n_b}")
         if harmful and not con.fail_ready:
-            why = "beyond tolerance but fewer than 5 events expected at the boundary yet"
+            why = f"beyond {limit} but fewer than 5 events expected at the boundary yet"
         elif harmful:
-            why = (f"beyond tolerance but in burn-in (n canary {con.n_c}, "
-                   f"baseline {con.n_b} < {burn})")
+            why = f"beyond {limit} but in burn-in ({counts} < {burn})"
         elif safe:
-            why = f"within tolerance but n canary {con.n_c}, baseline {con.n_b} < {m}"
+            why = f"within {limit} but {counts} < {m}"
         else:
-            why = (f"bounds [{_fmt(lower, rel)}, {_fmt(upper, rel)}] straddle tolerance "
-                   f"{_fmt(tol, rel)}")
+            why = (f"bounds [{_fmt(lower, relative)}, {_fmt(upper, relative)}] straddle {limit} "
+                   f"{_fmt(tol, relative)}")
         reason = f"{change}: {why}"
     if con.note:
         reason = f"{con.note}; {reason}"
-    return {"outcome": outcome, "delta": _num(delta), "lower": lower, "upper": upper,
-            "reason": reason}
+    return {"outcome": outcome, "delta": None if con.one_sample else _num(delta),
+            "lower": lower, "upper": upper, "reason": reason}
 
 
-def _decide(
-    spec: CanaryRuleSpec, overall: dict[str, GuardResult], deadline_reached: bool
-) -> tuple[Action, str]:
-    fails = [r for r in overall.values() if r.outcome is Outcome.FAIL]
-    if fails:
-        return Action.ROLLBACK, "; ".join(f"guard {r.name!r} failed: {r.reason}" for r in fails)
-    if all(r.outcome is Outcome.PASS for r in overall.values()):
-        return Action.PROMOTE, f"all {len(overall)} guards pass"
+def _reported(con: _Contrast, est: float, lo: float, hi: float, tol: float,
+              relative: bool) -> tuple[float | None, float | None, float | None]:
+    """Delta and bounds as shown: relative ones as fractions of the baseline."""
+    if con.delta is not None or con.lower is not None or con.upper is not None:
+        return con.delta, con.lower, con.upper
+    if relative:
+        eb = con.est_b
+        scale = eb if eb is not None and eb > 0 else None
+        delta = (con.est_c / scale - 1.0) if scale and con.est_c is not None else None
+        return (delta, _num(lo / scale + tol) if scale else None,
+                _num(hi / scale + tol) if scale else None)
+    return _num(est), _num(lo), _num(hi)
+
+
+def _needed(con: _Contrast, m: int, hib: bool) -> dict[str, object]:
+    """Extra samples per cohort after which the slice would pass, if the current
+    estimate and variance held (the CS recomputed at scaled counts; None when no
+    amount of data would do, e.g. the estimate lies beyond the tolerance)."""
+    if con.cs_at is None:
+        return {}
+    with np.errstate(all="ignore"):
+        cs = con.cs_at(NEED_GRID)
+    bound = np.broadcast_to(np.asarray(cs.lower if hib else cs.upper, float), NEED_GRID.shape)
+    margin = (bound - con.threshold) if hib else (con.threshold - bound)
+    safe = margin >= 0
+    if not safe.any():
+        return {"needed_canary": None, "needed_baseline": None}
+    i = int(np.argmax(safe))
+    f = float(NEED_GRID[i])
+    if i > 0 and np.isfinite(margin[i - 1]) and margin[i] > margin[i - 1]:
+        lo, hi = math.log(NEED_GRID[i - 1]), math.log(f)
+        w = float(-margin[i - 1] / (margin[i] - margin[i - 1]))
+        f = math.exp(lo + w * (hi - lo))
+
+    def more(n: int) -> int:
+        return max(math.ceil(f * n), m if con.min_n else 0) - n
+
+    return {"needed_canary": max(more(con.n_c), 0),
+            "needed_baseline": None if con.one_sample else max(more(con.n_b), 0)}
+
+
+# ---- traffic mix ---------------------------------------------------------------------------
+
+def traffic_checks(spec: CanaryRuleSpec, stats: RuleStatistics,
+                   expected_share: float | None) -> list[GuardResult]:
+    """Rows of the traffic-mix check (see :mod:`.mix`); a mismatch is INCONCLUSIVE
+    ("held"), never FAIL."""
+    mix = spec.analysis.traffic_mix
+    if not mix.enabled:
+        return []
+    dims = [d for d in ("queue", "risk", "task") if d in mix.dimensions]
+    share_on = expected_share is not None and 0.0 < expected_share < 1.0
+    alpha = mix.alpha / ((len(dims) + int(share_on)) * len(spec.steps))
+    rows = []
+    for dim in dims:
+        counts = stats.mix_counts(dim)
+        if len(counts) < 2:
+            continue
+        res = mix_check(dim, counts, alpha)
+        nb, nc = sum(b for b, _ in counts.values()), sum(c for _, c in counts.values())
+        if res.mismatch:
+            outcome, reason = Outcome.INCONCLUSIVE, f"mismatch: {res.worst()}"
+        else:
+            outcome = Outcome.PASS
+            reason = f"no mismatch (log e {res.log_e:.2f} < {math.log(1 / alpha):.2f})"
+        rows.append(GuardResult(name=f"{MIX}:{dim}", metric="trafficMix", check="mix",
+                                outcome=outcome, n_baseline=nb, n_canary=nc, alpha=alpha,
+                                test=TEST_NAMES["mix"], reason=reason))
+    if share_on:
+        assert expected_share is not None
+        rows.extend(_share_row(spec, stats, expected_share, alpha))
+    return rows
+
+
+def _share_row(spec: CanaryRuleSpec, stats: RuleStatistics, expected: float,
+               alpha: float) -> list[GuardResult]:
+    b, c = stats.mix_total()
+    if b + c == 0:
+        return []
+    band = spec.analysis.traffic_mix.share_band
+    res = share_check(c, b, expected, band, alpha, spec.analysis.min_samples_per_cohort)
+    where = (f"canary share {res.observed:.3f}, bounds [{res.lower:.3f}, {res.upper:.3f}], "
+             f"expected {expected:.3f} ± {band:.0%}")
+    if res.mismatch:
+        outcome, reason = Outcome.INCONCLUSIVE, f"mismatch: {where}"
+    elif res.off:
+        outcome, reason = Outcome.PASS, f"off the expected share but within the band: {where}"
+    else:
+        outcome, reason = Outcome.PASS, where
+    return [GuardResult(name=f"{MIX}:share", metric="trafficMix", check="share",
+                        outcome=outcome, n_baseline=b, n_canary=c, baseline=expected,
+                        canary=_num(res.observed), lower=_num(res.lower), upper=_num(res.upper),
+                        tolerance=band, relative=True, alpha=alpha, test=TEST_NAMES["share"],
+                        reason=reason)]
+
+
+# ---- the decision --------------------------------------------------------------------------
+
+def _needs(r: GuardResult) -> str:
+    if r.outcome is not Outcome.INCONCLUSIVE or r.needed_canary is None:
+        return ""
+    parts = [f"{r.needed_canary} canary"]
+    if r.needed_baseline is not None:
+        parts.append(f"{r.needed_baseline} baseline")
+    return f"; needs ~{' and '.join(parts)} more samples"
+
+
+def _waiting(spec: CanaryRuleSpec, overall: dict[str, GuardResult],
+             required: list[GuardResult]) -> list[str]:
     m = spec.analysis.min_samples_per_cohort
     waiting = []
     for r in overall.values():
@@ -534,15 +854,38 @@ def _decide(
             continue
         if r.outcome is Outcome.INCONCLUSIVE:
             waiting.append(f"{r.name} inconclusive (n canary {r.n_canary}/{m}, baseline "
-                           f"{r.n_baseline}/{m})")
+                           f"{r.n_baseline}/{m}{_needs(r)})")
         elif r.outcome is Outcome.NO_DATA:
             waiting.append(f"{r.name} no data ({r.reason})")
         else:
             waiting.append(f"{r.name} error ({r.reason})")
-    missing = "; ".join(waiting)
+    for r in required:
+        if r.outcome is not Outcome.PASS:
+            waiting.append(f"{r.name} {r.slice_label} must pass, is {r.outcome.value} "
+                           f"(n canary {r.n_canary}, baseline {r.n_baseline}{_needs(r)})")
+    return waiting
+
+
+def _decide(
+    spec: CanaryRuleSpec, overall: dict[str, GuardResult], required: list[GuardResult],
+    checks: list[GuardResult], deadline_reached: bool,
+) -> tuple[Action, str]:
+    fails = [r for r in overall.values() if r.outcome is Outcome.FAIL]
+    if fails:
+        return Action.ROLLBACK, "; ".join(f"guard {r.name!r} failed: {r.reason}" for r in fails)
+    waiting = _waiting(spec, overall, required)
+    held = [f"{c.name.split(':', 1)[1]}: {c.reason}" for c in checks
+            if c.outcome is not Outcome.PASS]
+    if not waiting and not held:
+        extra = f" and {len(required)} required slices" if required else ""
+        return Action.PROMOTE, f"all {len(overall)} guards{extra} pass"
+    parts = ([f"traffic mix mismatch: {'; '.join(held)}"] if held else []) + waiting
+    missing = "; ".join(parts)
     if deadline_reached:
-        if spec.analysis.on_inconclusive == "rollback":
+        if spec.analysis.on_inconclusive == "rollback" and waiting:
             return Action.ROLLBACK, (f"deadline reached without a decision "
                                      f"(onInconclusive: rollback): {missing}")
         return Action.CONTINUE, f"deadline reached, holding: {missing}"
+    if not waiting:
+        return Action.CONTINUE, f"holding: {missing}"
     return Action.CONTINUE, f"waiting: {missing}"

@@ -39,9 +39,9 @@ from controller.models import (
     parse_duration,
 )
 
-from .accumulator import RuleStatistics
+from .accumulator import DECISIONS, HIST, Cell, RuleStatistics, measure_of
 from .decide import evaluate, guard_outcomes
-from .stats import Confusion, Moments
+from .stats import NO_TASK, Confusion, Histogram, Moments, TaskConfusions
 
 DEFAULT_BASELINE: dict[str, float] = {
     Metric.TRUSTED_COMPLETION.value: 0.9,
@@ -59,7 +59,8 @@ DEFAULT_CV: dict[str, float] = {
     Metric.LATENCY.value: 0.6,
     Metric.COST.value: 0.3,
 }
-JUDGED = frozenset({Metric.TASK_SUCCESS, Metric.TRUSTED_COMPLETION, Metric.F1})
+JUDGED = frozenset({Metric.TASK_SUCCESS, Metric.TRUSTED_COMPLETION, Metric.F1,
+                    Metric.PRECISION, Metric.RECALL, Metric.FBETA})
 RATES = frozenset({Metric.TASK_SUCCESS, Metric.TRUSTED_COMPLETION, Metric.FALLBACK_RATE,
                    Metric.POLICY_FAILURE_RATE})
 F1_CLASSES = 3
@@ -124,7 +125,7 @@ def parse_baseline(items: Mapping[str, float], spec: CanaryRuleSpec) -> dict[str
     guards = {g.name: g for g in spec.analysis.guards}
     for key, value in items.items():
         name, _, suffix = key.partition(".")
-        metric = guards[name].metric.value if name in guards else name
+        metric = _base_key(guards[name].metric) if name in guards else _base_key(name)
         if metric not in DEFAULT_BASELINE:
             raise PlanInputError(f"--baseline {key}: unknown metric or guard {name!r}")
         if not np.isfinite(value):
@@ -147,7 +148,7 @@ def regression_value(guard: Guard, base: float) -> float:
     """The canary value twice the guard's tolerance away from the baseline."""
     change = 2.0 * guard.tolerance
     value = base * (1.0 + change) if guard.relative else base + change
-    if guard.metric in RATES or guard.metric in (Metric.F1, Metric.PROMETHEUS):
+    if guard.metric in RATES or guard.metric.from_decisions or guard.metric is Metric.PROMETHEUS:
         return float(min(max(value, 1e-6), 1.0 - 1e-6))
     return float(max(value, 1e-9))
 
@@ -158,29 +159,35 @@ class _World:
     def __init__(self, spec: CanaryRuleSpec, base: dict[str, float],
                  canary: dict[str, float], rng: np.random.Generator) -> None:
         self.spec, self.base, self.canary, self.rng = spec, base, canary, rng
-        self.metrics = sorted({g.metric for g in spec.analysis.guards
-                               if g.metric is not Metric.PROMETHEUS}, key=str)
+        measures: dict[str, Metric] = {}
+        for g in spec.analysis.guards:
+            if g.metric is not Metric.PROMETHEUS:
+                measures.setdefault(measure_of(g), g.metric)
+        self.measures = sorted(measures.items())
 
     def value(self, metric: Metric | str, cohort: Cohort) -> float:
-        key = str(metric)
+        key = _base_key(metric)
         src = self.canary if cohort is Cohort.CANARY else self.base
-        return src.get(key, self.base.get(key, DEFAULT_BASELINE[key]))
+        return src.get(str(metric), src.get(key, self.base.get(key, DEFAULT_BASELINE[key])))
 
-    def cells(self, cohort: Cohort, n: int, judged: int) -> dict[str, Moments | Confusion]:
-        out: dict[str, Moments | Confusion] = {}
-        for m in self.metrics:
+    def cells(self, cohort: Cohort, n: int, judged: int) -> dict[str, Cell]:
+        """Synthetic statistics per stored measure (what the guards read)."""
+        out: dict[str, Cell] = {}
+        for measure, m in self.measures:
             k = judged if m in JUDGED else n
             if k <= 0:
                 continue
-            if m is Metric.F1:
-                out[m.value] = self._confusion(self.value(m, cohort), k)
+            if measure == DECISIONS:
+                out[measure] = TaskConfusions({NO_TASK: self._confusion(self.value(m, cohort),
+                                                                        k)})
             elif m in RATES:
-                out[m.value] = _binary(int(self.rng.binomial(k, self.value(m, cohort))), k)
+                out[measure] = _binary(int(self.rng.binomial(k, self.value(m, cohort))), k)
             else:
                 mean = self.value(m, cohort)
                 cv = self.base.get(f"{m.value}.cv", DEFAULT_CV.get(m.value, 0.5))
-                out[m.value] = _normal(self.rng, k, mean, cv * self.base.get(
-                    m.value, DEFAULT_BASELINE[m.value]))
+                sd = cv * self.base.get(m.value, DEFAULT_BASELINE[m.value])
+                out[measure] = (_lognormal_histogram(self.rng, k, mean, sd)
+                                if measure.endswith(HIST) else _normal(self.rng, k, mean, sd))
         return out
 
     def _confusion(self, accuracy: float, k: int) -> Confusion:
@@ -192,6 +199,24 @@ class _World:
         return Confusion({(labels[i], labels[j]): int(counts[i, j])
                           for i in range(F1_CLASSES) for j in range(F1_CLASSES)
                           if counts[i, j] > 0})
+
+
+def _base_key(metric: Metric | str) -> str:
+    """Precision, recall and F-beta are planned with the F1 baseline (an accuracy)."""
+    key = str(metric)
+    return Metric.F1.value if key in (Metric.PRECISION.value, Metric.RECALL.value,
+                                      Metric.FBETA.value) else key
+
+
+def _lognormal_histogram(rng: np.random.Generator, n: int, mean: float, sd: float
+                         ) -> Histogram:
+    """n lognormal draws with this mean and sd, binned as a quantile guard keeps them."""
+    sigma2 = float(np.log1p((sd / mean) ** 2))
+    values = rng.lognormal(np.log(mean) - sigma2 / 2.0, np.sqrt(sigma2), size=n)
+    h = Histogram()
+    for x in values:
+        h.add(float(x))
+    return h
 
 
 def _binary(x: int, n: int) -> Moments:
@@ -271,7 +296,7 @@ def simulate_rollout(spec: CanaryRuleSpec, rate: float, base: dict[str, float],
                 stats.set_counts(g.name, canary_events=e[0], baseline_events=e[1],
                                  canary_total=e[2], baseline_total=e[3])
         now = look * interval
-        decision = evaluate(spec, stats, deadline_reached=look == looks)
+        decision = evaluate(spec, stats, deadline_reached=look == looks, estimate_needed=False)
         if decision.action is Action.ROLLBACK:
             return _Run(Action.ROLLBACK, now, canary_total, step_minutes, step_samples, [])
         pause = spec.steps[step].pause
@@ -309,7 +334,8 @@ def plan_rollout(spec: CanaryRuleSpec, rate: float, baseline: Mapping[str, float
     promoted = [r for r in healthy if r.outcome is Action.PROMOTE]
     guards = []
     for g in spec.analysis.guards:
-        b = base.get(g.metric.value, DEFAULT_BASELINE[g.metric.value])
+        b = base.get(g.metric.value, base.get(_base_key(g.metric),
+                                              DEFAULT_BASELINE[_base_key(g.metric)]))
         bad = regression_value(g, b)
         canary = {g.metric.value: bad, g.name: bad}
         rolls = [simulate_rollout(spec, rate, base, canary, rng) for _ in range(runs)]

@@ -38,27 +38,41 @@ def _num(x: float | None, digits: int = 4) -> str:
     return "-" if x is None else f"{x:.{digits}g}"
 
 
+def _needs(g: GuardResult) -> str:
+    """Extra samples (baseline/canary) this row needs to pass at its current estimate."""
+    if g.outcome is not Outcome.INCONCLUSIVE or g.needed_canary is None:
+        return "-"
+    base = "" if g.needed_baseline is None else f"+{g.needed_baseline}/"
+    return f"{base}+{g.needed_canary}"
+
+
 def guards_table(guards: list[GuardResult], title: str | None = None) -> Table:
-    """One row per guard and slice: outcome, n per cohort, estimates, delta and bounds."""
+    """One row per guard and slice: outcome, n per cohort, estimates, delta and bounds,
+    and for undecided rows the extra samples they need to pass. Required slices are
+    marked ``*``; floors and ceilings show as ``all minimum`` / ``all maximum``."""
     table = Table(title=title, show_lines=False, header_style="bold")
-    for col in ("guard", "slice", "outcome", "n base/canary", "baseline", "canary"):
+    for col in ("guard", "slice", "stat", "outcome", "n base/canary", "baseline", "canary"):
         table.add_column(col)
-    for col in ("delta", "bounds", "tolerance"):
+    for col in ("delta", "bounds", "tolerance", "needs"):
         table.add_column(col, justify="right")
     for g in guards:
         tol = f"{g.tolerance:+.4g}{' rel' if g.relative else ''}"
         no_bounds = g.lower is None and g.upper is None
         bounds = "-" if no_bounds else f"[{_num(g.lower)}, {_num(g.upper)}]"
+        clipped = g.clipped_baseline + g.clipped_canary
+        counts = f"{g.n_baseline}/{g.n_canary}" + (f" ({clipped} clipped)" if clipped else "")
         table.add_row(
             g.name,
-            g.slice_label,
+            g.slice_label + (" *" if g.required else ""),
+            g.statistic or "-",
             f"[{OUTCOME_STYLE[g.outcome]}]{g.outcome.value}[/]",
-            f"{g.n_baseline}/{g.n_canary}",
+            counts,
             _num(g.baseline),
             _num(g.canary),
             _num(g.delta),
             bounds,
             tol,
+            _needs(g),
         )
     return table
 
@@ -83,6 +97,8 @@ def result_json(name: str, result: ReplayResult, reports: list[LoadReport]) -> d
         "decided_at": result.decided_at.isoformat() if result.decided_at else None,
         "looks": result.looks,
         "samples_seen": result.seen,
+        "feedback_closed": result.feedback_closed,
+        "samples_per_minute": result.rate_per_minute(),
         "guards": [g.model_dump(mode="json") for g in d.guards],
         "skipped": dict(result.skipped),
         "inputs": [_report_json(r) for r in reports],
@@ -101,6 +117,10 @@ def result_json(name: str, result: ReplayResult, reports: list[LoadReport]) -> d
 )
 @click.option("--name", help="Which CanaryRule in RULE_FILE, when it holds several.")
 @click.option("--interval", help="Look this often (default: the rule's analysis.interval).")
+@click.option("--canary-share", type=click.FloatRange(0, 1, min_open=True, max_open=True),
+              default=None,
+              help="The canary's expected share of samples (canary pods / all pods): also "
+                   "check that the samples match it.")
 @click.option("-o", "--output", type=click.Choice(["table", "json"]), default="table")
 @click.option("--judge-url", default=None,
               help="Judge samples that carry no verdict first, at this OpenAI-compatible URL.")
@@ -115,6 +135,7 @@ def analyze(
     sample_files: tuple[str, ...],
     name: str | None,
     interval: str | None,
+    canary_share: float | None,
     output: str,
     judge_url: str | None,
     model: str | None,
@@ -163,7 +184,8 @@ def analyze(
     if judge_url:
         unique = _judge_first(rule.spec, unique, judge_url, model, mode, api_key_env,
                               judge_cache, parse_duration(rule.spec.analysis.interval))
-    result = replay(rule.spec, rule.metadata.name, unique, interval_seconds=interval_s)
+    result = replay(rule.spec, rule.metadata.name, unique, interval_seconds=interval_s,
+                    expected_share=canary_share)
     if cross_file_dups:
         result.skipped["duplicate id across files"] += cross_file_dups
     usable = sum(result.seen.values())
@@ -242,3 +264,11 @@ def _print_table(name: str, result: ReplayResult) -> None:
         highlight=False,
     )
     out.print(f"reason: {d.reason}", highlight=False, markup=False)
+    rate = result.rate_per_minute()
+    waiting = [g for g in d.guards if g.needed_canary is not None
+               and g.outcome is Outcome.INCONCLUSIVE]
+    if d.action is Action.CONTINUE and rate and waiting:
+        most = max(max(g.needed_canary or 0, g.needed_baseline or 0) for g in waiting)
+        out.print(f"at the replayed rate ({rate:.0f} samples per cohort per minute) the "
+                  f"slowest undecided row needs about {most / rate:.0f} more minutes",
+                  highlight=False)

@@ -41,7 +41,7 @@ from controller.models import CanaryRuleStatus, GuardResult, Phase
 from controller.sources.manifests import load_rules
 
 from .analyze_cmd import guards_table
-from .output import console, echo_err, fail
+from .output import console, echo_err, echo_warnings, fail
 
 EXIT_ROLLED_BACK = 3
 EXIT_UNREACHABLE = 5
@@ -149,6 +149,7 @@ def apply(files: tuple[str, ...], namespace: str, kubeconfig: str | None,
         for e in errors:
             echo_err(f"error {e}")
         fail(f"{len(errors)} error(s): nothing applied", 2)
+    echo_warnings(w for r in loaded for w in r.warnings)
     with cluster(kubeconfig, context) as kube:
         for r in loaded:
             manifest = dict(r.raw)

@@ -38,7 +38,14 @@ from controller.judge import (
     judge_samples,
     judge_trusted,
 )
-from controller.models import DEFAULT_THRESHOLD, Aggregation, JudgeSpec, Sample, parse_duration
+from controller.models import (
+    DEFAULT_THRESHOLD,
+    Aggregation,
+    JudgeSpec,
+    Sample,
+    parse_duration,
+    success_threshold,
+)
 from controller.models.errors import format_field_errors
 from controller.sources.manifests import load_rules
 from controller.sources.samples_io import DUPLICATE, LoadReport, load_samples
@@ -340,6 +347,7 @@ def calibrate_cmd(
         )
     threshold = opts["threshold"] if opts["threshold"] is not None else DEFAULT_THRESHOLD
     spec_min_kappa = None
+    judge_spec: JudgeSpec | None = None
     if settings is not None:
         threshold = settings.threshold
     if opts["rule_file"]:
@@ -353,7 +361,12 @@ def calibrate_cmd(
         if out_file:
             _write_jsonl(out_file, judged_samples)
     judge_scores = [None if s.judge is None else s.judge.score for s in judged_samples]
-    judge_success = [None if score is None else score >= threshold for score in judge_scores]
+    # the rule's per task/queue thresholds (judge.thresholds) unless --threshold overrides
+    per_sample = opts["threshold"] is None and opts["rule_file"] and judge_spec is not None
+    judge_success = [
+        None if s.judge is None else s.judge.score >= (
+            success_threshold(judge_spec, s.task, s.queue) if per_sample else threshold)
+        for s in judged_samples]
     cal = calibrate(judge_success, human, judge_scores, human_scores)
     wanted = min_kappa if min_kappa is not None else spec_min_kappa
     trusted = None

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sys
+from collections.abc import Iterable
 from typing import NoReturn
 
 import click
@@ -19,6 +20,16 @@ def console(stderr: bool = False) -> Console:
 
 def echo_err(message: str) -> None:
     click.echo(message, err=True)
+
+
+def echo_warnings(warnings: Iterable[object]) -> None:
+    """Warnings loudly on stderr (they never change an exit code)."""
+    items = list(warnings)
+    for w in items:
+        echo_err(f"WARNING {w}")
+    if items:
+        echo_err(f"{len(items)} warning(s): the rules are valid, but the guards named above "
+                 "measure less than they seem to")
 
 
 def fail(message: str, code: int = 2) -> NoReturn:

@@ -8,7 +8,7 @@ import click
 
 from controller.sources.manifests import load_rules
 
-from .output import echo_err
+from .output import echo_err, echo_warnings
 
 
 @click.command()
@@ -22,8 +22,12 @@ from .output import echo_err
 )
 @click.option("-o", "--output", type=click.Choice(["text", "json"]), default="text")
 def validate(files: tuple[str, ...], output: str) -> None:
-    """Validate CanaryRule manifests. Exit 0 when all are valid, 2 when any is not."""
+    """Validate CanaryRule manifests. Exit 0 when all are valid, 2 when any is not.
+
+    Warnings (a valid setting that weakens a guard, e.g. trusted completion without a
+    latency budget) are printed but never change the exit code."""
     rules, errors = load_rules(files)
+    warnings = [w for r in rules for w in r.warnings]
     if output == "json":
         click.echo(
             json.dumps(
@@ -41,6 +45,10 @@ def validate(files: tuple[str, ...], output: str) -> None:
                         }
                         for e in errors
                     ],
+                    "warnings": [
+                        {"file": w.file, "doc": w.doc, "path": w.path, "reason": w.reason}
+                        for w in warnings
+                    ],
                 },
                 indent=2,
             )
@@ -48,6 +56,7 @@ def validate(files: tuple[str, ...], output: str) -> None:
     else:
         for r in rules:
             click.echo(f"ok   {r.file}[{r.doc}]: CanaryRule {r.rule.metadata.name}")
+        echo_warnings(warnings)
         for e in errors:
             echo_err(f"error {e}")
         if errors:

@@ -3,7 +3,9 @@
 from .base import Duration, parse_duration
 from .decision import Action, Decision, GuardResult, Outcome
 from .rule import (
+    CLASSIFICATION_METRICS,
     AnalysisSpec,
+    Budget,
     CanaryRule,
     CanaryRuleSpec,
     CanarySpec,
@@ -16,6 +18,8 @@ from .rule import (
     Step,
     TargetRef,
     TrustedSpec,
+    guard_dimensions,
+    success_threshold,
 )
 from .sample import DEFAULT_NAMESPACE, Cohort, Feedback, Risk, RuleKey, Sample, Turn
 from .status import HISTORY_LIMIT, CanaryRuleStatus, Condition, DecisionRecord, Phase
@@ -34,6 +38,7 @@ from .verdict import (
 )
 
 __all__ = [
+    "CLASSIFICATION_METRICS",
     "DEFAULT_NAMESPACE",
     "DEFAULT_THRESHOLD",
     "HISTORY_LIMIT",
@@ -42,6 +47,7 @@ __all__ = [
     "Action",
     "Aggregation",
     "AnalysisSpec",
+    "Budget",
     "CanaryRule",
     "CanaryRuleSpec",
     "CanaryRuleStatus",
@@ -75,5 +81,7 @@ __all__ = [
     "Unjudged",
     "UnjudgedReason",
     "Verdict",
+    "guard_dimensions",
     "parse_duration",
+    "success_threshold",
 ]

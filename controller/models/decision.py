@@ -27,7 +27,13 @@ class Action(StrEnum):
 
 
 class GuardResult(OpenModel):
-    """Evidence for one guard on one slice (all traffic, one queue, or one risk tier)."""
+    """Evidence for one guard on one slice (all traffic, one queue, or one risk tier).
+
+    ``check`` says what the row tests: ``compare`` (canary against baseline, the usual
+    guard), ``minimum`` / ``maximum`` (an absolute floor or ceiling on the canary alone,
+    on all traffic), or ``mix`` / ``share`` (the traffic-mix check, rows named
+    ``traffic-mix:<dimension>`` and ``traffic-mix:share``; they hold, never roll back).
+    """
 
     name: str
     metric: str
@@ -50,6 +56,17 @@ class GuardResult(OpenModel):
     alpha: float = Field(default=0.0, description="Share of the family-wise alpha spent here.")
     test: str = ""
     reason: str = ""
+    check: str = Field(default="compare", description="compare, minimum, maximum, mix, share.")
+    statistic: str | None = Field(default=None, description="mean, p50, p95, ... when relevant.")
+    required: bool = Field(default=False, description="This slice must pass to promote.")
+    needed_canary: int | None = Field(
+        default=None,
+        description="More canary samples this slice needs to pass, at its current estimate "
+        "and variance (None: not estimable, e.g. the estimate is beyond the tolerance).",
+    )
+    needed_baseline: int | None = Field(default=None, description="Likewise for the baseline.")
+    clipped_canary: int = Field(default=0, description="Canary values clipped at the cap.")
+    clipped_baseline: int = Field(default=0, description="Baseline values clipped at the cap.")
     verdicts: str | None = Field(
         default=None,
         description="For guards that rest on verdicts: judge (the controller's judge) or "
@@ -59,14 +76,16 @@ class GuardResult(OpenModel):
     @property
     def slice_label(self) -> str:
         if self.queue is not None:
-            return f"queue={self.queue}"
-        if self.risk is not None:
-            return f"risk={self.risk}"
-        if self.task is not None:
-            return f"task={self.task}"
-        if self.step is not None:
-            return f"step {self.step} window"
-        return "all"
+            label = f"queue={self.queue}"
+        elif self.risk is not None:
+            label = f"risk={self.risk}"
+        elif self.task is not None:
+            label = f"task={self.task}"
+        elif self.step is not None:
+            label = f"step {self.step} window"
+        else:
+            label = "all"
+        return label if self.check in ("compare", "mix", "share") else f"{label} {self.check}"
 
 
 class Decision(OpenModel):

@@ -37,6 +37,9 @@ class Metric(StrEnum):
     FALLBACK_RATE = "fallbackRate"
     POLICY_FAILURE_RATE = "policyFailureRate"
     F1 = "f1"
+    PRECISION = "precision"
+    RECALL = "recall"
+    FBETA = "fbeta"
     LATENCY = "latency"
     COST = "cost"
     PROMETHEUS = "prometheus"
@@ -45,8 +48,26 @@ class Metric(StrEnum):
     def higher_is_better(self) -> bool:
         return self in _HIGHER_IS_BETTER
 
+    @property
+    def from_decisions(self) -> bool:
+        """Computed from the confusion of decisions against labels (F1 and its kin)."""
+        return self in CLASSIFICATION_METRICS
 
-_HIGHER_IS_BETTER = frozenset({Metric.TRUSTED_COMPLETION, Metric.TASK_SUCCESS, Metric.F1})
+
+CLASSIFICATION_METRICS = frozenset({Metric.F1, Metric.PRECISION, Metric.RECALL, Metric.FBETA})
+_HIGHER_IS_BETTER = frozenset({Metric.TRUSTED_COMPLETION, Metric.TASK_SUCCESS}
+                              | CLASSIFICATION_METRICS)
+QUANTILE_METRICS = frozenset({Metric.LATENCY, Metric.COST})
+
+Statistic = Literal["mean", "p50", "p90", "p95", "p99"]
+QUANTILES: dict[str, float] = {"p50": 0.5, "p90": 0.9, "p95": 0.95, "p99": 0.99}
+DEFAULT_STATISTIC: dict[Metric, str] = {Metric.LATENCY: "p95"}
+"""Latency is compared by its 95th percentile unless a guard says otherwise: one absurd
+value cannot move a quantile, and tail latency is what users feel. Cost stays a mean
+(what you pay), bounded by ``analysis.plausibilityCap``."""
+
+Dimension = Literal["queue", "risk", "task"]
+ALL_DIMENSIONS: tuple[Dimension, ...] = ("queue", "risk", "task")
 
 METRIC_RANGE: dict[Metric, float] = {
     Metric.CORRECTION_BURDEN: MAX_CORRECTION_MINUTES,
@@ -153,6 +174,41 @@ class Guard(KubeModel):
     query: str | None = Field(
         default=None, description="For metric 'prometheus': the name of a metrics.queries entry."
     )
+    statistic: Statistic | None = Field(
+        default=None,
+        description="latency/cost: compare the mean or a quantile (p50, p90, p95, p99). "
+        "Default: p95 for latency, mean for cost.",
+    )
+    minimum: float | None = Field(
+        default=None, allow_inf_nan=False,
+        description="Absolute floor for the canary alone (e.g. completion never below 0.85).",
+    )
+    maximum: float | None = Field(
+        default=None, allow_inf_nan=False,
+        description="Absolute ceiling for the canary alone (e.g. p95 latency never above 3000).",
+    )
+    must_pass: list[str] = Field(
+        default_factory=list,
+        description="Slices that must pass before promotion: 'risk=high', 'queue=fraud', "
+        "'task=claims', or a whole dimension ('risk', 'queue', 'task').",
+    )
+    label: str | None = Field(
+        default=None, min_length=1,
+        description="f1/precision/recall/fbeta of this one class (e.g. recall of 'escalate').",
+    )
+    beta: float | None = Field(
+        default=None, gt=0, le=100, allow_inf_nan=False,
+        description="For metric 'fbeta': weight of recall (beta > 1 favours recall).",
+    )
+    across_tasks: Literal["mean", "pooled"] = Field(
+        default="mean",
+        description="f1/precision/recall/fbeta: average the per-task values (mean) or pool "
+        "all tasks' decisions into one confusion matrix (pooled).",
+    )
+    per: Literal["output", "acceptedOutput"] = Field(
+        default="output",
+        description="correctionBurden: minutes per output, or per accepted output.",
+    )
     alpha_weight: float | None = Field(
         default=None, gt=0, le=1000,
         description="Share of the rule's alpha relative to the other guards (default 3 for "
@@ -162,6 +218,25 @@ class Guard(KubeModel):
     @property
     def higher_is_better(self) -> bool:
         return self.metric.higher_is_better
+
+    @property
+    def stat(self) -> str:
+        """The statistic compared: ``mean`` or a quantile name such as ``p95``."""
+        return self.statistic or DEFAULT_STATISTIC.get(self.metric, "mean")
+
+    @property
+    def quantile(self) -> float | None:
+        return QUANTILES.get(self.stat)
+
+    @property
+    def bounds(self) -> list[tuple[str, float]]:
+        """Absolute checks on the canary alone: ("minimum", v) and/or ("maximum", v)."""
+        out: list[tuple[str, float]] = []
+        if self.minimum is not None:
+            out.append(("minimum", self.minimum))
+        if self.maximum is not None:
+            out.append(("maximum", self.maximum))
+        return out
 
     def tolerance_for(self, queue: str | None = None, risk: str | None = None) -> float:
         """Tolerance for one slice: the most specific override wins."""
@@ -174,12 +249,119 @@ class Guard(KubeModel):
         return self.tolerance
 
 
-class TrustedSpec(KubeModel):
-    """What makes a task completion trusted, beyond the judge's success verdict."""
+class Budget(KubeModel):
+    """Latency and cost budgets for the samples of one task, queue or risk tier.
 
-    max_correction_minutes: float = Field(default=5.0, ge=0, le=MAX_CORRECTION_MINUTES)
-    latency_budget_ms: float | None = Field(default=None, gt=0, le=MAX_LATENCY_MS)
-    cost_budget_usd: float | None = Field(default=None, gt=0, le=MAX_COST_USD)
+    For each budget the most specific entry that sets it wins: the one naming the most
+    of task, queue and risk (ties: the earlier entry); the rule-wide ``latencyBudgetMs``
+    / ``costBudgetUsd`` apply when no entry matches.
+    """
+
+    task: str | None = None
+    queue: str | None = None
+    risk: Risk | None = None
+    latency_ms: float | None = Field(default=None, gt=0, le=MAX_LATENCY_MS, allow_inf_nan=False)
+    cost_usd: float | None = Field(default=None, gt=0, le=MAX_COST_USD, allow_inf_nan=False)
+
+    @model_validator(mode="after")
+    def _useful(self) -> Budget:
+        if self.task is None and self.queue is None and self.risk is None:
+            raise FieldError("", "a budget entry needs a task, queue or risk")
+        if self.latency_ms is None and self.cost_usd is None:
+            raise FieldError("", "a budget entry needs latencyMs or costUsd")
+        return self
+
+    def specificity(self, task: str | None, queue: str | None, risk: str | None) -> int:
+        """How many selectors match (-1 when one does not)."""
+        score = 0
+        for want, have in ((self.task, task), (self.queue, queue), (self.risk, risk)):
+            if want is None:
+                continue
+            if want != have:
+                return -1
+            score += 1
+        return score
+
+
+class TrustedSpec(KubeModel):
+    """What makes a task completion trusted, beyond the judge's success verdict.
+
+    Every condition is known or the sample is not trusted: a fallback answer is not a
+    completion (unless ``allowFallback``), and an unknown policy result is untrusted
+    (unless ``unknownPolicy`` says otherwise). Budgets left unset are not checked, and
+    ``canaryctl validate`` warns about it.
+    """
+
+    max_correction_minutes: float = Field(default=5.0, ge=0, le=MAX_CORRECTION_MINUTES,
+                                          allow_inf_nan=False)
+    latency_budget_ms: float | None = Field(default=None, gt=0, le=MAX_LATENCY_MS,
+                                            allow_inf_nan=False)
+    cost_budget_usd: float | None = Field(default=None, gt=0, le=MAX_COST_USD,
+                                          allow_inf_nan=False)
+    budgets: list[Budget] = Field(
+        default_factory=list, description="Budgets per task, queue or risk tier."
+    )
+    allow_fallback: bool = Field(
+        default=False, description="Count an answer served by the fallback path as completed."
+    )
+    unknown_policy: Literal["untrusted", "trusted", "exclude"] = Field(
+        default="untrusted",
+        description="A sample with no policy result (neither the sample nor the judge says): "
+        "untrusted, trusted, or left out of the metric.",
+    )
+
+    def budgets_for(
+        self, task: str | None, queue: str | None, risk: str | None
+    ) -> tuple[float | None, float | None]:
+        """(latency budget ms, cost budget USD) for one sample: most specific wins."""
+        latency, cost = self.latency_budget_ms, self.cost_budget_usd
+        best_l = best_c = -1
+        for b in self.budgets:
+            score = b.specificity(task, queue, risk)
+            if score < 0:
+                continue
+            if b.latency_ms is not None and score > best_l:
+                latency, best_l = b.latency_ms, score
+            if b.cost_usd is not None and score > best_c:
+                cost, best_c = b.cost_usd, score
+        return latency, cost
+
+    @property
+    def has_latency_budget(self) -> bool:
+        return self.latency_budget_ms is not None or any(
+            b.latency_ms is not None for b in self.budgets)
+
+    @property
+    def has_cost_budget(self) -> bool:
+        return self.cost_budget_usd is not None or any(b.cost_usd is not None
+                                                       for b in self.budgets)
+
+
+class PlausibilityCap(KubeModel):
+    """Values above a cap are clipped to it (winsorised) before a *mean* is taken, and
+    counted; quantile guards need no cap (one value cannot move a quantile far)."""
+
+    latency_ms: float | None = Field(default=None, gt=0, le=MAX_LATENCY_MS, allow_inf_nan=False)
+    cost_usd: float | None = Field(default=None, gt=0, le=MAX_COST_USD, allow_inf_nan=False)
+    correction_minutes: float | None = Field(default=None, gt=0, allow_inf_nan=False)
+
+
+class TrafficMixSpec(KubeModel):
+    """The sample-ratio-mismatch check: both cohorts must see the same traffic mix, and
+    the canary the share its weight says. A mismatch holds promotion (never rolls back)."""
+
+    enabled: bool = True
+    alpha: float = Field(
+        default=0.001, gt=0, lt=0.5, allow_inf_nan=False,
+        description="False-alarm rate of the mix check over the whole rollout (a false "
+        "alarm holds; it never rolls back).",
+    )
+    dimensions: list[Dimension] = Field(default_factory=lambda: list(ALL_DIMENSIONS))
+    share_band: float = Field(
+        default=0.2, ge=0, le=1, allow_inf_nan=False,
+        description="Hold only when the canary's share of samples is confidently outside "
+        "expected × (1 ± shareBand); a smaller deviation is reported only.",
+    )
 
 
 class AnalysisSpec(KubeModel):
@@ -202,6 +384,18 @@ class AnalysisSpec(KubeModel):
                     "rollout advances (default: a quarter of minSamplesPerCohort).",
     )
     trusted: TrustedSpec = Field(default_factory=TrustedSpec)
+    feedback_window: Duration = Field(
+        default="30m",
+        description="How long an output may still receive correction feedback; after it an "
+        "output without feedback counts as 0 correction minutes.",
+    )
+    feedback_complete: bool = Field(
+        default=False,
+        description="Services send feedback for every output (0 minutes included): count "
+        "an output's burden as soon as its feedback arrives, before its window closes.",
+    )
+    plausibility_cap: PlausibilityCap = Field(default_factory=PlausibilityCap)
+    traffic_mix: TrafficMixSpec = Field(default_factory=TrafficMixSpec)
     guards: list[Guard] = Field(min_length=1)
 
     @model_validator(mode="after")
@@ -301,6 +495,20 @@ class Oversample(KubeModel):
         return float(getattr(self.risk, risk.value)) * self.queue.get(queue, 1.0)
 
 
+class ThresholdOverride(KubeModel):
+    """A success threshold for one task kind and/or queue."""
+
+    task: str | None = None
+    queue: str | None = None
+    threshold: float = Field(ge=0, le=1, allow_inf_nan=False)
+
+    @model_validator(mode="after")
+    def _selects(self) -> ThresholdOverride:
+        if self.task is None and self.queue is None:
+            raise FieldError("", "a threshold override needs a task or a queue")
+        return self
+
+
 class JudgeSpec(KubeModel):
     """The LLM judge: any OpenAI-compatible endpoint."""
 
@@ -311,6 +519,11 @@ class JudgeSpec(KubeModel):
     samples_per_interval: int = Field(default=50, ge=1, le=100_000)
     threshold: float = Field(
         default=DEFAULT_THRESHOLD, ge=0, le=1, description="Score at which a task succeeds."
+    )
+    thresholds: list[ThresholdOverride] = Field(
+        default_factory=list,
+        description="Per task / queue thresholds; the most specific wins (task and queue, "
+        "then task, then queue), else threshold.",
     )
     aggregation: Aggregation = Field(
         default=Aggregation.EVAL_LIB,
@@ -365,6 +578,26 @@ class JudgeSpec(KubeModel):
         if self.temperature is not None:
             return self.temperature
         return self.aggregation.default_temperature
+
+    def threshold_for(self, task: str | None = None, queue: str | None = None) -> float:
+        """The success threshold for one sample; see :func:`success_threshold`."""
+        best, score = self.threshold, 0
+        for o in self.thresholds:
+            if (o.task is not None and o.task != task) or (o.queue is not None
+                                                           and o.queue != queue):
+                continue
+            s = (2 if o.task is not None else 0) + (1 if o.queue is not None else 0)
+            if s > score:
+                best, score = o.threshold, s
+        return best
+
+
+def success_threshold(judge: JudgeSpec | None, task: str | None = None,
+                      queue: str | None = None) -> float:
+    """The one place that says at which judge score a sample is a success: the rule's
+    per task/queue threshold (most specific wins), its ``judge.threshold``, or
+    :data:`DEFAULT_THRESHOLD` (0.7) without a judge spec."""
+    return DEFAULT_THRESHOLD if judge is None else judge.threshold_for(task, queue)
 
 
 class PromQuery(KubeModel):
@@ -438,7 +671,7 @@ class IngestSpec(KubeModel):
 
 _DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$")
 VERDICT_METRICS = frozenset({Metric.TASK_SUCCESS, Metric.TRUSTED_COMPLETION,
-                             Metric.POLICY_FAILURE_RATE, Metric.F1})
+                             Metric.POLICY_FAILURE_RATE} | CLASSIFICATION_METRICS)
 """Metrics that may rest on a verdict (task success; the judge's policy flag and decision
 label stand in when the sample carries none)."""
 
@@ -526,7 +759,72 @@ class CanaryRuleSpec(KubeModel):
                     )
             elif g.query:
                 raise FieldError(f"{where}.query", "is only for metric 'prometheus'")
+            _check_guard_variant(where, g)
+            _check_bounds(where, g)
+            _check_must_pass(where, g)
         return self
+
+
+PROPORTION_METRICS = frozenset({Metric.TRUSTED_COMPLETION, Metric.TASK_SUCCESS,
+                                Metric.FALLBACK_RATE, Metric.POLICY_FAILURE_RATE}
+                               | CLASSIFICATION_METRICS)
+
+
+def guard_dimensions(guard: Guard) -> list[str]:
+    """Slicing dimensions tested for a guard: its ``groupBy`` (queue, then risk), plus
+    ``task`` for the metrics computed from decisions (always also tested per task)."""
+    if guard.metric is Metric.PROMETHEUS:
+        return []
+    dims: list[str] = [d for d in ("queue", "risk") if d in guard.group_by]
+    return [*dims, "task"] if guard.metric.from_decisions else dims
+
+
+def _check_guard_variant(where: str, g: Guard) -> None:
+    """Fields that only make sense for some metrics."""
+    if g.statistic is not None and g.statistic != "mean" and g.metric not in QUANTILE_METRICS:
+        raise FieldError(f"{where}.statistic", "quantiles are for metrics latency and cost")
+    if g.statistic is not None and g.metric not in QUANTILE_METRICS | {Metric.CORRECTION_BURDEN}:
+        raise FieldError(f"{where}.statistic", f"is not used by metric {g.metric.value!r}")
+    if not g.metric.from_decisions:
+        for name, value in (("label", g.label), ("acrossTasks", g.across_tasks != "mean")):
+            if value:
+                raise FieldError(f"{where}.{name}",
+                                 "is only for metrics f1, precision, recall and fbeta")
+    if g.metric is Metric.FBETA and g.beta is None:
+        raise FieldError(f"{where}.beta", "is required for metric 'fbeta'")
+    if g.beta is not None and g.metric is not Metric.FBETA:
+        raise FieldError(f"{where}.beta", "is only for metric 'fbeta'")
+    if g.per != "output" and g.metric is not Metric.CORRECTION_BURDEN:
+        raise FieldError(f"{where}.per", "is only for metric 'correctionBurden'")
+
+
+def _check_bounds(where: str, g: Guard) -> None:
+    if not g.bounds:
+        return
+    if g.metric is Metric.PROMETHEUS:
+        raise FieldError(f"{where}.minimum", "absolute bounds need samples, not event counts")
+    for name, value in g.bounds:
+        if g.metric in PROPORTION_METRICS and not 0.0 <= value <= 1.0:
+            raise FieldError(f"{where}.{name}", f"{value} is not a rate between 0 and 1")
+        if g.metric not in PROPORTION_METRICS and value < 0:
+            raise FieldError(f"{where}.{name}", f"{value} must be >= 0")
+    if g.minimum is not None and g.maximum is not None and g.minimum > g.maximum:
+        raise FieldError(f"{where}.maximum", f"{g.maximum} is below minimum {g.minimum}")
+
+
+def _check_must_pass(where: str, g: Guard) -> None:
+    dims = guard_dimensions(g)
+    for i, sel in enumerate(g.must_pass):
+        dim, eq, value = sel.partition("=")
+        path = f"{where}.mustPass[{i}]"
+        if dim not in dims:
+            have = ", ".join(dims) or "none: add groupBy"
+            raise FieldError(path, f"{sel!r}: {dim!r} is not a slicing dimension of this "
+                                   f"guard (have: {have})")
+        if eq and not value:
+            raise FieldError(path, f"{sel!r}: name a value after '=' or drop it")
+        if dim == "risk" and value and value not in {r.value for r in Risk}:
+            raise FieldError(path, f"{sel!r}: risk is one of low, medium, high")
 
 
 def _check_tolerance_sign(where: str, tolerance: float, higher_is_better: bool) -> None:

@@ -201,14 +201,22 @@ class Sample(BaseModel):
     )
     accepted: bool | None = Field(
         default=None,
-        description="Whether the user or an agent accepted the output as it was; usually sent "
-        "later as feedback. Stored, not yet analysed.",
+        description="Whether the output was used, as it was or after edits; false when it was "
+        "discarded or rejected. Usually sent later as feedback. Guards with "
+        "per: acceptedOutput measure correction burden over outputs not discarded.",
     )
     judge: RecordedVerdict | None = Field(
         default=None,
         description="A verdict recorded elsewhere (offline replays). In a cluster the "
         "controller's own judge decides and a client-sent verdict is ignored unless the rule "
         "opts in.",
+    )
+    feedback_closed: bool = Field(
+        default=False,
+        description="Server-owned, never sent by clients (ingestion refuses it): set by the "
+        "controller, and by canaryctl analyze, once the rule's analysis.feedbackWindow has "
+        "passed since ts. From then on an output without correction_minutes counts as 0 "
+        "correction minutes.",
     )
 
     @property
@@ -271,7 +279,9 @@ class Feedback(BaseModel):
         examples=["approve"],
     )
     accepted: bool | None = Field(
-        default=None, description="Whether the output was accepted as it was."
+        default=None,
+        description="Whether the output was used, as it was or after edits; false when it was "
+        "discarded or rejected.",
     )
 
     @property

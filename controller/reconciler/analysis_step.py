@@ -45,7 +45,7 @@ import logging
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 from controller.analysis import RuleStatistics, StatisticsMismatch, evaluate
@@ -61,10 +61,11 @@ from controller.models import (
     Sample,
     Unjudged,
     Verdict,
+    parse_duration,
 )
 from controller.models.rule import VERDICT_METRICS
 from controller.models.verdict import TRANSIENT_REASONS
-from controller.ports import CountsProvider, EvidenceLog, JudgePort, VerdictLog
+from controller.ports import CountsProvider, EvidenceLog, FeedbackWindows, JudgePort, VerdictLog
 from controller.sources.counts import Status
 from controller.sources.records import AwaitingVerdict, Quarantined, SampleChange
 
@@ -78,6 +79,7 @@ MAX_JUDGE_ATTEMPTS = 3
 OUTAGE_SHARE = 0.5
 """Share of an interval's judge attempts that must fail for the judge to count as down."""
 JUDGED_METRICS = frozenset({Metric.TASK_SUCCESS, Metric.TRUSTED_COMPLETION})
+"""Metrics that always rest on the judge's verdicts (others may, see :func:`judged`)."""
 OUTAGE_REASONS = frozenset({"budget"})
 """Permanent unjudged reasons that still mean "the judge did not do its job this interval"."""
 
@@ -114,6 +116,18 @@ class JudgeReport:
             return None
         causes = ", ".join(f"{r} x{n}" for r, n in failed.most_common())
         return f"judge unavailable: {sum(failed.values())} of {tried} samples unjudged ({causes})"
+
+
+def close_feedback_windows(samples: FeedbackWindows, rule: CanaryRule, now: datetime) -> int:
+    """Resolve the rule's outputs whose feedback window has closed (0 minutes unless
+    feedback came), before the log position the analysis reads up to is taken. Only for
+    rules that measure correction burden and do not receive feedback for every output."""
+    a = rule.spec.analysis
+    if a.feedback_complete or not any(
+            g.metric is Metric.CORRECTION_BURDEN for g in a.guards):
+        return 0
+    return samples.close_feedback_windows(
+        rule.key, now - timedelta(seconds=parse_duration(a.feedback_window)))
 
 
 def evidence_since(status: CanaryRuleStatus) -> datetime | None:
@@ -326,7 +340,7 @@ def analyse(
     if any(g.metric is Metric.PROMETHEUS for g in rule.spec.analysis.guards):
         count_events(rule, status, stats, counts, now, canary_share, errors, notes)
     decision = evaluate(rule.spec, stats, at=now, deadline_reached=deadline_reached,
-                        errors=errors)
+                        errors=errors, expected_share=canary_share)
     label_verdict_source(rule, decision)
     return AnalysisResult(decision, {"stats": stats.to_dict(), "cursor": got.cursor}, new,
                           notes, got.quarantined)
@@ -356,7 +370,21 @@ def judged_guard_errors(
         why = NO_VERDICT_SOURCE
     if why is None:
         return {}
-    return {g.name: why for g in rule.spec.analysis.guards if g.metric in JUDGED_METRICS}
+    return {g.name: why for g in rule.spec.analysis.guards if rests_on_judge(rule, g.metric)}
+
+
+def rests_on_judge(rule: CanaryRule, metric: Metric) -> bool:
+    """Whether the judge decides this metric for the rule: task success and trusted
+    completion always; decision metrics when the judge extracts the decision labels;
+    policy failures when the judge checks a policy."""
+    judge = rule.spec.judge
+    if metric in JUDGED_METRICS:
+        return True
+    if judge is None:
+        return False
+    if metric.from_decisions:
+        return bool(judge.decision_labels)
+    return metric is Metric.POLICY_FAILURE_RATE and judge.policy is not None
 
 
 def _judge_untrusted(rule: CanaryRule, kappa: float | None) -> str | None:

@@ -51,7 +51,13 @@ from controller.observability import (
 )
 from controller.ports import CountsProvider, JudgePort, SampleLog
 
-from .analysis_step import AnalysisResult, JudgeReport, analyse, judge_pending
+from .analysis_step import (
+    AnalysisResult,
+    JudgeReport,
+    analyse,
+    close_feedback_windows,
+    judge_pending,
+)
 
 log = logging.getLogger(__name__)
 
@@ -138,6 +144,7 @@ def _judge_step(deps: Deps, namespace: str, name: str) -> JudgeReport | None:
             status.canary_revision != engine.canary_revision(rule.spec):
         return None
     judge, unavailable = deps.judge_for(rule)
+    close_feedback_windows(deps.samples, rule, deps.clock())
     upto = deps.samples.head(rule.key)
     _check_leader(deps)
     return judge_pending(deps.samples, rule, status, judge, upto=upto, unavailable=unavailable)

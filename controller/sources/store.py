@@ -71,8 +71,9 @@ from .records import (
 
 log = logging.getLogger(__name__)
 
-SCHEMA_VERSION = 3
-"""3: the quarantine table (added in place to a version-2 file)."""
+SCHEMA_VERSION = 4
+"""3: the quarantine table; 4: ``samples.feedback_closed``. Both are added in place to a
+version-2 or -3 file."""
 WAL_LIMIT_BYTES = 64 * 1024 * 1024
 """The write-ahead log is truncated back to this after each checkpoint."""
 PRUNE_TO = 0.8
@@ -103,10 +104,12 @@ CREATE TABLE IF NOT EXISTS samples (
     verdict_kind TEXT,
     verdict   TEXT,
     judge_attempts INTEGER NOT NULL DEFAULT 0,
+    feedback_closed INTEGER NOT NULL DEFAULT 0,
     PRIMARY KEY (namespace, rule, id)
 );
 CREATE INDEX IF NOT EXISTS samples_received ON samples(namespace, rule, received);
 CREATE INDEX IF NOT EXISTS samples_awaiting ON samples(namespace, rule, verdict_kind, inserted_seq);
+CREATE INDEX IF NOT EXISTS samples_open ON samples(namespace, rule, feedback_closed, ts);
 CREATE TABLE IF NOT EXISTS changes (
     seq       INTEGER PRIMARY KEY AUTOINCREMENT,
     namespace TEXT NOT NULL,
@@ -139,6 +142,10 @@ CREATE TABLE IF NOT EXISTS quarantine (
     at        REAL NOT NULL,
     PRIMARY KEY (namespace, rule, id)
 );
+"""
+
+_ADD_FEEDBACK_CLOSED = """
+ALTER TABLE samples ADD COLUMN feedback_closed INTEGER NOT NULL DEFAULT 0;
 """
 
 _MIGRATE_V1 = """
@@ -253,11 +260,14 @@ class SampleStore:
     def _migrate(self) -> None:
         """Create the schema, or upgrade a version-1 file (samples keyed by rule name only:
         its rows move to namespace ``default``; pending feedback without a rule is dropped).
-        Version 2 gains its new tables and indexes in place."""
+        Later versions gain their new columns, tables and indexes in place."""
         version = int(self._db.execute("PRAGMA user_version").fetchone()[0])
         tables = {r[0] for r in self._db.execute("SELECT name FROM sqlite_master")}
         legacy = version < 2 and "samples" in tables
-        script = (_MIGRATE_V1 if legacy else "") + _SCHEMA + (_COPY_V1 if legacy else "")
+        columns = {r[1] for r in self._db.execute("PRAGMA table_info(samples)")}
+        add_closed = not legacy and "samples" in tables and "feedback_closed" not in columns
+        script = (_MIGRATE_V1 if legacy else "") + (_ADD_FEEDBACK_CLOSED if add_closed else "") \
+            + _SCHEMA + (_COPY_V1 if legacy else "")
         self._db.execute("BEGIN IMMEDIATE")
         try:
             for statement in script.split(";"):
@@ -432,6 +442,35 @@ class SampleStore:
                     (key.namespace, key.name, self.max_pending_per_rule),
                 )
         return FeedbackResult(applied, pending)
+
+    def close_feedback_windows(
+        self, key: RuleKey, before: datetime, *, limit: int = 50_000
+    ) -> int:
+        """Mark the rule's samples stamped at or before ``before`` as past their feedback
+        window (server-owned ``feedback_closed: true``), each as a change, so a consumer
+        swaps a pending output for a resolved one (no feedback then means 0 minutes).
+        Returns how many were closed (at most ``limit`` per call: the rest next time)."""
+        closed = 0
+        with self._write() as db:
+            rows = db.execute(
+                "SELECT id, overlay FROM samples WHERE namespace = ? AND rule = ?"
+                " AND feedback_closed = 0 AND ts <= ? LIMIT ?",
+                (key.namespace, key.name, _epoch(before), limit),
+            ).fetchall()
+            for sample_id, before_overlay in rows:
+                after = json.dumps({**json.loads(before_overlay), "feedback_closed": True},
+                                   sort_keys=True)
+                where = (key.namespace, key.name, sample_id)
+                db.execute(
+                    "UPDATE samples SET overlay = ?, feedback_closed = 1 WHERE namespace = ?"
+                    " AND rule = ? AND id = ?", (after, *where),
+                )
+                db.execute(
+                    "INSERT INTO changes (namespace, rule, sample_id, kind, before, after)"
+                    " VALUES (?, ?, ?, ?, ?, ?)", (*where, FEEDBACK, before_overlay, after),
+                )
+                closed += 1
+        return closed
 
     # -- verdicts ---------------------------------------------------------------------
 

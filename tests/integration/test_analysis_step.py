@@ -35,6 +35,7 @@ from controller.reconciler.analysis_step import (
     AnalysisResult,
     JudgeReport,
     analyse,
+    close_feedback_windows,
     judge_pending,
 )
 from controller.sources.prometheus import PrometheusSource
@@ -55,6 +56,8 @@ RULE: dict[str, Any] = {
         "analysis": {
             "interval": "1m",
             "minSamplesPerCohort": 50,
+            # these samples carry their correction minutes (0 included): count them at once
+            "feedbackComplete": True,
             "guards": [
                 {"name": "success", "metric": "taskSuccess", "tolerance": -0.05},
                 {"name": "correction", "metric": "correctionBurden", "tolerance": 0.5},
@@ -412,3 +415,35 @@ def test_statistics_that_cannot_be_loaded_are_rebuilt_from_the_rollout_start(
     again = tick(r, status, store, judge=ScriptedJudge())
     corr = next(g for g in again.decision.guards if g.name == "correction")
     assert (corr.n_baseline, corr.n_canary) == (40, 40)
+
+
+def test_outputs_count_for_correction_burden_once_their_feedback_window_closes(
+        store: SampleStore) -> None:
+    """Services report only edits: an output without feedback is pending until its window
+    closes (then 0 minutes), so the guard never decides on the edited minority."""
+    raw = copy.deepcopy(RULE)
+    raw["spec"]["analysis"]["feedbackComplete"] = False  # the default: edits only
+    raw["spec"]["analysis"]["feedbackWindow"] = "10m"
+    r = CanaryRule.model_validate(raw)
+    now = T0 + timedelta(minutes=20)
+    old, recent = T0, T0 + timedelta(minutes=15)  # only the old ones' windows are closed
+    store.insert_many([sample(i, c, ts=old) for i in range(40) for c in ("baseline",
+                                                                          "canary")])
+    store.insert_many([sample(i, c, ts=recent) for i in range(40, 60)
+                       for c in ("baseline", "canary")])
+    store.apply_feedback_many([Feedback(id=f"canary-{i}", rule="bot", correction_minutes=6.0)
+                               for i in range(0, 40, 4)])  # 10 of the 40 old canary outputs
+    status = started().model_copy(update={"started_at": T0 - timedelta(minutes=1)})
+    assert close_feedback_windows(store, r, now) == 80
+    assert close_feedback_windows(store, r, now) == 0  # closing is idempotent
+    res = tick(r, status, store, judge=ScriptedJudge(), now=now)
+    corr = next(g for g in res.decision.guards if g.name == "correction")
+    assert (corr.n_baseline, corr.n_canary) == (40, 40)  # the recent 20 + 20 are pending
+    assert corr.canary == pytest.approx(6.0 * 10 / 40)  # minutes per output, not per edit
+    assert corr.baseline == pytest.approx(0.0)
+    # a late edit of a closed output still counts: it replaces its 0
+    store.apply_feedback_many([Feedback(id="baseline-1", rule="bot", correction_minutes=8.0)])
+    status = status.model_copy(update={"statistics": res.statistics})
+    again = tick(r, status, store, judge=ScriptedJudge(), now=now)
+    corr = next(g for g in again.decision.guards if g.name == "correction")
+    assert corr.n_baseline == 40 and corr.baseline == pytest.approx(8.0 / 40)

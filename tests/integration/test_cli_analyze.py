@@ -62,10 +62,10 @@ def test_healthy_example_promotes() -> None:
     ("example", "guard", "where", "decided_at", "seen"),
     [
         ("trusted-regression-billing", "trusted-completion", "queue=billing",
-         "2026-11-02T09:05:00+00:00", 300),
+         "2026-11-02T09:10:00+00:00", 600),
         ("fallback-spike-refunds", "fallback", "queue=refunds",
          "2026-11-02T09:23:00+00:00", 1380),
-        ("correction-burden", "correction-burden", None, "2026-11-02T09:05:00+00:00", 300),
+        ("correction-burden", "correction-burden", None, "2026-11-02T09:19:00+00:00", 1140),
     ],
 )
 def test_regression_examples_roll_back_naming_guard_and_queue(
@@ -103,7 +103,7 @@ def test_table_output_has_a_row_per_guard_and_slice_and_the_decision() -> None:
     for guard in ("trusted-completion", "correction-burden", "fallback", "policy",
                   "decisions-f1", "latency", "cost"):
         assert guard in out
-    assert "decision: rollback at 2026-11-02T09:05:00+00:00 after 300 baseline / 300 canary" in out
+    assert "decision: rollback at 2026-11-02T09:10:00+00:00 after 600 baseline / 600 canary" in out
 
 
 def test_continue_when_data_ends_before_a_decision(tmp_path: Path) -> None:

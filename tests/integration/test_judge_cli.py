@@ -206,6 +206,32 @@ class TestCalibrate:
         r = invoke("calibrate", "--labeled", str(bad), "--model", "m", "--judge-url", srv.base_url)
         assert r.exit_code == 2 and "human_success" in r.stderr
 
+    def test_calibrate_uses_the_rules_per_task_thresholds(self, tmp_path: Path) -> None:
+        """Scores of 0.6 on open-ended tasks are successes at that task's threshold 0.5
+        (judge.thresholds), failures at the rule-wide 0.7: calibration agrees with the
+        humans only when it applies the same thresholds the guards use."""
+        records = [sample_record(f"o{i}", task="open-ended", human_success=True,
+                                 judge={"score": 0.6, "model": "m"}) for i in range(4)]
+        records += [sample_record(f"q{i}", task="question", human_success=False,
+                                  judge={"score": 0.6, "model": "m"}) for i in range(4)]
+        labeled = write_jsonl(tmp_path / "labeled.jsonl", records)
+        rule = tmp_path / "rule.yaml"
+        rule.write_text(json.dumps({
+            "apiVersion": "canary.llmops.dev/v1alpha1", "kind": "CanaryRule",
+            "metadata": {"name": "demo"},
+            "spec": {"targetRef": {"name": "demo"}, "canary": {"image": "demo:2"},
+                     "steps": [{"weight": 50}],
+                     "analysis": {"guards": [{"name": "s", "metric": "taskSuccess",
+                                              "tolerance": -0.05}]},
+                     "judge": {"model": "m", "thresholds": [
+                         {"task": "open-ended", "threshold": 0.5}]}}}))
+        per_task = invoke("calibrate", "--labeled", str(labeled), "--rule", str(rule),
+                          "-o", "json")
+        assert per_task.exit_code == 0, per_task.output
+        assert json.loads(per_task.stdout)["agreement"] == 1.0
+        flat = invoke("calibrate", "--labeled", str(labeled), "--rule", str(rule),
+                      "--threshold", "0.7", "-o", "json")
+        assert json.loads(flat.stdout)["agreement"] == 0.5
 
 class TestHonestCost:
     def test_self_hosted_reports_tokens_and_no_cost(

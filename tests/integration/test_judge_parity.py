@@ -5,28 +5,31 @@ The real library runs against the scripted OpenAI-compatible server (through Lit
 prompts from the ``[[judge: ...]]`` marker. Our judge, in ``thorough`` mode with
 ``aggregation: evalLib``, judges the same interactions against the same server. Scores
 and pass/fail must be identical over a grid of verdict combinations and temperatures;
-the formula itself is also checked against ``eval_lib.utils.score_agg`` property-based.
+the formula itself is also checked against ``eval_lib.utils.score_agg`` on random cases.
+
+The library runs in its own virtual environment (``.venvs/eval-lib``, made by
+``.ci/run``; override with ``EVAL_LIB_PYTHON``) through tests/support/eval_lib_reference.py:
+it pins ``openai<3`` through LiteLLM, and the product must be tested with the openai
+client users get.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import importlib
-import io
 import itertools
+import json
 import os
-from collections.abc import Iterator
-from types import ModuleType
+import random
+import subprocess
+from pathlib import Path
 from typing import Any
 
 import pytest
 from canary_playground.scripted_judge import ScriptedJudge, sample_record
-from hypothesis import given, settings
-from hypothesis import strategies as st
 
 from controller.judge import Judge, Judged, JudgeSettings, VerdictCache, eval_lib_score
 from controller.models import Aggregation, Level, Sample
+from tests.support import ROOT
 
 LEVELS = [lv.value for lv in Level]
 TEMPERATURES = (0.1, 0.3, 0.5, 0.7, 1.0)
@@ -34,49 +37,43 @@ THRESHOLD = 0.7
 # Every multiset of 1-3 verdicts (the order changes neither formula): 5 + 15 + 35 = 55.
 GRID = [combo for m in (1, 2, 3) for combo in itertools.combinations_with_replacement(LEVELS, m)]
 KEY = "sk-parity-test-key"
+REFERENCE = ROOT / "tests" / "support" / "eval_lib_reference.py"
 
 
-def _import(module: str) -> ModuleType:
-    # LiteLLM fetches a price map from the internet at import unless told to use its copy.
-    os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
-    return importlib.import_module(module)
+def _python() -> str:
+    """The reference venv's interpreter; skip locally, fail in CI, when it is missing."""
+    path = os.environ.get("EVAL_LIB_PYTHON") or str(ROOT / ".venvs" / "eval-lib" / "bin" /
+                                                    "python")
+    if not Path(path).exists():
+        why = f"eval-ai-library's venv is missing ({path}); .ci/run creates it"
+        if os.environ.get("CI", "").lower() in ("1", "true", "yes"):
+            pytest.fail(why, pytrace=False)
+        pytest.skip(why)
+    return path
 
 
-@pytest.fixture(scope="module")
-def eval_lib() -> ModuleType:
-    return _import("eval_lib")
-
-
-@pytest.fixture(scope="module")
-def reference_env(judge_server: ScriptedJudge) -> Iterator[ScriptedJudge]:
-    """LiteLLM (inside eval_lib) reads the OpenAI base URL and key from the environment."""
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("OPENAI_BASE_URL", judge_server.base_url)
-        mp.setenv("OPENAI_API_KEY", KEY)
-        yield judge_server
+def reference(request: dict[str, Any]) -> Any:
+    env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "VIRTUAL_ENV")}
+    run = subprocess.run([_python(), str(REFERENCE)], input=json.dumps(request), text=True,
+                         capture_output=True, timeout=600, env=env)
+    assert run.returncode == 0, run.stderr[-3000:]
+    return json.loads(run.stdout)
 
 
 def _text(levels: tuple[str, ...]) -> str:
     return f"Please sort out my invoice. [[judge: {','.join(levels)}]]"
 
 
-def reference_scores(eval_lib: ModuleType, temperature: float) -> dict[tuple[str, ...], Any]:
-    """eval_lib's result for every grid point at one temperature."""
-
-    async def one(levels: tuple[str, ...]) -> dict[str, Any]:
-        metric = eval_lib.TaskSuccessRateMetric(
-            model="gpt-4o-mini", threshold=THRESHOLD, temperature=temperature
-        )
-        case = eval_lib.EvalTestCase(input=_text(levels), actual_output="Done: refunded.")
-        result: dict[str, Any] = await metric.evaluate(case)
-        return result
-
-    async def run() -> list[dict[str, Any]]:
-        return await asyncio.gather(*(one(levels) for levels in GRID))
-
-    with contextlib.redirect_stdout(io.StringIO()):  # the metric prints every result
-        results = asyncio.run(run())
-    return dict(zip(GRID, results, strict=True))
+def reference_scores(srv: ScriptedJudge, temperatures: tuple[float, ...]
+                     ) -> dict[tuple[float, tuple[str, ...]], dict[str, Any]]:
+    """eval_lib's result for every grid point at each temperature (one process)."""
+    points = [(t, levels) for t in temperatures for levels in GRID]
+    answers = reference({
+        "op": "metric", "base_url": srv.base_url, "api_key": KEY, "model": "gpt-4o-mini",
+        "threshold": THRESHOLD,
+        "cases": [{"input": _text(levels), "output": "Done: refunded.", "temperature": t}
+                  for t, levels in points]})
+    return dict(zip(points, answers, strict=True))
 
 
 def our_scores(
@@ -104,22 +101,17 @@ def our_scores(
     return dict(zip(GRID, results, strict=True))
 
 
-def test_thorough_mode_reproduces_eval_lib_on_the_grid(
-    eval_lib: ModuleType, reference_env: ScriptedJudge
-) -> None:
-    srv = reference_env
-    srv.reset()
+def test_thorough_mode_reproduces_eval_lib_on_the_grid(judge: ScriptedJudge) -> None:
+    srv = judge
+    ref = reference_scores(srv, TEMPERATURES)
     cache = VerdictCache(":memory:")
     mismatches = []
     for temperature in TEMPERATURES:
-        ref = reference_scores(eval_lib, temperature)
         ours = our_scores(srv, temperature, cache)
         for levels in GRID:
-            r, o = ref[levels], ours[levels]
-            log = r["evaluation_log"]
+            r, o = ref[(temperature, levels)], ours[levels]
             # the library really judged the scripted verdicts (partial = our partially)
-            got = [v["verdict"] for v in log["verdicts"]]
-            assert got == ["partial" if lv == "partially" else lv for lv in levels]
+            assert r["verdicts"] == ["partial" if lv == "partially" else lv for lv in levels]
             assert [v.verdict.value for v in o.verdict.verdicts] == list(levels)
             if (r["score"], r["success"]) != (o.verdict.score, o.success):
                 mismatches.append((temperature, levels, r["score"], o.verdict.score))
@@ -131,36 +123,27 @@ def test_thorough_mode_reproduces_eval_lib_on_the_grid(
     assert len(srv.stats.requests) - len(ours_calls) == 4 * len(GRID) * len(TEMPERATURES)
 
 
-def test_the_issue_examples_pass_and_fail_as_in_eval_lib(
-    eval_lib: ModuleType, reference_env: ScriptedJudge
-) -> None:
+def test_the_issue_examples_pass_and_fail_as_in_eval_lib(judge: ScriptedJudge) -> None:
     """Issue 12: at eval_lib's default temperature (0.5) mostly,mostly,minor passes at 0.7."""
-    srv = reference_env
-    srv.reset()
-    ref = reference_scores(eval_lib, 0.5)
-    ours = our_scores(srv, 0.5, VerdictCache(":memory:"))
-    assert ref[("mostly", "mostly", "minor")]["score"] == 0.7
+    ref = reference_scores(judge, (0.5,))
+    ours = our_scores(judge, 0.5, VerdictCache(":memory:"))
+    assert ref[(0.5, ("mostly", "mostly", "minor"))]["score"] == 0.7
     assert ours[("mostly", "mostly", "minor")].success
-    assert ref[("fully", "none")]["score"] == ours[("fully", "none")].verdict.score == 0.4204
+    assert ref[(0.5, ("fully", "none"))]["score"] == ours[("fully", "none")].verdict.score \
+        == 0.4204
 
 
-@settings(max_examples=300, deadline=None, derandomize=True)
-@given(
-    st.lists(st.sampled_from([1.0, 0.9, 0.7, 0.3, 0.0]), min_size=1, max_size=10),
-    st.floats(min_value=0.1, max_value=1.0),
-)
-def test_formula_is_the_library_formula(scores: list[float], temperature: float) -> None:
-    """Bit-for-bit: same operations, same rounding, any number of criteria."""
-    utils = _import("eval_lib.utils")
-    assert eval_lib_score(scores, temperature) == utils.score_agg(scores, temperature=temperature)
-
-
-def test_formula_at_the_exponent_edges() -> None:
-    utils = _import("eval_lib.utils")
-    # p = 0 (geometric mean) sits at T = 0.1 + 0.9 * 8 / 20.25
+def test_formula_is_the_library_formula() -> None:
+    """Bit-for-bit: same operations, same rounding, any number of criteria (300 random
+    cases), and at the exponent's edges (p = 0, the geometric mean, sits at
+    T = 0.1 + 0.9 * 8 / 20.25)."""
+    rng = random.Random(12)
+    cases = [{"scores": [rng.choice([1.0, 0.9, 0.7, 0.3, 0.0])
+                         for _ in range(rng.randint(1, 10))],
+              "temperature": rng.uniform(0.1, 1.0)} for _ in range(300)]
     special = [0.1, 0.1 + 0.9 * 8 / 20.25, 0.5, 1.0, 0.4555, 0.4556]
-    for temperature in special:
-        for scores in ([1.0, 0.0], [0.3, 0.3, 0.0], [0.9, 0.7], [0.0], [1.0] * 6 + [0.0]):
-            assert eval_lib_score(scores, temperature) == utils.score_agg(
-                scores, temperature=temperature
-            )
+    cases += [{"scores": scores, "temperature": t} for t in special
+              for scores in ([1.0, 0.0], [0.3, 0.3, 0.0], [0.9, 0.7], [0.0], [1.0] * 6 + [0.0])]
+    expected = reference({"op": "score_agg", "cases": cases})
+    ours = [eval_lib_score(c["scores"], c["temperature"]) for c in cases]
+    assert ours == expected

@@ -332,3 +332,24 @@ def test_the_judge_cache_keeps_only_its_newest_verdicts(tmp_path: Path) -> None:
         assert len(cache) == 10 and cache.get("k29") == {"n": 29} and cache.get("k0") is None
     finally:
         cache.close()
+
+
+def test_a_version_2_file_gains_the_new_columns_and_tables_in_place(tmp_path: Path) -> None:
+    """A store written before quarantine and feedback windows existed opens as is."""
+    import sqlite3
+
+    path = tmp_path / "v2.db"
+    with SampleStore(path) as store:
+        store.insert_many([sample(1), sample(2)])
+    db = sqlite3.connect(path)
+    db.executescript("""
+        DROP TABLE quarantine;
+        DROP INDEX samples_open;
+        ALTER TABLE samples DROP COLUMN feedback_closed;
+        PRAGMA user_version = 2;
+    """)
+    db.close()
+    with SampleStore(path) as store:
+        assert store.count(R) == 2
+        assert [c.sample_id for c in store.changes(R).changes] == ["s1", "s2"]
+        assert store.quarantined(R).count == 0

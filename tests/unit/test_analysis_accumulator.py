@@ -9,9 +9,24 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from controller.analysis import OTHER, RuleStatistics, StatisticsMismatch, metric_value
+from controller.analysis import (
+    OTHER,
+    RuleStatistics,
+    StatisticsMismatch,
+    evaluate,
+    measure_value,
+    metric_value,
+)
 from controller.analysis.accumulator import MAX_TRACKED
-from controller.models import CanaryRuleSpec, Cohort, Metric
+from controller.models import (
+    DEFAULT_THRESHOLD,
+    CanaryRuleSpec,
+    Cohort,
+    Metric,
+    Outcome,
+    success_threshold,
+)
+from controller.models.rule import ThresholdOverride
 
 from .test_analysis_support import make_sample, make_spec
 
@@ -37,21 +52,152 @@ def spec(**analysis: Any) -> CanaryRuleSpec:
 def test_trusted_completion_definition() -> None:
     sp = spec()
     tc = Metric.TRUSTED_COMPLETION
-    assert metric_value(sp, tc, make_sample(1)) == 1.0
-    assert metric_value(sp, tc, make_sample(1, score=0.69)) == 0.0  # below threshold
-    assert metric_value(sp, tc, make_sample(1, score=0.7)) == 1.0  # threshold is inclusive
-    assert metric_value(sp, tc, make_sample(1, policy_violation=True)) == 0.0
-    assert metric_value(sp, tc, make_sample(1, judge_policy=True)) == 0.0
-    assert metric_value(sp, tc, make_sample(1, correction_minutes=6.0)) == 0.0
-    assert metric_value(sp, tc, make_sample(1, correction_minutes=5.0)) == 1.0
-    assert metric_value(sp, tc, make_sample(1, latency_ms=3001.0)) == 0.0
-    assert metric_value(sp, tc, make_sample(1, cost_usd=0.06)) == 0.0
-    assert metric_value(sp, tc, make_sample(1, score=None)) is None  # unjudged: excluded
+
+    def ok(**kw: Any) -> Any:
+        kw.setdefault("judge_policy", False)
+        return metric_value(sp, tc, make_sample(1, **kw))
+
+    assert ok() == 1.0
+    assert ok(score=0.69) == 0.0  # below threshold
+    assert ok(score=0.7) == 1.0  # threshold is inclusive
+    assert ok(policy_violation=True) == 0.0
+    assert ok(judge_policy=True) == 0.0
+    assert ok(correction_minutes=6.0) == 0.0
+    assert ok(correction_minutes=5.0) == 1.0
+    assert ok(latency_ms=3001.0) == 0.0
+    assert ok(cost_usd=0.06) == 0.0
+    assert ok(fallback=True) == 0.0  # a fallback answer is not a completed task
+    assert ok(score=None) is None  # unjudged: excluded
     assert metric_value(sp, Metric.TASK_SUCCESS, make_sample(1, score=None)) is None
 
 
+def test_trusted_completion_is_complete_by_default() -> None:
+    """Finding 2: judge 0.9, latency 120 s, cost $9.99, fallback and no policy check was
+    trusted; now the fallback and the unknown policy result each make it untrusted."""
+    bare = make_spec([{"name": "t", "metric": "trustedCompletion", "tolerance": -0.02}])
+    tc = Metric.TRUSTED_COMPLETION
+    probe = make_sample(1, score=0.9, latency_ms=120_000.0, cost_usd=9.99, fallback=True)
+    assert metric_value(bare, tc, probe) == 0.0
+    assert metric_value(bare, tc, probe.model_copy(update={"fallback": False})) == 0.0
+    known = probe.model_copy(update={"fallback": False, "policy_violation": False})
+    assert metric_value(bare, tc, known) == 1.0  # no budgets set: validate warns about it
+
+    def with_trusted(**trusted: Any) -> CanaryRuleSpec:
+        return make_spec([{"name": "t", "metric": "trustedCompletion", "tolerance": -0.02}],
+                         trusted=trusted)
+
+    assert metric_value(with_trusted(allowFallback=True, unknownPolicy="trusted"), tc,
+                        probe) == 1.0
+    assert metric_value(with_trusted(unknownPolicy="exclude"), tc,
+                        probe.model_copy(update={"fallback": False})) is None
+    assert metric_value(with_trusted(latencyBudgetMs=60_000), tc, known) == 0.0
+
+
+def test_budgets_per_task_queue_and_risk_most_specific_wins() -> None:
+    sp = make_spec(
+        [{"name": "t", "metric": "trustedCompletion", "tolerance": -0.02}],
+        trusted={"latencyBudgetMs": 5000, "costBudgetUsd": 0.05, "unknownPolicy": "trusted",
+                 "budgets": [
+                     {"task": "summarise", "latencyMs": 20000},
+                     {"queue": "vip", "latencyMs": 2000, "costUsd": 0.2},
+                     {"task": "summarise", "queue": "vip", "latencyMs": 9000},
+                     {"risk": "high", "costUsd": 0.01},
+                 ]})
+    t = sp.analysis.trusted
+    assert t.budgets_for(None, "default", "low") == (5000, 0.05)
+    assert t.budgets_for("summarise", "default", "low") == (20000, 0.05)
+    assert t.budgets_for(None, "vip", "low") == (2000, 0.2)
+    assert t.budgets_for("summarise", "vip", "low") == (9000, 0.2)  # two selectors beat one
+    assert t.budgets_for("summarise", "vip", "high") == (9000, 0.2)  # earlier entry on a tie
+    assert t.budgets_for(None, "default", "high") == (5000, 0.01)
+    tc = Metric.TRUSTED_COMPLETION
+    assert metric_value(sp, tc, make_sample(1, task="summarise", latency_ms=15000.0)) == 1.0
+    assert metric_value(sp, tc, make_sample(1, latency_ms=15000.0)) == 0.0
+
+
+def test_judge_thresholds_per_task_and_queue() -> None:
+    sp = make_spec([{"name": "s", "metric": "taskSuccess", "tolerance": -0.02}])
+    judge = sp.judge.model_copy(update={"thresholds": [
+        ThresholdOverride(task="open-ended", threshold=0.5),
+        ThresholdOverride(queue="legal", threshold=0.9),
+        ThresholdOverride(task="open-ended", queue="legal", threshold=0.6)]})
+    sp = sp.model_copy(update={"judge": judge})
+    ts = Metric.TASK_SUCCESS
+    assert success_threshold(sp.judge, "open-ended", "default") == 0.5
+    assert success_threshold(sp.judge, None, "legal") == 0.9
+    assert success_threshold(sp.judge, "open-ended", "legal") == 0.6
+    assert success_threshold(None, "open-ended", "legal") == DEFAULT_THRESHOLD
+    assert metric_value(sp, ts, make_sample(1, score=0.55, task="open-ended")) == 1.0
+    assert metric_value(sp, ts, make_sample(1, score=0.55)) == 0.0
+    assert metric_value(sp, ts, make_sample(1, score=0.85, queue="legal")) == 0.0
+
+
+def test_correction_burden_per_output_waits_for_the_feedback_window() -> None:
+    sp = spec()
+    cb = Metric.CORRECTION_BURDEN
+    assert metric_value(sp, cb, make_sample(1)) is None  # pending
+    assert metric_value(sp, cb, make_sample(1, correction_minutes=4.0)) is None  # edit, pending
+    assert metric_value(sp, cb, make_sample(1, feedback_closed=True)) == 0.0
+    assert metric_value(sp, cb, make_sample(1, correction_minutes=4.0,
+                                            feedback_closed=True)) == 4.0
+    complete = spec(feedbackComplete=True)
+    assert metric_value(complete, cb, make_sample(1, correction_minutes=0.0)) == 0.0
+    assert metric_value(complete, cb, make_sample(1)) is None
+    acc = "correctionBurden:accepted"
+    assert measure_value(sp, acc, make_sample(1, feedback_closed=True, accepted=False)) is None
+    assert measure_value(sp, acc, make_sample(1, correction_minutes=2.0, feedback_closed=True,
+                                              accepted=True)) == (2.0, 1.0, False)
+    assert measure_value(sp, acc, make_sample(1, feedback_closed=True)) == (0.0, 1.0, False)
+
+
+def test_plausibility_cap_clips_means_and_counts_them() -> None:
+    sp = make_spec([{"name": "lat", "metric": "latency", "statistic": "mean",
+                     "tolerance": 0.1, "relative": True}], plausibilityCap={"latencyMs": 60000})
+    st_ = RuleStatistics(sp)
+    absurd = make_sample(1, latency_ms=86_400_000.0)  # one day: the largest valid latency
+    st_.add(absurd)
+    st_.add(make_sample(2, latency_ms=100.0))
+    m = st_.moments("latency", "all", Cohort.CANARY)
+    assert (m.n, m.clipped, m.mean) == (2, 1, 30050.0)
+    st_.remove(absurd)
+    assert st_.moments("latency", "all", Cohort.CANARY).clipped == 0
+
+
+def test_values_too_large_to_square_hold_a_mean_guard_and_never_fail_it() -> None:
+    """Defence in depth below the parser's bounds: a sum that overflows makes the mean
+    guard inconclusive (no usable variance), never a pass or a fail."""
+    sp = make_spec([{"name": "lat", "metric": "latency", "statistic": "mean",
+                     "tolerance": 0.1, "relative": True}], minSamplesPerCohort=20)
+    st_ = RuleStatistics(sp)
+    for i in range(40):
+        st_.add(make_sample(i, Cohort.BASELINE, latency_ms=1000.0 + i))
+        st_.add(make_sample(i, latency_ms=1000.0 + i))
+    st_.add(make_sample(99, latency_ms=1e308, validate=False))
+    (row, *_) = evaluate(sp, st_).guards
+    assert row.outcome is Outcome.INCONCLUSIVE
+    assert "too large to average" in row.reason
+
+
+def test_weighted_judge_metrics_are_hajek_and_unit_weights_change_nothing() -> None:
+    sp = spec()
+    plain, weighted = RuleStatistics(sp), RuleStatistics(sp)
+    rows = [(0.9, 1.0), (0.2, 4.0), (0.95, 1.0), (0.1, 4.0)]
+    for i, (score, w) in enumerate(rows):
+        s = make_sample(i, score=score)
+        plain.add(s)
+        weighted.add(s.model_copy(update={"judge": s.judge.model_copy(
+            update={"sampling_weight": w})}))
+    mp = plain.moments("taskSuccess", "all", Cohort.CANARY)
+    mw = weighted.moments("taskSuccess", "all", Cohort.CANARY)
+    assert mp.mean == 0.5 and mp.n_eff == 4 and not mp.weighted
+    assert mw.mean == pytest.approx(2 / 10)  # (1 + 1) / (1 + 4 + 1 + 4)
+    assert mw.n_eff == pytest.approx(100 / 34)
+    # fallback does not come from the judge: unweighted
+    assert not weighted.moments("fallbackRate", "all", Cohort.CANARY).weighted
+
+
 def test_unknown_cost_counts_for_everything_but_cost() -> None:
-    unknown = make_sample(1, cost_usd=None)
+    unknown = make_sample(1, cost_usd=None, judge_policy=False)
     sp = spec()
     assert metric_value(sp, Metric.COST, unknown) is None
     assert metric_value(sp, Metric.TRUSTED_COMPLETION, unknown) is None  # budget set: unknown
@@ -63,7 +209,7 @@ def test_unknown_cost_counts_for_everything_but_cost() -> None:
     stats.add(unknown)
     stats.add(make_sample(2, Cohort.BASELINE))
     assert set(stats.cells["cost"]["all"]) == {"baseline"}  # the unknown cost is left out
-    assert set(stats.cells["latency"]["all"]) == {"baseline", "canary"}
+    assert set(stats.cells["latency:hist"]["all"]) == {"baseline", "canary"}  # p95 latency
 
 
 def test_policy_metric_excludes_unknown() -> None:
@@ -86,7 +232,8 @@ def test_threshold_defaults_to_0_7_without_judge() -> None:
 def test_slices_and_counts() -> None:
     st_ = RuleStatistics(spec())
     st_.add(make_sample(1, queue="billing", risk="high", fallback=True, label="approve",
-                        decision="approve", task="refund", correction_minutes=2.0))
+                        decision="approve", task="refund", correction_minutes=2.0,
+                        feedback_closed=True))
     st_.add(make_sample(2, queue="tech", score=None))
     st_.add(make_sample(3, Cohort.BASELINE, queue="billing", judge_decision="reject",
                         label="approve"))
@@ -132,11 +279,11 @@ def test_values_beyond_tracking_limit_are_pooled() -> None:
 
 def test_delayed_feedback_replaces_contribution() -> None:
     st_ = RuleStatistics(spec())
-    old = make_sample(1)
+    old = make_sample(1, judge_policy=False)
     st_.add(old)
     assert st_.moments("trustedCompletion", "all", Cohort.CANARY).mean == 1.0
     new = old.model_copy(update={"correction_minutes": 30.0, "label": "approve",
-                                 "decision": "reject"})
+                                 "decision": "reject", "feedback_closed": True})
     st_.replace(old, new)
     assert st_.n_samples["canary"] == 1
     assert st_.moments("trustedCompletion", "all", Cohort.CANARY).mean == 0.0

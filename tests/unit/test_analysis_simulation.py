@@ -1,4 +1,4 @@
-"""Monte Carlo checks of the guarantees (DESIGN §3), looking at every interval.
+"""Monte Carlo checks of the guarantees, looking at every interval.
 
 - A/A at the tolerance boundary: the fraction of streams whose harmful-side bound EVER
   crosses the tolerance (after the burn-in decide.py applies) stays ≤ alpha, for every
@@ -185,10 +185,13 @@ SUPPORT_RULE: CanaryRuleSpec = load_rules(["rules/support-assistant.yaml"])[0][0
 QUEUES = ("general", "billing", "technical", "refunds")
 
 
-def _samples(rng: np.random.Generator, n: int, cohort: Cohort, start: int) -> list[Sample]:
+def _samples(rng: np.random.Generator, n: int, cohort: Cohort, start: int,
+             weights: tuple[float, float] = (1.0, 1.0)) -> list[Sample]:
+    """Healthy traffic; ``weights``: judge sampling weights of (high risk, the rest)."""
     queue = rng.choice(len(QUEUES), size=n, p=[0.47, 0.25, 0.2, 0.08])
     risk = rng.choice(3, size=n, p=[0.6, 0.3, 0.1])
     success = rng.random(n) < 0.9
+    tasks = rng.choice(len(TASKS), size=n, p=[0.6, 0.3, 0.1])
     label = rng.integers(0, 3, size=n)
     decision = np.where(rng.random(n) < 0.88, label, rng.integers(0, 3, size=n))
     labels = ("approve", "review", "reject")
@@ -200,22 +203,44 @@ def _samples(rng: np.random.Generator, n: int, cohort: Cohort, start: int) -> li
             latency_ms=float(1500 * rng.lognormal(0, 0.35)),
             cost_usd=float(0.004 * rng.lognormal(0, 0.25)),
             fallback=bool(rng.random() < 0.03), policy_violation=bool(rng.random() < 0.01),
-            decision=labels[decision[i]], label=labels[label[i]], task="question",
+            decision=labels[decision[i]], label=labels[label[i]],
+            task=TASKS[tasks[i]],
             correction_minutes=float(rng.exponential(1.0)) if rng.random() < 0.4 else None,
-            judge=RecordedVerdict(score=float(success[i])),
+            feedback_closed=True,  # in the past of the feedback window
+            judge=RecordedVerdict(score=float(success[i]), sampling_weight=weights[
+                0 if risk[i] == 2 else 1]),
         ))
     return out
 
 
-def _rollout(seed: int, per_look: int, looks: int) -> Action:
+TASKS = ("question", "refund_request", "complaint")
+
+
+def _family_rule() -> CanaryRuleSpec:
+    """The support rule plus what the newer statistics add to the family: a floor on
+    trusted completion just under its true rate (0.862), a required slice, a p95
+    ceiling, and the traffic-mix check (on by default)."""
+    raw = SUPPORT_RULE.model_dump(mode="json", by_alias=True, exclude_none=True)
+    guards = raw["analysis"]["guards"]
+    next(g for g in guards if g["name"] == "trusted-completion")["minimum"] = 0.85
+    next(g for g in guards if g["name"] == "fallback")["mustPass"] = ["risk=high"]
+    next(g for g in guards if g["name"] == "latency")["maximum"] = 4000.0
+    return CanaryRuleSpec.model_validate(raw)
+
+
+FAMILY_RULE = _family_rule()
+
+
+def _rollout(seed: int, per_look: int, looks: int, spec: CanaryRuleSpec = SUPPORT_RULE,
+             weights: tuple[float, float] = (1.0, 1.0)) -> Action:
     rng = np.random.default_rng(seed)
-    stats = RuleStatistics(SUPPORT_RULE)
+    stats = RuleStatistics(spec)
     for look in range(looks):
-        stats.enter_step(min(look // 4, len(SUPPORT_RULE.steps) - 1))  # windows at steps 2, 3
+        stats.enter_step(min(look // 4, len(spec.steps) - 1))  # windows at steps 2, 3
         for cohort in (Cohort.BASELINE, Cohort.CANARY):
-            for s in _samples(rng, per_look, cohort, look * per_look):
+            for s in _samples(rng, per_look, cohort, look * per_look, weights):
                 stats.add(s)
-        decision = evaluate(SUPPORT_RULE, stats)
+        decision = evaluate(spec, stats, estimate_needed=False)
         if decision.action is not Action.CONTINUE:
             return decision.action
     return Action.CONTINUE
@@ -223,13 +248,14 @@ def _rollout(seed: int, per_look: int, looks: int) -> Action:
 
 def test_family_wise_false_rollback_over_all_guards_and_queues() -> None:
     """Healthy canaries through every guard of rules/support-assistant.yaml (7 guards,
-    queue and risk slices, per-task F1, step windows), looking every 60 samples per
-    cohort."""
-    runs = 60
-    actions = [_rollout(seed, per_look=60, looks=12) for seed in range(runs)]
+    queue and risk slices, per-task F1, p95 latency, burden per output, step windows) plus
+    a floor, a ceiling, a required slice, the traffic-mix check and judge weights that
+    oversample high risk 2:1, looking every 60 samples per cohort."""
+    runs = 40
+    actions = [_rollout(seed, 60, 10, FAMILY_RULE, (1.0, 2.0)) for seed in range(runs)]
     rollbacks = actions.count(Action.ROLLBACK)
-    # alpha = 0.05: P(Binomial(60, 0.05) > 9) < 0.002
-    assert rollbacks <= 9, f"{rollbacks}/{runs} healthy rollouts rolled back"
+    # alpha = 0.05: P(Binomial(40, 0.05) > 7) < 0.002
+    assert rollbacks <= 7, f"{rollbacks}/{runs} healthy rollouts rolled back"
 
 
 @settings(max_examples=40, deadline=None, derandomize=True)

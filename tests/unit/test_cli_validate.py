@@ -74,3 +74,32 @@ def test_absurd_numbers_are_refused_with_the_field(tmp_path: Path) -> None:
         assert f"{path}[{i}]: spec.analysis.guards[0].tolerance:" in result.stderr
     assert f"{path}[3]: spec.analysis.interval:" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_shipped_rules_have_no_warnings() -> None:
+    result = canaryctl("validate", "-f", "rules/")
+    assert result.returncode == 0
+    assert "WARNING" not in result.stderr
+
+
+def test_weak_trusted_completion_warns_loudly_but_validates(tmp_path: Path) -> None:
+    """Finding 2: a trusted-completion guard with no latency or cost budget and no policy
+    source is valid, but validate says what it does not check (exit 0)."""
+    doc = yaml.safe_load((ROOT / "rules" / "minimal.yaml").read_text())
+    doc["spec"]["analysis"]["guards"] = [
+        {"name": "trusted", "metric": "trustedCompletion", "tolerance": -0.02},
+        {"name": "cost", "metric": "cost", "tolerance": 0.1, "relative": True}]
+    path = tmp_path / "weak.yaml"
+    path.write_text(yaml.safe_dump(doc))
+    result = canaryctl("validate", "-f", str(path))
+    assert result.returncode == 0, result.stderr
+    assert "ok   " in result.stdout
+    lines = [x for x in result.stderr.splitlines() if x.startswith("WARNING")]
+    assert len(lines) == 4
+    assert any("does not check latency" in x for x in lines)
+    assert any("does not check cost" in x for x in lines)
+    assert any("no policy source (judge.policy is unset)" in x for x in lines)
+    assert any("plausibilityCap" in x and "(cost)" in x for x in lines)
+    assert "spec.analysis.guards[0] (trusted)" in lines[0]
+    report = json.loads(canaryctl("validate", "-f", str(path), "-o", "json").stdout)
+    assert len(report["warnings"]) == 4 and report["errors"] == []

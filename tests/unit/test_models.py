@@ -185,3 +185,53 @@ def test_duration_parser_never_crashes(text: str) -> None:
         assert parse_duration(text) > 0
     except ValueError as exc:
         assert "duration" in str(exc)
+
+
+@pytest.mark.parametrize(
+    ("guard", "path", "reason"),
+    [
+        ({"metric": "fallbackRate", "tolerance": 0.02, "statistic": "p95"},
+         "statistic", "quantiles are for metrics latency and cost"),
+        ({"metric": "fbeta", "tolerance": -0.02}, "beta", "is required for metric 'fbeta'"),
+        ({"metric": "f1", "tolerance": -0.02, "beta": 2}, "beta", "is only for metric 'fbeta'"),
+        ({"metric": "latency", "tolerance": 0.1, "label": "x"}, "label", "only for metrics"),
+        ({"metric": "latency", "tolerance": 0.1, "per": "acceptedOutput"}, "per",
+         "only for metric 'correctionBurden'"),
+        ({"metric": "taskSuccess", "tolerance": -0.02, "minimum": 1.5}, "minimum",
+         "not a rate between 0 and 1"),
+        ({"metric": "latency", "tolerance": 0.1, "minimum": 900, "maximum": 800}, "maximum",
+         "below minimum"),
+        ({"metric": "fallbackRate", "tolerance": 0.02, "mustPass": ["risk=high"]},
+         "mustPass[0]", "not a slicing dimension"),
+        ({"metric": "fallbackRate", "tolerance": 0.02, "groupBy": ["risk"],
+          "mustPass": ["risk=severe"]}, "mustPass[0]", "risk is one of"),
+        ({"metric": "latency", "tolerance": 0.1, "minimum": float("inf")}, "minimum",
+         "finite"),
+    ],
+)
+def test_guard_variants_are_checked(guard: dict[str, Any], path: str, reason: str) -> None:
+    doc = _support()
+    doc["spec"]["analysis"]["guards"] = [{"name": "g", **guard}]
+    errors = _errors(doc)
+    assert any(e.startswith(f"spec.analysis.guards[0].{path}") and reason in e
+               for e in errors), errors
+
+
+def test_must_pass_accepts_tasks_for_decision_metrics_and_whole_dimensions() -> None:
+    doc = _support()
+    doc["spec"]["analysis"]["guards"] = [
+        {"name": "f1", "metric": "recall", "label": "escalate", "tolerance": -0.02,
+         "mustPass": ["task", "task=claims"]},
+        {"name": "fb", "metric": "fallbackRate", "tolerance": 0.02, "groupBy": ["risk"],
+         "mustPass": ["risk"]}]
+    result = parse_rule(doc, "x.yaml", 0)
+    assert not isinstance(result, list), result
+
+
+def test_budget_and_threshold_entries_need_a_selector() -> None:
+    doc = _support()
+    doc["spec"]["analysis"]["trusted"]["budgets"] = [{"latencyMs": 100}]
+    assert any("needs a task, queue or risk" in e for e in _errors(doc))
+    doc = _support()
+    doc["spec"]["judge"]["thresholds"] = [{"threshold": 0.5}]
+    assert any("needs a task or a queue" in e for e in _errors(doc))
