@@ -37,7 +37,8 @@ from typing import Any
 import httpx
 
 from controller.actuator import rules
-from controller.actuator.client import connect
+from controller.actuator.client import Kube, connect
+from controller.actuator.errors import KubeError
 from controller.conventions import INGEST_AUDIENCE, JUDGE_KEY_LABEL
 from controller.models import CanaryRuleStatus, Phase
 
@@ -128,13 +129,14 @@ def target_deployment() -> dict[str, Any]:
 
 
 class Traffic:
-    """Posts samples from both cohorts in proportion to the current weight, and counts
-    requests in the exporter; stops by itself at ``stop`` or after ``limit`` seconds."""
+    """Posts samples from both cohorts in proportion to the canary's share of available
+    pods (what a Service in front of both Deployments does), and counts requests in the
+    exporter; stops by itself at ``stop`` or after ten minutes."""
 
-    def __init__(self, url: str, scenario: str, weight: Callable[[], int],
+    def __init__(self, url: str, scenario: str, share: Callable[[], float],
                  exporter: Exporter | None, seed: int = 7, rate: int = 160,
                  token: str | None = None) -> None:
-        self.url, self.weight, self.exporter = url, weight, exporter
+        self.url, self.share, self.exporter = url, share, exporter
         self.headers = {"Authorization": f"Bearer {token}"} if token else {}
         self.behaviour = behaviours(scenario)
         self.rng = random.Random(seed)
@@ -172,11 +174,11 @@ class Traffic:
         i = 0
         deadline = time.monotonic() + 600
         while not self.stop.is_set() and time.monotonic() < deadline:
-            w = max(1, min(99, self.weight()))
-            # the judge samples both cohorts equally; traffic follows the weight
+            share = self.share()
+            # the judge samples both cohorts equally; traffic follows the pods
             batch = []
             for _ in range(max(2, self.rate // 4)):
-                cohort = "canary" if self.rng.random() < max(w, 30) / 100 else "baseline"
+                cohort = "canary" if self.rng.random() < share else "baseline"
                 batch.append(self._record(i, cohort))
                 i += 1
             try:
@@ -186,6 +188,20 @@ class Traffic:
             except httpx.HTTPError:
                 pass
             self.stop.wait(0.25)
+
+
+def _available(kube: Kube, name: str) -> int:
+    try:
+        dep = kube.request("GET", f"/apis/apps/v1/namespaces/{NS}/deployments/{name}")
+    except KubeError:
+        return 0
+    return int((dep.get("status") or {}).get("availableReplicas") or 0)
+
+
+def _canary_share(kube: Kube) -> float:
+    """The canary's share of available pods: its share of the Service's traffic."""
+    canary, target = _available(kube, f"{NAME}-canary"), _available(kube, NAME)
+    return canary / (canary + target) if canary + target else 0.0
 
 
 @dataclass
@@ -244,16 +260,15 @@ def run_demo(scenario: str, *, on_update: Callable[[dict[str, Any]], None] | Non
         token = emu.issue_token(f"{NS}/default", audiences=[INGEST_AUDIENCE])
 
         current: dict[str, Any] = {}
+        pods = {"share": 0.0}
 
-        def weight() -> int:
-            return int((current.get("status") or {}).get("weight") or 0)
-
-        traffic = Traffic(url, scenario, weight, exporter, token=token)
+        traffic = Traffic(url, scenario, lambda: pods["share"], exporter, token=token)
         traffic.start()
         cleanup.callback(traffic.join)
         deadline = time.monotonic() + timeout
         while True:
             current = rules.get_rule(kube, NS, NAME)
+            pods["share"] = _canary_share(kube)
             if on_update is not None:
                 on_update(current)
             phase = _phase(current)

@@ -117,14 +117,19 @@ def rule_manifest(judge_url: str, **analysis: Any) -> dict[str, Any]:
 
 
 def records(n: int, *, canary_verdict: str = "fully,mostly", start: int = 0,
-            prefix: str = "s") -> list[dict[str, Any]]:
+            prefix: str = "s", baseline_per_canary: int = 1) -> list[dict[str, Any]]:
+    """``n`` canary samples and ``baseline_per_canary`` baseline samples for each: traffic
+    splits as the pods do (a 25% canary sees one request in four)."""
     out = []
     now = time.time()
     for i in range(start, start + n):
-        for cohort in ("baseline", "canary"):
+        cohorts = [("canary", f"{prefix}-canary-{i}")] + [
+            ("baseline", f"{prefix}-baseline-{i}" + (f"-{j}" if j else ""))
+            for j in range(baseline_per_canary)]
+        for cohort, sid in cohorts:
             verdict = canary_verdict if cohort == "canary" else "fully,mostly"
             out.append({
-                "id": f"{prefix}-{cohort}-{i}", "rule": "bot", "cohort": cohort,
+                "id": sid, "rule": "bot", "cohort": cohort,
                 "ts": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(now + 5)),
                 "queue": ("billing", "general")[i % 2],
                 "input": f"question {i}", "output": f"answer {i} [[judge: {verdict}]]",
@@ -160,10 +165,15 @@ def feed_until_promoted(c: Controller, kube: Kube, n: int = 150, *, start: int =
     while phase(kube) != "Succeeded":
         current = status_of(kube).get("currentStep", 0)
         if current != step and phase(kube) == "Progressing":
-            assert c.post_samples(records(n, start=start + posted)).status_code == 200
+            weight = max(1, int(status_of(kube).get("weight") or 50))
+            per = max(1, round((100 - weight) / weight))
+            assert c.post_samples(records(n, start=start + posted,
+                                          baseline_per_canary=per)).status_code == 200
             posted, step = posted + n, current
         if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for promotion\n{c.logs()[-4000:]}")
+            st = status_of(kube)
+            raise AssertionError(f"timed out waiting for promotion: {st.get('message')}\n"
+                                 f"{c.logs()[-4000:]}")
         time.sleep(0.2)
     return posted
 
@@ -276,7 +286,7 @@ def test_restart_mid_rollout_resumes_without_double_acting(
     setup(kube, judge, minSamplesPerCohort=150)
     first = controllers(name="first")
     wait_for("progressing", lambda: phase(kube) == "Progressing", first)
-    first.post_samples(records(80))
+    first.post_samples(records(80, baseline_per_canary=3))
     wait_for("samples counted", lambda: any(
         g.get("nCanary", 0) >= 80 for g in status_of(kube).get("guards", [])), first)
     first.kill()
@@ -287,7 +297,7 @@ def test_restart_mid_rollout_resumes_without_double_acting(
     time.sleep(2)
     writes = [r for r in emu.requests(mark, writes=True) if "/deployments" in r["path"]]
     assert writes == [], "a converged rollout must not be re-applied after a restart"
-    second.post_samples(records(80, start=80))
+    second.post_samples(records(80, start=80, baseline_per_canary=3))
     wait_for("step 2", lambda: status_of(kube).get("currentStep") == 1, second)
     more = feed_until_promoted(second, kube, 40, start=160)
     st = status_of(kube)
@@ -317,7 +327,7 @@ def test_prometheus_outage_holds_then_pauses_and_never_promotes(
     rules.apply_rule(kube, manifest)
     c = controllers()
     wait_for("progressing", lambda: phase(kube) == "Progressing", c)
-    c.post_samples(records(150))
+    c.post_samples(records(150, baseline_per_canary=3))
     wait_for("paused", lambda: phase(kube) == "Paused", c)
     st = status_of(kube)
     assert "promote" not in [h["action"] for h in st["history"]]

@@ -30,9 +30,12 @@ FULLNAME = f"{RELEASE}-llm-canary"
 # Oldest supported (Chart.yaml kubeVersion) and newest schemas shipped by kubernetes-validate.
 KUBE_VERSIONS = ("1.27.0", f"{kubernetes_validate.latest_version()}.0")
 
+# No image is published: the repository is required (the one the user builds and pushes to).
+REPOSITORY = "registry.example.com/team/llm-canary"
+BASE_VALUES: dict[str, Any] = {"image": {"repository": REPOSITORY}}
 CUSTOM: dict[str, Any] = {
     "replicaCount": 2,
-    "image": {"tag": "1.2.3", "pullPolicy": "Always"},
+    "image": {"repository": REPOSITORY, "tag": "1.2.3", "pullPolicy": "Always"},
     "controller": {"watchNamespace": "team-a", "logLevel": "debug"},
     "rbac": {"namespaced": True, "secrets": {"resourceNames": ["judge-key"]}},
     "ingest": {"maxInflightRequests": 4},
@@ -51,10 +54,21 @@ CUSTOM: dict[str, Any] = {
 # --------------------------------------------------------------------------- helpers
 
 
-def render(values: dict[str, Any] | None = None) -> dict[str, str]:
-    """Template path -> rendered text, exactly what `helm template` would print."""
+def merged(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
+    """``over`` deep-merged onto ``base`` (as Helm merges --set onto values)."""
+    out = dict(base)
+    for k, v in over.items():
+        out[k] = merged(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
+    return out
+
+
+def render(values: dict[str, Any] | None = None, *, base: dict[str, Any] | None = None
+           ) -> dict[str, str]:
+    """Template path -> rendered text, exactly what `helm template` would print, with the
+    required image repository set (``base``) unless the test says otherwise."""
     with helm_python.Chart.load(CHART) as chart:
-        return chart.render(values or {}, name=RELEASE, namespace=NAMESPACE)
+        return chart.render(merged(BASE_VALUES if base is None else base, values or {}),
+                            name=RELEASE, namespace=NAMESPACE)
 
 
 def objects(rendered: dict[str, str]) -> list[dict[str, Any]]:
@@ -145,12 +159,23 @@ def custom_docs(custom_render: dict[str, str]) -> list[dict[str, Any]]:
 # --------------------------------------------------------------------------- lint and schemas
 
 
-@pytest.mark.parametrize("values", [None, CUSTOM], ids=["default", "custom"])
-def test_helm_lint_passes_strictly(values: dict[str, Any] | None) -> None:
+@pytest.mark.parametrize("values", [BASE_VALUES, CUSTOM], ids=["default", "custom"])
+def test_helm_lint_passes_strictly(values: dict[str, Any]) -> None:
     report = helm_python.lint(CHART, values, strict=True, namespace=NAMESPACE)
     assert report["total_charts_linted"] == 1
     assert report["errors"] == []
     assert [m for m in report["messages"] if m["severity"] >= 2] == []
+
+
+@pytest.mark.parametrize("image", [{}, {"repository": ""}, {"tag": "1.2.3"}])
+def test_image_repository_is_required(image: dict[str, Any]) -> None:
+    """No image is published, so there is no default repository that would not exist: the
+    chart refuses to render without one and says how to get an image."""
+    with pytest.raises(helm_python.HelmError) as failure:
+        render({"image": image}, base={})
+    message = str(failure.value)
+    assert "image.repository is required" in message
+    assert "scripts/build-image" in message
 
 
 @pytest.mark.parametrize("variant", ["default", "custom"])
@@ -343,7 +368,7 @@ def test_controller_command_flags_probes_and_env(default_docs: list[dict[str, An
     assert not [a for a in c["args"] if a.startswith("--namespace")]
     assert c["args"][:3] == ["--port=8080", "--store=/data/samples.db", "--leader-elect"]
     assert "--log-level=info" in c["args"]
-    assert c["image"] == "ghcr.io/llm-canary/llm-canary:0.1.0"  # tag defaults to appVersion
+    assert c["image"] == f"{REPOSITORY}:0.1.0"  # tag defaults to appVersion
     assert c["ports"] == [{"name": "http", "containerPort": 8080, "protocol": "TCP"},
                           {"name": "metrics", "containerPort": 9090, "protocol": "TCP"}]
     assert c["livenessProbe"]["httpGet"] == {"path": "/healthz", "port": "metrics"}

@@ -8,7 +8,7 @@ import sys
 import zipfile
 from pathlib import Path
 
-from tests.support import ROOT
+from tests.support import PRODUCT_PACKAGES, ROOT
 
 
 def test_product_wheel_has_no_test_doubles(tmp_path: Path) -> None:
@@ -20,7 +20,7 @@ def test_product_wheel_has_no_test_doubles(tmp_path: Path) -> None:
     (wheel,) = tmp_path.glob("llm_canary-*.whl")
     names = zipfile.ZipFile(wheel).namelist()
     packages = {n.split("/", 1)[0] for n in names if "/" in n and ".dist-info" not in n}
-    assert packages == {"controller", "llm_canary"}, packages
+    assert packages == PRODUCT_PACKAGES, packages
     assert not [n for n in names if "playground" in n or "emulator" in n or "scripted" in n]
     assert "controller/cli/plugins.py" in names
     assert {"llm_canary/reporter.py", "llm_canary/py.typed"} <= set(names)
