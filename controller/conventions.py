@@ -27,6 +27,17 @@ pods, a target running a template not yet accepted): deleting the rule then rest
 target and removes the canary first. A finished rule carries none, so deleting it is
 instant."""
 
+# -- Secrets the controller may use --------------------------------------------------------
+JUDGE_KEY_LABEL = PREFIX + "judge-key"
+"""A Secret holds a judge API key for llm-canary only with this label set to ``"true"``:
+a rule can name a Secret, but only one its namespace's owner marked for the judge is read
+(any other is refused after the read, before its value is used)."""
+
+# -- ingestion ------------------------------------------------------------------------------
+INGEST_AUDIENCE = "llm-canary"
+"""The audience of the projected ServiceAccount tokens clients send to the ingestion API
+(a token for the Kubernetes API itself is refused: it would be replayable there)."""
+
 # -- the canary / holdback Deployments and their pods ----------------------------------------
 COHORT_LABEL = PREFIX + "cohort"
 """On canary pods (value ``canary``) and holdback pods (``holdback``); the target's pods do

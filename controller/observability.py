@@ -114,6 +114,19 @@ SAMPLES_INGESTED = Counter(
     ["result"],
     registry=REGISTRY,
 )
+STORE_QUARANTINED = Counter(
+    "llmcanary_store_quarantined",
+    "Stored samples that could not be read back and were moved to quarantine.",
+    ["namespace", "rule"],
+    registry=REGISTRY,
+)
+HTTP_REQUESTS = Counter(
+    "llmcanary_http_requests",
+    "HTTP requests answered, by endpoint and status code (429: back-pressure, 503: not the "
+    "leader or not ready to ingest, 401/403: refused callers).",
+    ["endpoint", "code"],
+    registry=REGISTRY,
+)
 RECONCILE_SECONDS = Histogram(
     "llmcanary_reconcile_duration_seconds",
     "Time per reconcile.",
@@ -127,9 +140,16 @@ TICK_SECONDS = Histogram(
 )
 TICK_LATENESS = Histogram(
     "llmcanary_tick_lateness_seconds",
-    "How late an analysis tick started.",
+    "From an analysis tick's scheduled time to the start of the analysis that covered it "
+    "(skipped ticks included: as late as the tick that finally ran).",
     registry=REGISTRY,
-    buckets=(0.01, 0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10, 30),
+    buckets=(0.01, 0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10, 30, 60, 300),
+)
+TICKS_SKIPPED = Counter(
+    "llmcanary_ticks_skipped",
+    "Scheduled analysis ticks that never ran (the previous tick overran, or the scheduler "
+    "or its workers were busy); the next tick covers their samples.",
+    registry=REGISTRY,
 )
 LEADER = Gauge("llmcanary_leader", "1 while this replica holds the lease.", registry=REGISTRY)
 

@@ -20,8 +20,16 @@ from typing import Protocol
 from controller.engine import Observed, Operation
 from controller.models import CanaryRule, Feedback, PromQuery, RuleKey, Sample, Verdict
 from controller.models.base import JSON
+from controller.models.identity import ServiceAccountRef, TokenReviewResult
+from controller.models.rule import ModelPrice
 from controller.sources.counts import CountsResult
-from controller.sources.records import AwaitingVerdict, ChangeBatch, FeedbackResult, InsertResult
+from controller.sources.records import (
+    AwaitingVerdict,
+    ChangeBatch,
+    FeedbackResult,
+    InsertResult,
+    QuarantineReport,
+)
 
 __all__ = [
     "AwaitingVerdict",
@@ -31,8 +39,10 @@ __all__ = [
     "EvidenceLog",
     "FeedbackWindows",
     "JudgePort",
+    "RuleDirectory",
     "SampleLog",
     "SampleSink",
+    "TokenReviewer",
     "TrafficRouter",
     "VerdictLog",
 ]
@@ -73,6 +83,8 @@ class EvidenceLog(Protocol):
     def changes(
         self, key: RuleKey, after: int = 0, *, upto: int | None = None, limit: int = ...
     ) -> ChangeBatch: ...
+
+    def quarantined(self, key: RuleKey) -> QuarantineReport: ...
 
 
 class FeedbackWindows(Protocol):
@@ -131,3 +143,26 @@ class TrafficRouter(Protocol):
     def observe(self, rule: CanaryRule) -> Observed: ...
 
     def apply(self, rule: CanaryRule, operation: Operation) -> None: ...
+
+
+class TokenReviewer(Protocol):
+    """Who holds a bearer token, as the cluster's API server says (TokenReview)."""
+
+    def review(self, token: str, audiences: Sequence[str]) -> TokenReviewResult: ...
+
+
+class RuleDirectory(Protocol):
+    """Which rules exist and who may report for each, kept by the controller's watches.
+
+    ``reporters`` is None for a rule that does not exist; ``synced`` is False until the
+    first full list of rules and Deployments (before that, every answer would be a guess).
+    """
+
+    @property
+    def synced(self) -> bool: ...
+
+    def reporters(self, key: RuleKey) -> frozenset[ServiceAccountRef] | None: ...
+
+    def pricing(self, key: RuleKey) -> tuple[ModelPrice, ...]:
+        """The rule's ``spec.pricing`` (to cost OpenTelemetry spans)."""
+        ...

@@ -9,7 +9,6 @@
 - :mod:`.world`: what the cluster adapter observes and the operations it carries out.
 """
 
-from .builder import set_condition
 from .evidence import Evidence, evidence
 from .machine import deadline_reached, invalid, plan
 from .manual import ALLOWED, ManualAction, ManualError, ManualRequest, manual_request
@@ -56,7 +55,6 @@ __all__ = [
     "promoted_template",
     "ratio_warnings",
     "revision_of",
-    "set_condition",
     "spec_hash",
     "split",
     "strip_marks",

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from datetime import datetime, timedelta
-from typing import Literal
 
 from controller.models import (
     HISTORY_LIMIT,
@@ -61,30 +60,13 @@ class StatusWriter:
 
     def condition(self, kind: str, ok: bool, reason: str, message: str) -> bool:
         """Set a condition; True when its status changed (or it is new)."""
-        return set_condition(self.status, kind, ok, reason, message, self.now)
+        return self.status.set_condition(kind, ok, reason, message, self.now)
 
     def get_condition(self, kind: str) -> Condition | None:
         return next((c for c in self.status.conditions if c.type == kind), None)
 
     def plan(self) -> Plan:
         return Plan(self.status, self.ops, self.events, self.finalizer, self.waiting)
-
-
-def set_condition(status: CanaryRuleStatus, kind: str, ok: bool, reason: str, message: str,
-                  now: datetime) -> bool:
-    """Set a condition on ``status`` in place; True when its status changed or it is new
-    (the reconciler uses this too, for failed operations)."""
-    value: Literal["True", "False"] = "True" if ok else "False"
-    for c in status.conditions:
-        if c.type == kind:
-            changed = c.status != value
-            if changed:
-                c.last_transition_time = now
-            c.status, c.reason, c.message = value, reason, message
-            return changed
-    status.conditions.append(Condition(type=kind, status=value, reason=reason,
-                                       message=message, last_transition_time=now))
-    return True
 
 
 class Builder(StatusWriter):

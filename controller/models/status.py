@@ -134,4 +134,23 @@ class CanaryRuleStatus(OpenModel):
     statistics: dict[str, Any] = Field(
         default_factory=dict, description="Per-cohort sufficient statistics (mergeable)."
     )
+    quarantined_samples: int = Field(
+        default=0, description="Stored samples of this rule that could not be read back and "
+        "were set aside (reported once each as a SamplesQuarantined event)."
+    )
     message: str = ""
+
+    def set_condition(self, kind: str, ok: bool, reason: str, message: str,
+                      now: datetime) -> bool:
+        """Create or update the condition ``kind``; True when its status changed."""
+        value: Literal["True", "False"] = "True" if ok else "False"
+        for c in self.conditions:
+            if c.type == kind:
+                changed = c.status != value
+                if changed:
+                    c.last_transition_time = now
+                c.status, c.reason, c.message = value, reason, message
+                return changed
+        self.conditions.append(Condition(type=kind, status=value, reason=reason,
+                                         message=message, last_transition_time=now))
+        return True

@@ -69,10 +69,11 @@ from controller.models import (
     Verdict,
     parse_duration,
 )
+from controller.models.rule import VERDICT_METRICS
 from controller.models.verdict import TRANSIENT_REASONS, UnjudgedReason
 from controller.ports import CountsProvider, EvidenceLog, FeedbackWindows, JudgePort, VerdictLog
 from controller.sources.counts import Status
-from controller.sources.records import AwaitingVerdict, SampleChange
+from controller.sources.records import AwaitingVerdict, Quarantined, SampleChange
 
 log = logging.getLogger(__name__)
 
@@ -247,6 +248,8 @@ class AnalysisResult:
     notes: list[str] = field(default_factory=list)
     judge_outage: str | None = None
     """The judge step's outage this interval ("judge unavailable: ..."), if any."""
+    quarantined: tuple[Quarantined, ...] = ()
+    """Stored samples this look found unreadable: moved aside, not counted."""
 
 
 def load_statistics(rule: CanaryRule, status: CanaryRuleStatus) -> tuple[RuleStatistics, bool]:
@@ -279,28 +282,45 @@ def start_cursor(
     return samples.position_at(rule.key, evidence_since(evidence))
 
 
-def collect(
-    samples: EvidenceLog, rule: CanaryRule, cursor: int, upto: int
-) -> tuple[list[SampleChange], int]:
-    """The rule's changes after ``cursor`` up to ``upto`` (bounded per look)."""
-    changes: list[SampleChange] = []
-    while len(changes) < MAX_CHANGES_PER_LOOK:
-        batch = samples.changes(rule.key, after=cursor, upto=upto, limit=READ_BATCH)
-        changes.extend(batch.changes)
-        cursor = batch.cursor
+@dataclass
+class Collected:
+    changes: list[SampleChange]
+    cursor: int
+    quarantined: tuple[Quarantined, ...] = ()
+
+
+def collect(samples: EvidenceLog, rule: CanaryRule, cursor: int, upto: int) -> Collected:
+    """The rule's changes after ``cursor`` up to ``upto`` (bounded per look). Samples the
+    log could not read back are quarantined by it and skipped: one poisoned row never
+    halts the analysis of the rest."""
+    out = Collected([], cursor)
+    while len(out.changes) < MAX_CHANGES_PER_LOOK:
+        batch = samples.changes(rule.key, after=out.cursor, upto=upto, limit=READ_BATCH)
+        out.changes.extend(batch.changes)
+        out.quarantined += batch.quarantined
+        out.cursor = batch.cursor
         if not batch.more:
             break
-    return changes, cursor
+    return out
 
 
-def with_verdict(sample: Sample, verdict: Verdict | None) -> Sample:
-    """The sample as the analysis counts it: the controller's verdict, if it has one."""
-    if isinstance(verdict, RecordedVerdict):
-        return sample.model_copy(update={"judge": verdict})
-    return sample
+def with_verdict(sample: Sample, verdict: Verdict | None, *, client: bool = False) -> Sample:
+    """The sample as the analysis counts it. By default the verdict is the controller's
+    judge's (or none): a ``judge`` object the client sent is dropped, so a client can
+    neither promote a regression nor force a rollback with forged scores. With
+    ``verdicts: client`` the sample's own verdict counts as sent."""
+    if client:
+        return sample
+    judged = verdict if isinstance(verdict, RecordedVerdict) else None
+    if judged is None and sample.judge is None:
+        return sample
+    return sample.model_copy(update={"judge": judged})
 
 
-def fold(stats: RuleStatistics, changes: Sequence[SampleChange], evidence: Evidence) -> int:
+def fold(
+    stats: RuleStatistics, changes: Sequence[SampleChange], evidence: Evidence,
+    *, client_verdicts: bool = False,
+) -> int:
     """Add each change the evidence window admits to the statistics (a sample of another
     revision, or from before its cohort settled, is skipped for good: the window is fixed
     for the revision, so a later change of the same sample is skipped alike). Returns how
@@ -310,7 +330,7 @@ def fold(stats: RuleStatistics, changes: Sequence[SampleChange], evidence: Evide
         current = evidence.admit(c.current)
         if current is None:
             continue
-        current = with_verdict(current, c.verdict)
+        current = with_verdict(current, c.verdict, client=client_verdicts)
         if c.previous is None:
             stats.add(current)
             new += 1
@@ -320,7 +340,8 @@ def fold(stats: RuleStatistics, changes: Sequence[SampleChange], evidence: Evide
                 stats.add(current)
                 new += 1
             else:
-                stats.replace(with_verdict(previous, c.verdict_before), current)
+                stats.replace(
+                    with_verdict(previous, c.verdict_before, client=client_verdicts), current)
     return new
 
 
@@ -343,24 +364,42 @@ def analyse(
     # the step's own window starts when its pods were all available (engine.evidence)
     stats.enter_step(evidence.step, started_at=evidence.step_since)
     cursor = start_cursor(samples, rule, status, evidence, resumed=resumed)
-    changes, cursor = collect(samples, rule, cursor, judged.upto)
-    new = fold(stats, changes, evidence)
+    got = collect(samples, rule, cursor, judged.upto)
+    new = fold(stats, got.changes, evidence, client_verdicts=rule.spec.client_verdicts)
     errors = judged_guard_errors(rule, judged, judge_kappa)
     notes: list[str] = []
     if any(g.metric is Metric.PROMETHEUS for g in rule.spec.analysis.guards):
         count_events(rule, status, stats, counts, now, canary_share, errors, notes)
     decision = evaluate(rule.spec, stats, at=now, deadline_reached=deadline_reached,
                         errors=errors, expected_share=canary_share)
-    return AnalysisResult(decision, {"stats": stats.to_dict(), "cursor": cursor,
-                                     "log": samples.log_id()}, new, notes)
+    label_verdict_source(rule, decision)
+    return AnalysisResult(decision, {"stats": stats.to_dict(), "cursor": got.cursor,
+                                     "log": samples.log_id()}, new, notes,
+                          quarantined=got.quarantined)
+
+
+def label_verdict_source(rule: CanaryRule, decision: Decision) -> None:
+    """Say, per guard that rests on verdicts, whose verdicts they were."""
+    source = rule.spec.verdicts
+    for g in decision.guards:
+        if g.metric in VERDICT_METRICS:
+            g.verdicts = source
+
+
+NO_VERDICT_SOURCE = ("no verdicts: the rule has no spec.judge; add one, or set "
+                     "spec.verdicts: client to count the verdicts the application sends")
 
 
 def judged_guard_errors(
     rule: CanaryRule, judged: JudgeReport, kappa: float | None
 ) -> dict[str, str]:
-    """ERROR for the guards that rest on the judge, when the judge cannot be trusted or
-    was down this interval."""
+    """ERROR for the guards that rest on the judge, when the judge cannot be trusted, was
+    down this interval, or does not exist (and client verdicts are not accepted)."""
+    if rule.spec.client_verdicts:
+        return {}
     why = _judge_untrusted(rule, kappa) or judged.outage
+    if rule.spec.judge is None:
+        why = NO_VERDICT_SOURCE
     if why is None:
         return {}
     return {g.name: why for g in rule.spec.analysis.guards if rests_on_judge(rule, g.metric)}

@@ -37,7 +37,6 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from apscheduler.events import EVENT_JOB_SUBMITTED, JobSubmissionEvent
 from apscheduler.jobstores.base import JobLookupError
 from apscheduler.schedulers.background import BackgroundScheduler
 
@@ -48,11 +47,13 @@ from controller.actuator.retry import FAILURE, WATCH
 from controller.actuator.router import MANAGED_SELECTOR
 from controller.conventions import RULE_LABEL
 from controller.engine import Claim
+from controller.health import Health
 from controller.models import Phase, parse_duration
-from controller.observability import TICK_LATENESS
 from controller.supervisor import SUPERVISOR, Supervisor
 
+from .directory import Directory
 from .rollout import Deps, NotLeader, reconcile
+from .ticks import TickLedger
 
 log = logging.getLogger(__name__)
 
@@ -69,13 +70,6 @@ class Key:
 
     def __str__(self) -> str:
         return f"{self.namespace}/{self.name}"
-
-
-def _observe_lateness(event: JobSubmissionEvent) -> None:
-    """How late an analysis tick starts against its schedule (a histogram)."""
-    now = datetime.now(UTC)
-    for scheduled in event.scheduled_run_times:
-        TICK_LATENESS.observe(max(0.0, (now - scheduled).total_seconds()))
 
 
 class WorkQueue:
@@ -151,6 +145,8 @@ class Manager:
         workers: int = 2,
         interval_override: float | None = None,
         supervisor: Supervisor = SUPERVISOR,
+        directory: Directory | None = None,
+        health: Health | None = None,
     ) -> None:
         self.deps = deps
         self.kube = kube
@@ -172,6 +168,12 @@ class Manager:
         self._lock = threading.Lock()
         self.synced = threading.Event()
         deps.claims = self.claims
+        self.ticks = TickLedger()
+        self.directory = directory or Directory()
+        """Rules and their reporters, for the ingestion API (see :mod:`.directory`)."""
+        self.health = health or Health()
+        """The scheduler is watched while started (threads are the supervisor's: it restarts
+        them and reports one that keeps failing)."""
 
     # -- lifecycle -------------------------------------------------------------------
 
@@ -180,8 +182,9 @@ class Manager:
         self._stop = threading.Event()
         self._scheduler = BackgroundScheduler(timezone="UTC",
                                               job_defaults={"misfire_grace_time": None})
-        self._scheduler.add_listener(_observe_lateness, EVENT_JOB_SUBMITTED)
         self._scheduler.start()
+        scheduler = self._scheduler
+        self.health.watch("analysis scheduler", lambda: scheduler.running)
         self._spawn("watch-rules", lambda: self._watch_loop(
             "watch-rules", self._list_rules, self._rule_event, self._watch_rules))
         self._spawn("watch-deployments", lambda: self._watch_loop(
@@ -194,6 +197,7 @@ class Manager:
     def stop(self, timeout: float = 10.0) -> None:
         """Stop acting at once; watch streams are closed, threads joined."""
         self._stop.set()
+        self.health.unwatch("analysis scheduler")
         if self._scheduler is not None:
             self._scheduler.shutdown(wait=False)
             self._scheduler = None
@@ -214,6 +218,7 @@ class Manager:
         with self._lock:
             self._intervals.clear()
         self.synced.clear()
+        self.directory.reset()
 
     def running_threads(self) -> list[str]:
         return [t.name for t in self._threads if t.is_alive()]
@@ -280,6 +285,7 @@ class Manager:
 
     def _list_rules(self) -> str:
         items, rv = rules.list_rules(self.kube, self.namespace)
+        self.directory.replace_rules(items)
         seen = set()
         for obj in items:
             seen.add(self._key(obj))
@@ -303,6 +309,7 @@ class Manager:
         return Key(meta.get("namespace") or "default", meta["name"])
 
     def _rule_event(self, kind: str, obj: dict[str, Any]) -> None:
+        self.directory.rule_event(kind, obj)
         key = self._key(obj)
         if kind == "DELETED":
             self._forget(key)
@@ -340,6 +347,7 @@ class Manager:
         if self._scheduler is not None:
             with contextlib.suppress(JobLookupError):  # was never scheduled
                 self._scheduler.remove_job(str(key))
+        self.ticks.forget(str(key))
         log.info("rule %s deleted: analysis job removed", key)
 
     # -- analysis jobs ---------------------------------------------------------------
@@ -355,13 +363,15 @@ class Manager:
                 return
             self._intervals[key] = interval
             scheduler = self._scheduler
-        scheduler.add_job(
+        job = scheduler.add_job(
             self._tick, "interval", seconds=interval, args=[key], id=str(key),
             replace_existing=True, max_instances=1, coalesce=True,
         )
+        self.ticks.schedule(str(key), job.trigger.start_date, interval)
         log.info("analysis of %s every %ss", key, interval)
 
     def _tick(self, key: Key) -> None:
+        self.ticks.started(str(key), datetime.now(UTC))
         self._run(key, analyze=True)
 
     # -- workers ---------------------------------------------------------------------

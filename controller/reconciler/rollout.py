@@ -260,6 +260,8 @@ def _reconcile_once(
         judge=analysis.judge_outage if analysis else None,
         deleting=deleting, claimed_by=_claimed_by(deps, rule, status),
     )
+    if analysis is not None:
+        report_evidence_health(deps.samples, rule, plan, judged, now)
     result = _persist(deps, obj, plan, rule=rule)
     result.analysis = analysis
     return result
@@ -276,6 +278,24 @@ def _claimed_by(deps: Deps, rule: CanaryRule, status: CanaryRuleStatus) -> str |
         active=status.phase.active)
     chosen = engine.owner([*claims, me])
     return None if chosen == rule.metadata.name else chosen
+
+
+def report_evidence_health(
+    samples: SampleLog, rule: CanaryRule, plan: engine.Plan, judged: JudgeReport | None,
+    now: datetime,
+) -> None:
+    """A condition (and an Event when more appear) for stored samples the analysis had
+    to set aside as unreadable. (The judge's availability is the engine's condition.)"""
+    status = plan.status
+    report = samples.quarantined(rule.key)
+    if report.count > status.quarantined_samples and report.latest is not None:
+        new = report.count - status.quarantined_samples
+        message = (f"{new} stored sample(s) could not be read back and were set aside "
+                   f"({report.count} in all; latest {report.latest.sample_id!r}: "
+                   f"{report.latest.reason}); the analysis goes on without them")
+        plan.events.append(engine.Event("Warning", "SamplesQuarantined", message))
+        status.set_condition("SamplesReadable", False, "SamplesQuarantined", message, now)
+    status.quarantined_samples = report.count
 
 
 def _analyse(
@@ -373,7 +393,7 @@ def _report(deps: Deps, obj: dict[str, Any], failure: OperationFailed) -> Operat
         fresh = deps.cluster.get_rule(namespace, name)
         status = _status_of(fresh)
         before = _dump_status(status)
-        engine.set_condition(status, SYNCED, False, cause.reason or "Error", message,
+        status.set_condition(SYNCED, False, cause.reason or "Error", message,
                              deps.clock())
         if _dump_status(status) != before:  # a write would wake the rule's watch again
             deps.cluster.write_status(fresh, _dump_status(status))
@@ -389,7 +409,7 @@ def _synced_again(deps: Deps, namespace: str, name: str) -> None:
         _check_leader(deps)
         fresh = deps.cluster.get_rule(namespace, name)
         status = _status_of(fresh)
-        engine.set_condition(status, SYNCED, True, "Synced",
+        status.set_condition(SYNCED, True, "Synced",
                              "every operation went through", deps.clock())
         deps.cluster.write_status(fresh, _dump_status(status))
 

@@ -39,6 +39,7 @@ import httpx
 from controller.actuator import rules
 from controller.actuator.client import Kube, connect
 from controller.actuator.errors import KubeError
+from controller.conventions import INGEST_AUDIENCE, JUDGE_KEY_LABEL
 from controller.models import CanaryRuleStatus, Phase
 
 from .exporter import Exporter
@@ -134,9 +135,11 @@ class Traffic:
 
     def __init__(self, url: str, scenario: str, share: Callable[[], float],
                  exporter: Exporter | None, seed: int = 7, rate: int = 160,
-                 revision: Callable[[], str | None] = lambda: None) -> None:
+                 revision: Callable[[], str | None] = lambda: None,
+                 token: str | None = None) -> None:
         self.url, self.share, self.exporter = url, share, exporter
         self.revision = revision  # what a canary pod reads from CANARY_REVISION
+        self.headers = {"Authorization": f"Bearer {token}"} if token else {}
         self.behaviour = behaviours(scenario)
         self.rng = random.Random(seed)
         self.rate = rate  # samples per second over both cohorts
@@ -185,7 +188,8 @@ class Traffic:
                 batch.append(self._record(i, cohort))
                 i += 1
             try:
-                httpx.post(self.url + "/v1/samples", content=json.dumps(batch), timeout=5)
+                httpx.post(self.url + "/v1/samples", content=json.dumps(batch), timeout=5,
+                           headers=self.headers)
                 self.sent += len(batch)
             except httpx.HTTPError:
                 pass
@@ -248,15 +252,18 @@ def run_demo(scenario: str, *, on_update: Callable[[dict[str, Any]], None] | Non
         kube = connect(emu.kubeconfig)
         cleanup.callback(kube.close)
         kube.request("POST", f"/api/v1/namespaces/{NS}/secrets", body={
-            "apiVersion": "v1", "kind": "Secret", "metadata": {"name": "judge-key"},
+            "apiVersion": "v1", "kind": "Secret", "metadata": {
+                "name": "judge-key", "labels": {JUDGE_KEY_LABEL: "true"}},
             "stringData": {"api-key": DEMO_KEY}})
         kube.request("POST", f"/apis/apps/v1/namespaces/{NS}/deployments",
                      body=target_deployment())
         say("starting the controller and applying the CanaryRule ...")
         url = start_controller(procs, ControllerOptions(
             kubeconfig=emu.kubeconfig, store=str(workdir / "samples.db"),
-            analysis_interval="1s", resync=5))
+            analysis_interval="1s", resync=5, judge_base_url=judge_url))
         rules.apply_rule(kube, rule_manifest(judge_url, prom_url))
+        # the traffic reports as the target's pods would: their ServiceAccount's token
+        token = emu.issue_token(f"{NS}/default", audiences=[INGEST_AUDIENCE])
 
         current: dict[str, Any] = {}
         pods = {"share": 0.0}
@@ -264,7 +271,8 @@ def run_demo(scenario: str, *, on_update: Callable[[dict[str, Any]], None] | Non
         def revision() -> str | None:
             return (current.get("status") or {}).get("canaryRevision")
 
-        traffic = Traffic(url, scenario, lambda: pods["share"], exporter, revision=revision)
+        traffic = Traffic(url, scenario, lambda: pods["share"], exporter, revision=revision,
+                          token=token)
         traffic.start()
         cleanup.callback(traffic.join)
         deadline = time.monotonic() + timeout

@@ -13,6 +13,7 @@ from canary_playground.kube import EmulatorHandle, running_emulator
 from canary_playground.scripted_judge import ScriptedJudge
 
 from controller.actuator.client import Kube, connect
+from controller.conventions import JUDGE_KEY_LABEL
 
 from .harness import NS, SECRET_KEY, Controller
 
@@ -41,18 +42,20 @@ def kube(emu: EmulatorHandle, judge: ScriptedJudge) -> Iterator[Kube]:
     judge.reset()
     k = connect(emu.kubeconfig)
     k.request("POST", f"/api/v1/namespaces/{NS}/secrets", body={
-        "apiVersion": "v1", "kind": "Secret", "metadata": {"name": "judge-key"},
+        "apiVersion": "v1", "kind": "Secret", "metadata": {
+            "name": "judge-key", "labels": {JUDGE_KEY_LABEL: "true"}},
         "stringData": {"api-key": SECRET_KEY}})
     yield k
     k.close()
 
 
 @pytest.fixture
-def controllers(emu: EmulatorHandle, tmp_path: Path) -> Iterator[Callable[..., Controller]]:
+def controllers(emu: EmulatorHandle, tmp_path: Path, judge: ScriptedJudge
+                ) -> Iterator[Callable[..., Controller]]:
     started: list[Controller] = []
 
     def start(**kw: Any) -> Controller:
-        c = Controller(emu, tmp_path, **kw)
+        c = Controller(emu, tmp_path, **{"judge_url": judge.base_url, **kw})
         started.append(c)
         return c
 

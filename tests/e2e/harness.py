@@ -45,7 +45,8 @@ class Controller:
 
     def __init__(self, emu: EmulatorHandle, workdir: Path, *, name: str = "c1",
                  leader_elect: bool = False, extra: list[str] | None = None,
-                 env: dict[str, str] | None = None) -> None:
+                 env: dict[str, str] | None = None, judge_url: str | None = None,
+                 insecure: bool = True) -> None:
         self.port = free_port()
         self.name = name
         self.log_path = workdir / f"{name}.log"
@@ -63,6 +64,10 @@ class Controller:
                          "--lease-name", identity.lease_name]
         else:
             args.append("--no-leader-elect")
+        if insecure:  # the scenarios post as the application, on 127.0.0.1, without a token
+            args.append("--insecure-allow-unauthenticated-ingestion")
+        if judge_url:
+            args += ["--judge-allowed-url", judge_url]
         args += extra or []
         child = {k: v for k, v in os.environ.items() if k != "OPENAI_API_KEY"}
         child.update(env or {})

@@ -195,6 +195,9 @@ def test_only_the_leader_acts_and_a_new_leader_takes_over(
     a = controllers(name="a", leader_elect=True)
     revision = wait_for("a leads", lambda: canary_revision(kube), a)
     b = controllers(name="b", leader_elect=True)
+    # both are Ready (a standby must be, or rolling upgrades deadlock); only a stores
+    assert httpx.get(a.url + "/readyz").json() == {"status": "ok", "leader": True}
+    assert httpx.get(b.url + "/readyz").json() == {"status": "ok", "leader": False}
     refused = httpx.post(b.url + "/v1/samples", content=json.dumps(records(1)))
     assert refused.status_code == 503 and "Retry-After" in refused.headers
     a.kill()

@@ -437,7 +437,10 @@ def test_controller_serves_and_reconciles_in_the_image(
                     "queue": "general", "input": "q", "output": "a", "latency_ms": 120,
                     "cost_usd": 0.001, "fallback": False}
                    for i in range(5) for cohort in ("baseline", "canary")]
-        r = httpx.post(url + "/v1/samples", content=json.dumps(samples), timeout=30)
+        # as the target's pods report: their ServiceAccount's projected token
+        token = emulator.issue_token("default/default", audiences=["llm-canary"])
+        r = httpx.post(url + "/v1/samples", content=json.dumps(samples), timeout=30,
+                       headers={"Authorization": f"Bearer {token}"})
         assert r.status_code == 200, r.text
         store = data / "samples.db"
         assert store.exists() and store.stat().st_uid == UID

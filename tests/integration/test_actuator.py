@@ -35,6 +35,7 @@ from controller.actuator.router import MANAGED_SELECTOR, ReplicaRatioRouter
 from controller.conventions import (
     COHORT_LABEL,
     FINALIZER,
+    JUDGE_KEY_LABEL,
     PROMOTED_ANNOTATION,
     REVISION_ANNOTATION,
     REVISION_LABEL,
@@ -456,9 +457,16 @@ def test_events_about_a_rule(kube: Kube, ns: str) -> None:
 
 def test_read_secret_key(kube: Kube, ns: str) -> None:
     kube.request("POST", path_of("v1", "secrets", ns), body={
-        "metadata": {"name": "judge"},
+        "metadata": {"name": "judge", "labels": {JUDGE_KEY_LABEL: "true"}},
         "data": {"api-key": base64.b64encode(b"sk-test-123").decode()}})
     assert secrets.read_secret_key(kube, ns, "judge", "api-key") == "sk-test-123"
+    kube.request("POST", path_of("v1", "secrets", ns), body={
+        "metadata": {"name": "db-password"},
+        "data": {"api-key": base64.b64encode(b"hunter2-db").decode()}})
+    with pytest.raises(Forbidden) as refused:  # not marked for the judge: never used
+        secrets.read_secret_key(kube, ns, "db-password", "api-key")
+    assert "not marked for llm-canary" in str(refused.value)
+    assert "hunter2" not in str(refused.value)
     with pytest.raises(NotFound) as exc:
         secrets.read_secret_key(kube, ns, "judge", "other")
     assert exc.value.reason == "KeyMissing" and "sk-test" not in str(exc.value)

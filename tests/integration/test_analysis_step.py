@@ -387,6 +387,87 @@ def test_a_cursor_saved_from_another_log_is_not_used(store: SampleStore) -> None
     assert res.statistics["log"] == store.log_id() != "another-replicas-store"
 
 
+def forged(i: int, cohort: str, score: float) -> Sample:
+    return sample(i, cohort).model_copy(update={"judge": RecordedVerdict(score=score)})
+
+
+def test_a_client_verdict_is_ignored_and_every_sample_is_judged(store: SampleStore) -> None:
+    """The forged-verdict attack: a regressed canary posted with ``judge.score: 1.0`` is
+    judged by the controller anyway and rolled back; the forged score never counts."""
+    r = rule(judge={"model": "m", "samplesPerInterval": 1000})
+    store.insert_many([forged(i, c, 1.0) for i in range(200) for c in ("baseline", "canary")])
+    judge = ScriptedJudge(bad_canary=True)
+    res = tick(r, started(), store, judge=judge)
+    assert len(judge.seen) == 400  # a client verdict never spares a sample from the judge
+    assert res.decision.action is Action.ROLLBACK
+    success = next(g for g in res.decision.guards if g.name == "success")
+    assert success.verdicts == "judge"
+
+
+def test_forged_failures_cannot_force_a_rollback_either(store: SampleStore) -> None:
+    r = rule(judge={"model": "m", "samplesPerInterval": 1000})
+    store.insert_many([forged(i, c, 0.0 if c == "canary" else 1.0)
+                       for i in range(200) for c in ("baseline", "canary")])
+    res = tick(r, started(), store, judge=ScriptedJudge())
+    assert res.decision.action is not Action.ROLLBACK
+
+
+def test_client_verdicts_count_only_when_the_rule_says_so(store: SampleStore) -> None:
+    r = rule(judge=None, verdicts="client")
+    store.insert_many([forged(i, c, 0.0 if c == "canary" else 1.0)
+                       for i in range(200) for c in ("baseline", "canary")])
+    res = tick(r, started(), store)
+    assert res.decision.action is Action.ROLLBACK
+    success = next(g for g in res.decision.guards if g.name == "success")
+    assert success.verdicts == "client" and success.n_canary == 200
+
+
+def test_without_a_judge_or_client_verdicts_the_judged_guards_say_why(store: SampleStore
+                                                                       ) -> None:
+    store.insert_many([forged(i, c, 1.0) for i in range(80) for c in ("baseline", "canary")])
+    res = tick(rule(judge=None), started(), store)
+    success = next(g for g in res.decision.guards if g.name == "success")
+    assert success.outcome is Outcome.ERROR and "spec.verdicts: client" in success.reason
+    assert success.n_canary == 0  # the client's verdicts were not counted
+
+
+def test_a_poisoned_row_is_quarantined_and_the_analysis_goes_on(store: SampleStore) -> None:
+    r = rule(judge={"model": "m", "samplesPerInterval": 1000})
+    store.insert_many([sample(i, c) for i in range(200) for c in ("baseline", "canary")])
+    import sqlite3
+
+    db = sqlite3.connect(store.path)
+    db.execute("UPDATE samples SET body = replace(body, '\"latency_ms\":100.0',"
+               " '\"latency_ms\":null') WHERE id = 'canary-7'")
+    db.commit()
+    db.close()
+    res = tick(r, started(), store, judge=ScriptedJudge(bad_canary=True))
+    # the judge step met it first (set aside there); the analysis never sees it
+    assert res.analysis.quarantined == ()
+    assert res.decision.action is Action.ROLLBACK  # decided on the 399 readable samples
+    assert res.decision.n_canary == 199
+    assert store.quarantined(KEY).count == 1
+
+
+def test_statistics_that_cannot_be_loaded_are_rebuilt_from_the_rollout_start(
+    store: SampleStore,
+) -> None:
+    """The poisoned-feedback attack's aftermath: whatever breaks the saved statistics, the
+    next look re-reads the log from the rollout's start, so no counted sample is lost."""
+    r = rule()
+    store.insert_many([sample(i, c, minutes=1.0) for i in range(30) for c in ("baseline",
+                                                                               "canary")])
+    first = tick(r, started(), store, judge=ScriptedJudge())
+    store.insert_many([sample(i, c, minutes=1.0) for i in range(30, 40)
+                       for c in ("baseline", "canary")])
+    broken = dict(first.statistics)
+    broken["stats"] = {"not": "statistics"}
+    status = started().model_copy(update={"statistics": broken})
+    again = tick(r, status, store, judge=ScriptedJudge())
+    corr = next(g for g in again.decision.guards if g.name == "correction")
+    assert (corr.n_baseline, corr.n_canary) == (40, 40)
+
+
 def test_outputs_count_for_correction_burden_once_their_feedback_window_closes(
         store: SampleStore) -> None:
     """Services report only edits: an output without feedback is pending until its window

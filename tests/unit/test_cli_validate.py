@@ -113,6 +113,26 @@ def test_replica_ratio_warnings_with_replicas(tmp_path: Path) -> None:
     assert [w["path"] for w in data["warnings"]] == ["spec.steps[0].weight"]
 
 
+def test_absurd_numbers_are_refused_with_the_field(tmp_path: Path) -> None:
+    """The hostile-rule attack: .inf and .nan tolerances, 101 on a rate, a 0.1 µs interval."""
+    base = yaml.safe_load((ROOT / "rules" / "minimal.yaml").read_text())
+    docs = []
+    for tolerance, interval in ((".inf", "1m"), (".nan", "1m"), ("101", "1m"),
+                                ("0.02", "0.0001ms")):
+        text = yaml.safe_dump(base).replace("tolerance: 0.02", f"tolerance: {tolerance}")
+        doc = yaml.safe_load(text)
+        doc["spec"]["analysis"]["interval"] = interval
+        docs.append(doc)
+    path = tmp_path / "absurd.yaml"
+    path.write_text(yaml.safe_dump_all(docs))
+    result = canaryctl("validate", "-f", str(path))
+    assert result.returncode == 2
+    for i in range(3):
+        assert f"{path}[{i}]: spec.analysis.guards[0].tolerance:" in result.stderr
+    assert f"{path}[3]: spec.analysis.interval:" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
 def test_shipped_rules_have_no_warnings() -> None:
     result = canaryctl("validate", "-f", "rules/")
     assert result.returncode == 0
