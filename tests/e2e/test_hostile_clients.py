@@ -19,7 +19,7 @@ from typing import Any
 
 import httpx
 import pytest
-from canary_playground.kube_emulator import EmulatorHandle
+from canary_playground.kube import EmulatorHandle
 from canary_playground.scripted_judge import ScriptedJudge
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -115,7 +115,7 @@ def apply_rule(kube: Kube, judge: ScriptedJudge, *, name: str = "bot",
             "canary": {"container": "app", "image": "bot:2"},
             "steps": [{"weight": 50}],
             "analysis": {"interval": "1m", "minSamplesPerCohort": 60, "maxDuration": "1h",
-                         "guards": guards, **extra_guards},
+                         "settle": "1s", "guards": guards, **extra_guards},
             "judge": judge_spec or {
                 "model": "judge-model", "baseUrl": judge.base_url,
                 "apiKeySecretRef": {"name": "judge-key", "key": "api-key"},
@@ -126,10 +126,13 @@ def apply_rule(kube: Kube, judge: ScriptedJudge, *, name: str = "bot",
 
 def progressing(kube: Kube, judge: ScriptedJudge, controllers: Callable[..., Controller],
                 **rule: Any) -> Controller:
-    """The rule applied, the controller started, the rollout at its first step."""
+    """The rule applied, the controller started, the rollout at its first step with all
+    its pods available (the step's evidence counts from then)."""
     apply_rule(kube, judge, **rule)
     c = controllers(name="c")
-    wait_for("progressing", lambda: phase(kube) == "Progressing", c)
+    wait_for("the first step's pods available", lambda: phase(kube) == "Progressing"
+             and bool(status_of(kube).get("stepReadyAt")), c)
+    time.sleep(1.5)  # the rule's settle time: canary samples count from then
     return c
 
 
@@ -153,8 +156,15 @@ def wait_for(what: str, check: Callable[[], bool], c: Controller, timeout: float
     deadline = time.monotonic() + timeout
     while not check():
         if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}\n{c.logs()[-4000:]}")
+            raise AssertionError(f"timed out waiting for {what}\n{_tail(c)}")
         time.sleep(0.2)
+
+
+def _tail(c: Controller) -> str:
+    """The controller's log without the HTTP client's debug chatter."""
+    lines = [x for x in c.logs().splitlines()
+             if '"logger": "httpcore' not in x and '"logger": "httpx' not in x]
+    return "\n".join(lines[-40:])
 
 
 def phase(kube: Kube, name: str = "bot") -> str | None:
@@ -330,9 +340,9 @@ def test_a_rule_cannot_send_a_secret_where_it_likes(
     c = progressing(kube, judge, controllers, judge_spec=spec)
     assert c.post_samples(records(80, prefix="k")).status_code == 200
     wait_for("judge condition", lambda: any(
-        x["type"] == "JudgeReady" and x["status"] == "False"
+        x["type"] == "JudgeAvailable" and x["status"] == "False"
         for x in status_of(kube).get("conditions", [])), c)
-    cond = next(x for x in status_of(kube)["conditions"] if x["type"] == "JudgeReady")
+    cond = next(x for x in status_of(kube)["conditions"] if x["type"] == "JudgeAvailable")
     expected = "not marked for llm-canary" if case == "unmarked-secret" else "allow-list"
     assert expected in cond["message"]
     assert "JudgeUnavailable" in reasons(kube)
