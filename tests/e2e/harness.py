@@ -46,7 +46,7 @@ class Controller:
     def __init__(self, emu: EmulatorHandle, workdir: Path, *, name: str = "c1",
                  leader_elect: bool = False, extra: list[str] | None = None,
                  env: dict[str, str] | None = None, judge_url: str | None = None,
-                 insecure: bool = True) -> None:
+                 insecure: bool = True, token: str | None = None) -> None:
         self.port = free_port()
         self.name = name
         self.log_path = workdir / f"{name}.log"
@@ -64,6 +64,7 @@ class Controller:
                          "--lease-name", identity.lease_name]
         else:
             args.append("--no-leader-elect")
+        self.headers = {"Authorization": f"Bearer {token}"} if token else {}
         if insecure:  # the scenarios post as the application, on 127.0.0.1, without a token
             args.append("--insecure-allow-unauthenticated-ingestion")
         if judge_url:
@@ -91,7 +92,8 @@ class Controller:
     def post_samples(self, records: list[dict[str, Any]]) -> httpx.Response:
         deadline = time.monotonic() + 20
         while True:
-            r = httpx.post(self.url + "/v1/samples", content=json.dumps(records), timeout=10)
+            r = httpx.post(self.url + "/v1/samples", content=json.dumps(records), timeout=10,
+                           headers=self.headers)
             if r.status_code != 503 or time.monotonic() > deadline:
                 return r
             time.sleep(0.2)
