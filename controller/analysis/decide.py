@@ -107,32 +107,49 @@ from controller.models import (
     Outcome,
     Risk,
     guard_dimensions,
+    parse_duration,
 )
 
 from . import classification as clf
 from .accumulator import ALL, DECISIONS, HIST, RuleStatistics, measure_of, parse_slice
+from .changes import (
+    detector_log_r,
+    horizon,
+    mean_log_e,
+    proportion_log_e,
+    slot_weight,
+    step_start_weight,
+    total_weight,
+)
 from .mix import mix_check, share_check
 from .onesample import mean_cs, proportion_cs, proportion_normal_cs
 from .quantiles import combine_quantile_bounds, histogram_quantile_cs, quantile_difference
 from .sequential import (
     CS,
     diff_means_normal,
-    diff_means_t,
     diff_proportions,
     proportion_fail_ready,
     rate_ratio_cs,
 )
-from .stats import FloatArray
+from .stats import FloatArray, Moments
+from .strata import proportions_log_e, stratified_means, stratified_proportions
 
 BURN_IN = 20
+MEAN_BURN_IN = 200
+"""Observations per cohort before a mean may FAIL. The plug-in variance of a skewed
+metric needs enough samples to see its tail: with 10% cache hits at zero latency, 20
+canary samples miss them all one time in eight, and such a cohort's tiny variance made
+the comparison fail a canary exactly at the tolerance in 15% of runs at alpha 5% (2.4%
+with 200; tests/unit/test_analysis_simulation.py)."""
 PROPORTIONS = frozenset(
     {Metric.TRUSTED_COMPLETION, Metric.TASK_SUCCESS, Metric.FALLBACK_RATE,
      Metric.POLICY_FAILURE_RATE}
 )
 CONTINUOUS = frozenset({Metric.CORRECTION_BURDEN, Metric.LATENCY, Metric.COST})
 TEST_NAMES = {
-    "proportion": "normal-mixture CS, Bernoulli (mSPRT)",
-    "t": "anytime-valid t-test CS (Lindon et al. 2022)",
+    "proportion": "normal-mixture CS, Bernoulli score (mSPRT), stratified by step",
+    "mean": "normal-mixture CS, plug-in variance, stratified by step",
+    "change": "e-detector: Shiryaev-Roberts over start times (Shin et al. 2023)",
     "f1": "normal-mixture CS, per-task delta method",
     "rate": "beta-binomial mixture, event-rate ratio",
     "rate-diff": "normal-mixture CS, event rate per request",
@@ -170,8 +187,9 @@ class AlphaShare:
 
     all: float  # the all-traffic slice, all of the revision's evidence
     slice: float  # each group slot (queue / risk / task)
-    window: float  # each step window (steps 2..S), all traffic
+    window: float  # each step window (steps 2..S), all traffic (quantile guards)
     bound: float = 0.0  # each floor or ceiling of the guard
+    change: float = 0.0  # the change detector, over the whole rollout (moment guards)
 
 
 def guard_alpha_weight(guard: Guard) -> float:
@@ -185,6 +203,12 @@ def has_window(guard: Guard) -> bool:
     """Guards tested on each step's own samples (sample metrics other than the decision
     metrics, whose per-task matrices are not windowed)."""
     return guard.metric is not Metric.PROMETHEUS and not guard.metric.from_decisions
+
+
+def has_detector(guard: Guard) -> bool:
+    """Guards watched by the change detector: the moment measures (rates and means);
+    quantile guards keep the per-step window test."""
+    return has_window(guard) and not measure_of(guard).endswith(HIST)
 
 
 def group_slots(spec: CanaryRuleSpec, guard: Guard) -> int:
@@ -215,15 +239,18 @@ def alpha_budget(spec: CanaryRuleSpec) -> dict[str, AlphaShare]:
     out: dict[str, AlphaShare] = {}
     for g in a.guards:
         per_guard = a.alpha * guard_alpha_weight(g) / total_w
-        window_total = WINDOW_SHARE * per_guard if windows > 0 and has_window(g) else 0.0
-        rest = per_guard - window_total
+        change = WINDOW_SHARE * per_guard if has_detector(g) else 0.0
+        window_total = (WINDOW_SHARE * per_guard
+                        if windows > 0 and has_window(g) and not change else 0.0)
+        rest = per_guard - window_total - change
         window = window_total / windows if window_total else 0.0
         slots = group_slots(spec, g)
         if not slots:
-            out[g.name] = AlphaShare(rest, 0.0, window, bound)
+            out[g.name] = AlphaShare(rest, 0.0, window, bound, change)
         else:
             out[g.name] = AlphaShare(rest * ALL_TRAFFIC_SHARE,
-                                     rest * (1.0 - ALL_TRAFFIC_SHARE) / slots, window, bound)
+                                     rest * (1.0 - ALL_TRAFFIC_SHARE) / slots, window, bound,
+                                     change)
     return out
 
 
@@ -293,6 +320,8 @@ class _Contrast:
     exact: bool = False  # no burn-in needed
     min_n: bool = True  # PASS needs minSamplesPerCohort
     fail_ready: bool = True  # enough expected events for a proportion's FAIL
+    burn: int | None = None  # observations per cohort before a FAIL (default BURN_IN)
+    verdict: tuple[bool, bool] | None = None  # (harmful, safe) from tests, not from bounds
     delta: float | None = None
     lower: float | None = None
     upper: float | None = None
@@ -331,9 +360,12 @@ def evaluate(
     for g in spec.analysis.guards:
         share = budget[g.name]
         rows = _evaluate_guard(spec, stats, g, share, errors.get(g.name), estimate_needed)
-        if window is not None and share.window > 0 and errors.get(g.name) is None:
-            rows = _with_window(rows, _window_result(spec, window, g, share.window,
-                                                     stats.step))
+        if errors.get(g.name) is None:
+            if window is not None and share.window > 0:
+                rows = _with_window(rows, _window_result(spec, window, g, share.window,
+                                                         stats.step))
+            if share.change > 0 and stats.step is not None:
+                rows = _with_window(rows, change_result(spec, stats, g, share.change))
         overall[g.name] = rows[0]
         required.extend(r for r in rows[1:] if r.required)
         results.extend(rows)
@@ -378,6 +410,81 @@ def _with_window(results: list[GuardResult], win: GuardResult) -> list[GuardResu
     return [head, *results[1:], win]
 
 
+def change_result(spec: CanaryRuleSpec, stats: RuleStatistics, g: Guard,
+                  alpha: float) -> GuardResult:
+    """The change detector's row for a moment guard in the current step (see
+    :mod:`.changes`): FAIL when ``R = Σ_j w_j·Λ_j ≥ W/α`` over the start times j."""
+    a = spec.analysis
+    k_looks = horizon(parse_duration(a.max_duration), parse_duration(a.interval))
+    total = total_weight(k_looks, len(spec.steps))
+    step = stats.step if stats.step is not None else 0
+    terms = _change_terms(stats, g, step, k_looks)
+    base = GuardResult(name=g.name, metric=g.metric.value, outcome=Outcome.PASS,
+                       step=step + 1, check="change", tolerance=g.tolerance,
+                       relative=g.relative, alpha=alpha, statistic=g.stat,
+                       test=TEST_NAMES["change"])
+    if not terms:
+        return base.model_copy(update={"reason": "no samples in this step yet"})
+    k, thr = (1.0 + g.tolerance, 0.0) if g.relative else (1.0, g.tolerance)
+    tune, target = alpha / total, mixture_target(spec)
+    burn = min(BURN_IN, a.min_samples_per_cohort)
+    cols = {a: np.array([float(getattr(m, a)) for _, _, m, _ in terms])
+            for a in ("total", "n_eff", "mean", "variance", "n")}
+    base_cols = {a: np.array([float(getattr(m, a)) for _, _, _, m in terms])
+                 for a in ("total", "n_eff", "mean", "variance", "n")}
+    with np.errstate(divide="ignore", invalid="ignore"):
+        if g.metric in PROPORTIONS:
+            log_e = proportion_log_e(cols["total"], cols["n_eff"], base_cols["total"],
+                                     base_cols["n_eff"], k, thr, tune, target,
+                                     upper=not g.higher_is_better)
+            ok = proportion_fail_ready(cols["n_eff"], base_cols["n_eff"], base_cols["total"],
+                                       k, thr)
+        else:
+            log_e = mean_log_e(cols["mean"], cols["variance"], cols["n_eff"],
+                               base_cols["mean"], base_cols["variance"], base_cols["n_eff"],
+                               k, thr, tune, target, upper=not g.higher_is_better)
+            ok = (np.isfinite(cols["variance"]) & np.isfinite(base_cols["variance"])
+                  & (np.minimum(cols["n"], base_cols["n"]) >= MEAN_BURN_IN))
+    ready = ok & (cols["n"] >= burn) & (base_cols["n"] >= burn)
+    weights = np.array([w for _, w, _, _ in terms])
+    log_r = float(detector_log_r(log_e, weights, ready))
+    limit = math.log(total / alpha)
+    with np.errstate(divide="ignore"):
+        best = int(np.argmax(np.where(ready, log_e + np.log(weights), -np.inf)))
+    since, _, c, b = terms[best]
+    what = "the step's start" if since == 0 else f"interval {since + 1} of the step"
+    if log_r >= limit:
+        return base.model_copy(update={
+            "outcome": Outcome.FAIL, "n_canary": c.n, "n_baseline": b.n,
+            "canary": c.mean, "baseline": b.mean,
+            "reason": f"change since {what}: log R {log_r:.2f} ≥ log(W/α) {limit:.2f} "
+                      f"(canary {c.mean:.4g} vs baseline {b.mean:.4g} on {c.n} canary and "
+                      f"{b.n} baseline samples)"})
+    return base.model_copy(update={
+        "n_canary": c.n, "n_baseline": b.n,
+        "reason": f"no change detected (log R {log_r:.2f} < {limit:.2f}; "
+                  f"{len(terms)} start times)"})
+
+
+def _change_terms(stats: RuleStatistics, g: Guard, step: int,
+                  k_looks: int) -> list[tuple[int, float, Moments, Moments]]:
+    """(bucket, weight, canary, baseline) per start time of the current step: the step's
+    own start (all of its samples), then each kept later bucket (its samples onward)."""
+    measure = measure_of(g)
+    out: list[tuple[int, float, Moments, Moments]] = []
+    start_c, start_b = stats.window_moments(measure, CAN), stats.window_moments(measure, BASE)
+    if start_c.n and start_b.n:
+        out.append((0, step_start_weight(k_looks, len(stats.spec.steps)) if step > 0 else 0.0,
+                    start_c, start_b))
+    run_c, run_b = Moments(), Moments()
+    later = []
+    for bucket, slot, c, b in reversed(stats.change_buckets(measure)):
+        run_c, run_b = run_c.merge(c), run_b.merge(b)
+        if bucket > 0 and run_c.n and run_b.n:
+            later.append((bucket, slot_weight(slot, k_looks), run_c, run_b))
+    return out + later[::-1]
+
+
 def guard_outcomes(decision: Decision) -> dict[str, Outcome]:
     """Overall outcome per guard (the all-traffic entries of a decision)."""
     out: dict[str, Outcome] = {}
@@ -404,7 +511,8 @@ def _evaluate_guard(
         return [_slice_result(spec, stats, g, ALL, share.all)]
     keys = stats.slices(measure_of(g), guard_dimensions(g))
     rows = [_slice_result(spec, stats, g, key, share.all if key == ALL else share.slice,
-                          needed=estimate_needed and (key == ALL or _required_key(g, key)))
+                          needed=estimate_needed and (key == ALL or _required_key(g, key)),
+                          bounds=estimate_needed)
             for key in keys]
     rows = _mark_required(g, rows, share.slice)
     bounds = [_bound_result(spec, stats, g, kind, value, share.bound, estimate_needed)
@@ -469,10 +577,12 @@ def _mark_required(g: Guard, rows: list[GuardResult], alpha: float) -> list[Guar
 
 def _slice_result(
     spec: CanaryRuleSpec, stats: RuleStatistics, g: Guard, key: str, alpha: float,
-    needed: bool = True,
+    needed: bool = True, bounds: bool = True,
 ) -> GuardResult:
     """One slice's row; ``needed``: also estimate the samples it needs to pass (only
-    where that can hold promotion: all traffic and required slices)."""
+    where that can hold promotion: all traffic and required slices); ``bounds``: report
+    the confidence bounds of a rate comparison (else decide it by its tests at the
+    tolerance alone: the same outcome, cheaper, for simulations)."""
     dim, value = parse_slice(key)
     queue = value if dim == "queue" else None
     risk = value if dim == "risk" else None
@@ -487,7 +597,7 @@ def _slice_result(
         if isinstance(con, GuardResult):
             return con.model_copy(update={"tolerance": tol, "alpha": alpha})
     else:
-        con = _sample_contrast(stats, g, key, tol, alpha, mixture_target(spec))
+        con = _sample_contrast(stats, g, key, tol, alpha, mixture_target(spec), bounds)
     return base.model_copy(update=_result_fields(con, tol, m, g.higher_is_better, g.relative,
                                                  needed=needed))
 
@@ -510,7 +620,8 @@ def _result_fields(con: _Contrast, tol: float, m: int, hib: bool, relative: bool
 
 
 def _sample_contrast(
-    stats: RuleStatistics, g: Guard, key: str, tol: float, alpha: float, m: float
+    stats: RuleStatistics, g: Guard, key: str, tol: float, alpha: float, m: float,
+    bounds: bool = True,
 ) -> _Contrast:
     """One slice's contrast; ``m`` is where the mixtures are tuned (not the PASS minimum)."""
     k, thr = (1.0 + tol, 0.0) if g.relative else (1.0, tol)
@@ -522,26 +633,49 @@ def _sample_contrast(
     mc, mb = stats.moments(measure, key, CAN), stats.moments(measure, key, BASE)
     is_prop = g.metric in PROPORTIONS
     con = _Contrast(None, mc.n, mb.n, mc.mean if mc.n else None, mb.mean if mb.n else None,
-                    k, thr, TEST_NAMES["proportion" if is_prop else "t"],
+                    k, thr, TEST_NAMES["proportion" if is_prop else "mean"],
                     clipped_c=mc.clipped, clipped_b=mb.clipped)
-    if mc.n == 0 or mb.n == 0:
+    strata = stats.strata_moments(measure, key)
+    if mc.n == 0 or mb.n == 0 or not strata:
         return con
+    if len(strata) > 1:
+        con.note = f"stratified by step ({len(strata)} steps)"
     if is_prop:
-        xc, nc, xb, nb = mc.total, mc.n_eff, mb.total, mb.n_eff
-        con.cs_at = lambda f: diff_proportions(xc * f, nc * f, xb * f, nb * f, k, alpha, m)
-        con.cs = diff_proportions(xc, nc, xb, nb, k, alpha, m)
-        con.fail_ready = bool(proportion_fail_ready(nc, nb, xb, k, thr))
+        xc, nc, xb, nb = (np.array([[getattr(p[i], a)] for p in strata])
+                          for i, a in ((0, "total"), (0, "n_eff"), (1, "total"), (1, "n_eff")))
+        con.cs_at = lambda f: stratified_proportions(xc * f, nc * f, xb * f, nb * f, k, alpha,
+                                                     m)
+        con.fail_ready = bool(proportion_fail_ready(mc.n_eff, mb.n_eff, mb.total, k, thr))
+        if bounds:
+            con.cs = _scalar(stratified_proportions(xc, nc, xb, nb, k, alpha, m))
+            return con
+        # the CS excludes the tolerance on a side iff that side's test at it rejects
+        limit = math.log(1.0 / alpha)
+        above, below = (
+            float(np.asarray(proportions_log_e(xc, nc, xb, nb, k, thr, alpha, m, upper=u))
+                  .reshape(-1)[0]) >= limit for u in (True, False))
+        con.verdict = (below, above) if g.higher_is_better else (above, below)
+        nan = np.asarray(np.nan)
+        con.cs = CS(np.asarray(mc.mean - k * mb.mean), nan, nan)
         return con
-    args = (mc.mean, mc.variance, mc.n_eff, mb.mean, mb.variance, mb.n_eff)
-    if not all(math.isfinite(x) for x in args):
+    cols = [np.array([[float(getattr(p[i], a))] for p in strata])
+            for i in (0, 1) for a in ("mean", "variance", "n_eff")]
+    if not all(np.isfinite(c).all() for c in cols):
         con.note = ("values too large to average (set analysis.plausibilityCap, or compare "
                     "a quantile)")
         con.cs = CS(np.asarray(np.nan), np.asarray(-np.inf), np.asarray(np.inf))
         return con
-    con.cs_at = lambda f: diff_means_t(args[0], args[1], args[2] * f, args[3], args[4],
-                                       args[5] * f, k, alpha, m)
-    con.cs = diff_means_t(*args, k, alpha, m)
+    mean_c, var_c, n_c, mean_b, var_b, n_b = cols
+    con.burn = MEAN_BURN_IN
+    con.cs_at = lambda f: stratified_means(mean_c, var_c, n_c * f, mean_b, var_b, n_b * f, k,
+                                           alpha, m)
+    con.cs = _scalar(stratified_means(mean_c, var_c, n_c, mean_b, var_b, n_b, k, alpha, m))
     return con
+
+
+def _scalar(cs: CS) -> CS:
+    """A CS computed on a one-element axis, as 0-d arrays."""
+    return CS(*(np.asarray(np.asarray(v).reshape(-1)[0]) for v in cs))
 
 
 def _class_contrast(stats: RuleStatistics, g: Guard, key: str, k: float, thr: float,
@@ -701,7 +835,9 @@ def _judge(con: _Contrast, tol: float, m: int, *, hib: bool, relative: bool,
     thr = con.threshold
     harmful = (hi < thr) if hib else (lo > thr)
     safe = (lo >= thr) if hib else (hi <= thr)
-    burn = min(BURN_IN, m)
+    if con.verdict is not None:
+        harmful, safe = con.verdict
+    burn = con.burn if con.burn is not None else min(BURN_IN, m)
     n_b = con.n_c if con.one_sample else con.n_b
     enough_fail = con.exact or (con.n_c >= burn and n_b >= burn and con.fail_ready)
     enough_pass = (not con.min_n) or (con.n_c >= m and n_b >= m)

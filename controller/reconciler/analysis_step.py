@@ -311,7 +311,8 @@ def analyse(
     """Collect → fold → count events → evaluate, from the status just read. Never raises
     for a failed source: it becomes the guard's ERROR outcome."""
     stats, resumed = load_statistics(rule, status)
-    stats.enter_step(status.current_step, started_at=status.step_started_at)
+    stats.enter_step(status.current_step, started_at=status.step_started_at,
+                     rollout_started_at=status.started_at)
     cursor = start_cursor(samples, rule, status, resumed=resumed)
     changes, cursor = collect(samples, rule, cursor, judged.upto)
     new = fold(stats, changes, evidence_since(status))
