@@ -58,16 +58,21 @@ Statistics are stored per value for up to ``MAX_TRACKED`` (64, the largest
 (the merged rank order is the left order followed by the right's new values);
 values beyond that are stored pooled.
 
-Per-step window: the caller says which traffic step the rollout is at with
-:meth:`RuleStatistics.enter_step` (its index and start time). Beside the cumulative
-cells, the statistics then keep the all-traffic cells of every measure but the decision
-one over the samples of the current step only (``ts`` at or after the step's start; a
-sample without a time counts as current), and the number of samples per cohort in that
-window. A new step index clears the window. The window serves two purposes in
-:mod:`.decide`: advancing past a step needs new evidence gathered at that step's
-weight (``minSamplesPerStep``), and a regression that only appears at a higher
-weight is tested on that step's own samples, undiluted by the healthy history.
-Without ``enter_step`` there is no window and the decision is today's.
+Steps. The caller says which traffic step the rollout is at with
+:meth:`RuleStatistics.enter_step` (its index, its start time and the rollout's); the
+history is kept (:mod:`.steps`). The moments measures (rates and means) are stored per
+**stratum**: the step a sample's timestamp falls in (samples without a time count as
+current; without any step, one stratum). The pooled moments are their sum; the
+comparisons are stratified (:mod:`.strata`), so a base rate that drifts while the
+canary's share changes between steps cannot bias them. Besides, for the current step
+only: its histograms (the quantile guards' step window), the number of samples per
+cohort (``minSamplesPerStep``), and per analysis interval of the step (a **bucket**:
+``floor((ts − step start)/interval)``, the last ``MAX_STARTS`` kept) the all-traffic
+moments, the start times of the change detector (:mod:`.changes`). A new step index
+clears these. Delayed feedback swaps a contribution in its own stratum and bucket
+(the same timestamp), exactly; a bucket already forgotten is not touched. Statistics
+rebuilt in the middle of a rollout know only the current step: earlier samples share
+one ``pre`` stratum.
 
 Traffic mix: per dimension of ``analysis.trafficMix``, the samples per cohort and value
 of the current step's window (every sample when no step is known, as in a replay); a

@@ -70,7 +70,7 @@ from scipy.special import xlogy
 from .sequential import ArrayLike, FloatArray, _arr, mixture_eta
 from .strata import one_sided_log_e
 
-MAX_STARTS = 20
+MAX_STARTS = 12
 """Buckets kept per step (the most recent ones): starts older than this are forgotten."""
 STEP_WEIGHT = 1.0
 """All step starts together weigh this many times K (the other starts weigh K)."""

@@ -8,9 +8,11 @@ exclude the truth, so a union bound over the tests controls it (:func:`alpha_bud
   (default 3 for trusted completion, 2 for task success, 1 otherwise: the guard the
   rollout exists for decides fastest; an equal split made it pay for every latency and
   cost guard), each floor or ceiling ``alpha/W`` (weight 1), ``W`` the sum of all weights;
-- a guard tested on samples (not the decision metrics, not Prometheus) in a rule of S ≥ 2
-  steps puts ``WINDOW_SHARE`` (1/5) of its alpha on per-step windows, ``1/(S−1)`` for each
-  of steps 2..S (the first step's window is the cumulative test itself);
+- a guard on a rate or a mean of samples puts ``WINDOW_SHARE`` (1/5) of its alpha on its
+  change detector (:mod:`.changes`: one Shiryaev–Roberts e-detector over every start
+  time of the rollout, whose own accounting keeps it within that share); a quantile
+  guard in a rule of S ≥ 2 steps puts the same share on per-step windows, ``1/(S−1)``
+  for each of steps 2..S (the first step's window is the cumulative test itself);
 - of the rest, an ungrouped guard spends all on the all-traffic slice; a grouped guard
   (any ``groupBy``, and the decision metrics which are always also tested per task kind)
   spends ``ALL_TRAFFIC_SHARE`` (2/3) on the all-traffic slice and splits the other third
@@ -29,12 +31,15 @@ rollout is at (:meth:`RuleStatistics.enter_step`):
   Evidence collected at 5% says little about behaviour under 50% of the load (queues,
   caches, rate limits); without this one batch at the first step carried a rule
   through every later step in one tick.
-- From the second step on, each sample guard is also tested on the step's own samples
-  (all traffic, same test, its window alpha). A regression that starts with the step
-  (load-dependent) is then judged on fresh evidence, not diluted by the healthy
-  history of the earlier steps. A window can only roll back; it never holds.
-- A failure is still decided at any moment from all of the revision's evidence (the
-  cumulative tests are unchanged).
+- Each rate or mean guard is also watched by its change detector: the samples since
+  every start time of the current step (its own start, and each analysis interval of
+  it), tested at once. A regression that starts with the step (load-dependent) or in
+  the middle of it is judged on the samples since it began, not diluted by the healthy
+  history. Quantile guards keep the step window (the step's own samples, from the
+  second step on). Neither can hold; they only roll back.
+- The cumulative comparisons are stratified by step (:mod:`.strata`): each step's
+  canary is compared with that step's baseline and the differences combined, so a
+  base rate that drifts while the canary's share grows cannot bias them.
 
 Mixture tuning: every CS is tuned to be tightest at :func:`mixture_target`
 (``4 × minSamplesPerCohort``); PASS still needs ``minSamplesPerCohort`` per cohort.
@@ -44,8 +49,9 @@ Slice outcome (contrast ``θ = μ_c − k·μ_b``, see :mod:`.sequential`):
 - NO_DATA when a cohort has no observation for the metric;
 - FAIL when the bound on the harmful side lies beyond the tolerance, once each cohort
   has ``min(20, minSamplesPerCohort)`` observations (a burn-in for the plug-in
-  variance; quantile and Prometheus event-count tests are exact and need none) and, for
-  a proportion, the canary expects 5 events at the boundary
+  variance; quantile and Prometheus event-count tests are exact and need none; a mean
+  needs :data:`MEAN_BURN_IN`, 200, so its variance has seen a skewed metric's tail)
+  and, for a proportion, the canary expects 5 events at the boundary
   (:func:`.sequential.proportion_fail_ready`);
 - PASS when the other bound lies within the tolerance AND both cohorts have
   ``minSamplesPerCohort`` observations;
@@ -347,9 +353,10 @@ def evaluate(
     ``errors`` maps guard names whose source failed to a message (outcome ERROR).
     ``expected_share`` is the canary's expected share of samples at the current step
     (canary pods / all pods); without it the share check is skipped (the mix check
-    needs no share). ``estimate_needed=False`` skips the samples-needed estimates
-    (simulations that only want the decision; the decision is the same). Pure: same
-    inputs, same decision.
+    needs no share). ``estimate_needed=False`` skips the samples-needed estimates and
+    the confidence bounds of rate comparisons, deciding those by their tests at the
+    tolerance (simulations that only want the decision; the decision is the same).
+    Pure: same inputs, same decision.
     """
     errors = dict(errors or {})
     budget = alpha_budget(spec)
@@ -423,34 +430,15 @@ def change_result(spec: CanaryRuleSpec, stats: RuleStatistics, g: Guard,
                        step=step + 1, check="change", tolerance=g.tolerance,
                        relative=g.relative, alpha=alpha, statistic=g.stat,
                        test=TEST_NAMES["change"])
-    if not terms:
-        return base.model_copy(update={"reason": "no samples in this step yet"})
-    k, thr = (1.0 + g.tolerance, 0.0) if g.relative else (1.0, g.tolerance)
-    tune, target = alpha / total, mixture_target(spec)
-    burn = min(BURN_IN, a.min_samples_per_cohort)
-    cols = {a: np.array([float(getattr(m, a)) for _, _, m, _ in terms])
-            for a in ("total", "n_eff", "mean", "variance", "n")}
-    base_cols = {a: np.array([float(getattr(m, a)) for _, _, _, m in terms])
-                 for a in ("total", "n_eff", "mean", "variance", "n")}
-    with np.errstate(divide="ignore", invalid="ignore"):
-        if g.metric in PROPORTIONS:
-            log_e = proportion_log_e(cols["total"], cols["n_eff"], base_cols["total"],
-                                     base_cols["n_eff"], k, thr, tune, target,
-                                     upper=not g.higher_is_better)
-            ok = proportion_fail_ready(cols["n_eff"], base_cols["n_eff"], base_cols["total"],
-                                       k, thr)
-        else:
-            log_e = mean_log_e(cols["mean"], cols["variance"], cols["n_eff"],
-                               base_cols["mean"], base_cols["variance"], base_cols["n_eff"],
-                               k, thr, tune, target, upper=not g.higher_is_better)
-            ok = (np.isfinite(cols["variance"]) & np.isfinite(base_cols["variance"])
-                  & (np.minimum(cols["n"], base_cols["n"]) >= MEAN_BURN_IN))
-    ready = ok & (cols["n"] >= burn) & (base_cols["n"] >= burn)
+    log_e = _change_log_e(spec, g, terms, alpha / total)
+    if log_e is None:
+        return base.model_copy(update={"reason": "too few samples in this step to test "
+                                                 "for a change yet"})
     weights = np.array([w for _, w, _, _ in terms])
-    log_r = float(detector_log_r(log_e, weights, ready))
+    log_r = float(detector_log_r(log_e, weights, np.isfinite(log_e)))
     limit = math.log(total / alpha)
     with np.errstate(divide="ignore"):
-        best = int(np.argmax(np.where(ready, log_e + np.log(weights), -np.inf)))
+        best = int(np.argmax(log_e + np.log(weights)))
     since, _, c, b = terms[best]
     what = "the step's start" if since == 0 else f"interval {since + 1} of the step"
     if log_r >= limit:
@@ -464,6 +452,45 @@ def change_result(spec: CanaryRuleSpec, stats: RuleStatistics, g: Guard,
         "n_canary": c.n, "n_baseline": b.n,
         "reason": f"no change detected (log R {log_r:.2f} < {limit:.2f}; "
                   f"{len(terms)} start times)"})
+
+
+def _change_log_e(spec: CanaryRuleSpec, g: Guard,
+                  terms: list[tuple[int, float, Moments, Moments]],
+                  tune: float) -> FloatArray | None:
+    """log Λ per start time (−inf for a start past which too few samples came: burn-in,
+    expected events, and :data:`MEAN_BURN_IN` for a mean); None when no start is ready."""
+    if not terms:
+        return None
+    a = spec.analysis
+    k, thr = (1.0 + g.tolerance, 0.0) if g.relative else (1.0, g.tolerance)
+    c_cols = {f: np.array([float(getattr(t[2], f)) for t in terms])
+              for f in ("total", "n_eff", "mean", "variance", "n")}
+    b_cols = {f: np.array([float(getattr(t[3], f)) for t in terms])
+              for f in ("total", "n_eff", "mean", "variance", "n")}
+    burn = min(BURN_IN, a.min_samples_per_cohort)
+    ready = (c_cols["n"] >= burn) & (b_cols["n"] >= burn)
+    prop = g.metric in PROPORTIONS
+    with np.errstate(divide="ignore", invalid="ignore"):
+        if prop:
+            ready &= proportion_fail_ready(c_cols["n_eff"], b_cols["n_eff"], b_cols["total"],
+                                           k, thr)
+        else:
+            ready &= (np.isfinite(c_cols["variance"]) & np.isfinite(b_cols["variance"])
+                      & (np.minimum(c_cols["n"], b_cols["n"]) >= MEAN_BURN_IN))
+        if not ready.any():
+            return None
+        c = {f: v[ready] for f, v in c_cols.items()}
+        b = {f: v[ready] for f, v in b_cols.items()}
+        upper = not g.higher_is_better
+        if prop:
+            got = proportion_log_e(c["total"], c["n_eff"], b["total"], b["n_eff"], k, thr,
+                                   tune, mixture_target(spec), upper=upper)
+        else:
+            got = mean_log_e(c["mean"], c["variance"], c["n_eff"], b["mean"], b["variance"],
+                             b["n_eff"], k, thr, tune, mixture_target(spec), upper=upper)
+    out = np.full(len(terms), -np.inf)
+    out[ready] = got
+    return out
 
 
 def _change_terms(stats: RuleStatistics, g: Guard, step: int,
