@@ -116,7 +116,8 @@ def measure(n_rules: int, interval: float, steady: float, workdir: Path) -> dict
             [sys.executable, "-m", "controller", "--kubeconfig", emu.kubeconfig,
              "--host", "127.0.0.1", "--port", str(port), "--no-leader-elect",
              "--store", str(workdir / f"store-{n_rules}.db"), "--analysis-interval",
-             f"{interval}s", "--log-level", "warning"], stdout=log, stderr=subprocess.STDOUT)
+             f"{interval}s", "--log-level", "warning",
+             "--insecure-allow-unauthenticated-ingestion"], stdout=log, stderr=subprocess.STDOUT)
         url = f"http://127.0.0.1:{port}"
         try:
             t0 = time.monotonic()

@@ -43,6 +43,30 @@ RULE_WEIGHT = Gauge(
     ["namespace", "rule"],
     registry=REGISTRY,
 )
+RULE_EFFECTIVE_WEIGHT = Gauge(
+    "llmcanary_rule_effective_weight",
+    "Canary share of available pods in percent: the weight in effect (replica ratio).",
+    ["namespace", "rule"],
+    registry=REGISTRY,
+)
+JUDGE_AVAILABLE = Gauge(
+    "llmcanary_judge_available",
+    "1 while the rule's judge answers, 0 during an outage (JudgeAvailable condition).",
+    ["namespace", "rule"],
+    registry=REGISTRY,
+)
+OPERATION_FAILURES = Counter(
+    "llmcanary_operation_failures",
+    "Cluster operations that failed, by the API's reason (Forbidden, Invalid, ...).",
+    ["namespace", "rule", "reason"],
+    registry=REGISTRY,
+)
+THREAD_RESTARTS = Counter(
+    "llmcanary_thread_restarts",
+    "Background threads restarted after an unexpected exception, by thread.",
+    ["thread"],
+    registry=REGISTRY,
+)
 GUARD_LABELS = ["namespace", "rule", "guard", "slice"]
 GUARD_DELTA = Gauge(
     "llmcanary_guard_delta", "Canary minus baseline estimate.", GUARD_LABELS, registry=REGISTRY
@@ -90,6 +114,19 @@ SAMPLES_INGESTED = Counter(
     ["result"],
     registry=REGISTRY,
 )
+STORE_QUARANTINED = Counter(
+    "llmcanary_store_quarantined",
+    "Stored samples that could not be read back and were moved to quarantine.",
+    ["namespace", "rule"],
+    registry=REGISTRY,
+)
+HTTP_REQUESTS = Counter(
+    "llmcanary_http_requests",
+    "HTTP requests answered, by endpoint and status code (429: back-pressure, 503: not the "
+    "leader or not ready to ingest, 401/403: refused callers).",
+    ["endpoint", "code"],
+    registry=REGISTRY,
+)
 RECONCILE_SECONDS = Histogram(
     "llmcanary_reconcile_duration_seconds",
     "Time per reconcile.",
@@ -103,9 +140,16 @@ TICK_SECONDS = Histogram(
 )
 TICK_LATENESS = Histogram(
     "llmcanary_tick_lateness_seconds",
-    "How late an analysis tick started.",
+    "From an analysis tick's scheduled time to the start of the analysis that covered it "
+    "(skipped ticks included: as late as the tick that finally ran).",
     registry=REGISTRY,
-    buckets=(0.01, 0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10, 30),
+    buckets=(0.01, 0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10, 30, 60, 300),
+)
+TICKS_SKIPPED = Counter(
+    "llmcanary_ticks_skipped",
+    "Scheduled analysis ticks that never ran (the previous tick overran, or the scheduler "
+    "or its workers were busy); the next tick covers their samples.",
+    registry=REGISTRY,
 )
 LEADER = Gauge("llmcanary_leader", "1 while this replica holds the lease.", registry=REGISTRY)
 

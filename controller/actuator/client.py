@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -24,6 +24,11 @@ from urllib.parse import quote
 import urllib3
 from kubernetes import client, config
 from kubernetes.config.config_exception import ConfigException
+
+if not hasattr(client.ApiClient, "param_serialize"):  # pragma: no cover - install-time check
+    raise ImportError(
+        "llm-canary needs the kubernetes client 37 or newer (ApiClient.param_serialize and "
+        "the new call_api); install kubernetes>=37")
 
 from controller.models.base import JSON
 
@@ -104,12 +109,15 @@ class Kube:
             raise KubeError(f"{what}: answer is not JSON", reason="BadResponse") from exc
         return answer if isinstance(answer, dict) else {"items": answer}
 
-    def watch(self, path: str, query: dict[str, str], timeout_seconds: float
+    def watch(self, path: str, query: dict[str, str], timeout_seconds: float,
+              on_open: Callable[[Callable[[], None]], None] | None = None
               ) -> Iterator[tuple[str, JSON]]:
         """Stream ``(type, object)`` watch events; :class:`Gone` when the version expired.
 
         Ends when the server closes the stream (``timeoutSeconds``). BOOKMARK events are
-        yielded too: their object carries only ``metadata.resourceVersion``.
+        yielded too: their object carries only ``metadata.resourceVersion``. ``on_open``
+        receives a function that closes the stream from another thread (a blocked read
+        then ends at once), so a watcher that must stop never waits for the timeout.
         """
         query = {**query, "watch": "true", "timeoutSeconds": str(int(timeout_seconds))}
         method, url, headers, _ = self._serialize("GET", path, query, None, None)
@@ -122,6 +130,8 @@ class Kube:
                 raw = resp.read()
             raise from_status(resp.status, raw, resp.headers)
         stream = resp.response
+        if on_open is not None:
+            on_open(lambda: _shutdown(stream))
         finished = False
         try:
             buffer = b""
@@ -142,6 +152,14 @@ class Kube:
 
     def close(self) -> None:
         self.api.close()
+
+
+def _shutdown(stream: Any) -> None:
+    """Close a streaming response's socket from another thread (urllib3 >= 2.3)."""
+    try:
+        stream.shutdown()
+    except Exception:  # already closed, or a transport without shutdown
+        stream.close()
 
 
 def _event(line: bytes, what: str) -> tuple[str, JSON]:

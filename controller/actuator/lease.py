@@ -28,6 +28,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from controller.models.base import JSON
+from controller.supervisor import SUPERVISOR, Supervisor
 
 from .client import Kube, path_of
 from .errors import AlreadyExists, Conflict, KubeError, NotFound
@@ -43,7 +44,8 @@ class LeaderElector:
     def __init__(self, kube: Kube, namespace: str, name: str, identity: str, *,
                  lease_seconds: float = 15, renew_seconds: float = 10,
                  retry_seconds: float = 2,
-                 clock: Callable[[], float] = time.monotonic) -> None:
+                 clock: Callable[[], float] = time.monotonic,
+                 supervisor: Supervisor = SUPERVISOR) -> None:
         if not 0 < retry_seconds < renew_seconds < lease_seconds:
             raise ValueError("need 0 < retry_seconds < renew_seconds < lease_seconds")
         self.kube, self.namespace, self.name, self.identity = kube, namespace, name, identity
@@ -59,6 +61,7 @@ class LeaderElector:
         self._thread: threading.Thread | None = None
         self._on_stopped: Callable[[], None] | None = None
         self._leading = False  # what the callbacks were last told
+        self._supervisor = supervisor
 
     # -- state -----------------------------------------------------------------------
 
@@ -155,15 +158,19 @@ class LeaderElector:
 
     # -- background loop -------------------------------------------------------------
 
+    @property
+    def thread_name(self) -> str:
+        return f"lease-{self.name}"
+
     def start(self, on_started: Callable[[], None], on_stopped: Callable[[], None]) -> None:
-        """Run elections in a daemon thread; callbacks run in that thread."""
+        """Run elections in a supervised daemon thread (restarted after any exception);
+        callbacks run in that thread."""
         if self._thread is not None:
             raise RuntimeError("already started")
         self._stop.clear()
         self._on_stopped = on_stopped
-        self._thread = threading.Thread(target=self._run, args=(on_started, on_stopped),
-                                        name=f"lease-{self.name}", daemon=True)
-        self._thread.start()
+        self._thread = self._supervisor.spawn(
+            self.thread_name, lambda: self._run(on_started, on_stopped), self._stop)
 
     def _notify(self, leading: bool, on_started: Callable[[], None],
                 on_stopped: Callable[[], None]) -> None:
@@ -177,7 +184,10 @@ class LeaderElector:
 
     def _run(self, on_started: Callable[[], None], on_stopped: Callable[[], None]) -> None:
         while not self._stop.is_set():
+            if self._leading and not self.is_leader:  # even when the last round crashed
+                self._notify(False, on_started, on_stopped)
             leading = self.try_acquire_or_renew()
+            self._supervisor.beat(self.thread_name)
             if self._stop.is_set():
                 break
             self._notify(leading, on_started, on_stopped)
@@ -198,6 +208,7 @@ class LeaderElector:
         if self._thread is not None:
             self._thread.join(timeout)
             self._thread = None
+            self._supervisor.forget(self.thread_name)
         if self.is_leader:
             if release:
                 self.release()

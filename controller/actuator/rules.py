@@ -6,12 +6,15 @@ touches the user's spec, and spec edits never reset the rollout's state.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 from controller import API_GROUP, API_VERSION, KIND, PLURAL
+from controller.conventions import FINALIZER
 from controller.models.base import JSON
 
 from .client import APPLY_PATCH, JSON_PATCH, MERGE_PATCH, Kube, path_of
+from .errors import NotFound
+from .retry import on_conflict
 
 GROUP_VERSION = f"{API_GROUP}/{API_VERSION}"
 _SERVER_SET = frozenset({"resourceVersion", "uid", "generation", "creationTimestamp",
@@ -43,12 +46,14 @@ def get_rule(kube: Kube, namespace: str, name: str) -> JSON:
 
 
 def watch_rules(kube: Kube, namespace: str | None, resource_version: str | None,
-                timeout_seconds: float = 60) -> Iterator[tuple[str, JSON]]:
+                timeout_seconds: float = 60,
+                on_open: Callable[[Callable[[], None]], None] | None = None
+                ) -> Iterator[tuple[str, JSON]]:
     """``(type, rule)`` events after ``resource_version``; raises ``Gone`` on 410."""
     query = {"allowWatchBookmarks": "true"}
     if resource_version:
         query["resourceVersion"] = resource_version
-    for kind, obj in kube.watch(rule_path(namespace), query, timeout_seconds):
+    for kind, obj in kube.watch(rule_path(namespace), query, timeout_seconds, on_open):
         yield kind, (obj if kind == "BOOKMARK" else _typed(obj))
 
 
@@ -68,6 +73,31 @@ def patch_status(kube: Kube, namespace: str, name: str, status: JSON,
     ops.append({"op": "add", "path": "/status", "value": status})
     return kube.request("PATCH", rule_path(namespace, name, "status"), body=ops,
                         content_type=JSON_PATCH)
+
+
+def set_finalizer(kube: Kube, namespace: str, name: str, present: bool) -> JSON | None:
+    """Add or remove the controller's finalizer (other finalizers are kept), guarded by
+    the resourceVersion just read; None when the rule is gone."""
+
+    def once() -> JSON | None:
+        try:
+            obj = get_rule(kube, namespace, name)
+        except NotFound:
+            return None
+        meta = obj.get("metadata") or {}
+        current = list(meta.get("finalizers") or [])
+        if (FINALIZER in current) == present:
+            return obj
+        wanted = [*current, FINALIZER] if present else [f for f in current if f != FINALIZER]
+        body = {"metadata": {"finalizers": wanted or None,
+                             "resourceVersion": meta.get("resourceVersion")}}
+        try:
+            return kube.request("PATCH", rule_path(namespace, name), body=body,
+                                content_type=MERGE_PATCH)
+        except NotFound:
+            return None
+
+    return on_conflict(once, what=f"finalizer of {namespace}/{name}")
 
 
 def set_annotations(kube: Kube, namespace: str, name: str,
@@ -102,6 +132,8 @@ def apply_rule(kube: Kube, manifest: JSON, field_manager: str = "canaryctl",
 
 
 def delete_rule(kube: Kube, namespace: str, name: str) -> None:
-    """Delete a rule; the API server's garbage collector removes the canary it owns."""
+    """Delete a rule. With the controller's finalizer on it (a rollout in flight) it is
+    only marked for deletion: the controller restores the target, then releases it; the
+    API server's garbage collector then removes the canary it owns."""
     kube.request("DELETE", rule_path(namespace, name),
                  body={"propagationPolicy": "Background"})

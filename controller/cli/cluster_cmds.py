@@ -1,9 +1,11 @@
 """``canaryctl`` commands that talk to a cluster: apply, get, status, watch, history and
-the manual controls (rollback, promote, pause, resume).
+the manual controls (rollback, promote, pause, resume, retry).
 
 Manual controls are annotations on the CanaryRule (``canary.llmops.dev/action``, a
 fresh ``-id`` and an optional ``-reason``), so kubectl and GitOps can do the same; the
 controller acts on them within one reconcile and records the id in ``status.lastActionId``.
+Which action is allowed in which phase is the engine's table
+(:data:`controller.engine.ALLOWED`): canaryctl refuses the others before writing anything.
 
 Exit codes: 0 ok, 2 invalid input, 3 rolled back / failed (watch), 5 cluster
 unreachable, 6 not found, 7 permission denied, 8 conflicting action.
@@ -28,16 +30,17 @@ from rich.progress_bar import ProgressBar
 from rich.table import Table
 from rich.text import Text
 
-from controller.actuator import rules
+from controller.actuator import deployments, rules
 from controller.actuator.client import Kube, connect
 from controller.actuator.errors import Conflict, Forbidden, Invalid, KubeError, NotFound
-from controller.engine import (
+from controller.actuator.hpa import autoscaler_for
+from controller.conventions import (
     ACTION_ANNOTATION,
     ACTION_ID_ANNOTATION,
     ACTION_REASON_ANNOTATION,
-    ManualAction,
 )
-from controller.models import CanaryRuleStatus, GuardResult, Phase
+from controller.engine import ALLOWED, ManualAction, ratio_warnings
+from controller.models import CanaryRule, CanaryRuleStatus, Condition, GuardResult, Phase
 from controller.sources.manifests import load_rules
 
 from .analyze_cmd import guards_table
@@ -48,14 +51,6 @@ EXIT_UNREACHABLE = 5
 EXIT_NOT_FOUND = 6
 EXIT_FORBIDDEN = 7
 EXIT_CONFLICT = 8
-
-ALLOWED = {
-    ManualAction.ROLLBACK: (Phase.PROGRESSING, Phase.PAUSED),
-    ManualAction.PROMOTE: (Phase.PROGRESSING, Phase.PAUSED),
-    ManualAction.PROMOTE_FULL: (Phase.PROGRESSING, Phase.PAUSED),
-    ManualAction.PAUSE: (Phase.PROGRESSING,),
-    ManualAction.RESUME: (Phase.PAUSED,),
-}
 
 
 def cluster_options(f: Callable[..., Any]) -> Callable[..., Any]:
@@ -158,6 +153,26 @@ def apply(files: tuple[str, ...], namespace: str, kubeconfig: str | None,
             manifest["metadata"] = meta
             rules.apply_rule(kube, manifest)
             click.echo(f"canaryrule {meta['namespace']}/{meta['name']} applied")
+            for line in _ratio_warnings(kube, meta["namespace"], r.rule):
+                echo_err(f"warning: {meta['name']}: {line}")
+
+
+def _ratio_warnings(kube: Kube, namespace: str, rule: CanaryRule) -> list[str]:
+    """Steps the target's replica count cannot honour by replica ratio (best effort: a
+    target that does not exist yet, or that canaryctl may not read, gives no warning)."""
+    target = rule.spec.target_ref.name
+    try:
+        dep = deployments.get_deployment(kube, namespace, target)
+        hpa = autoscaler_for(kube, namespace, target)
+    except KubeError:
+        return []
+    weights = [s.weight for s in rule.spec.steps]
+    replicas = deployments.replicas_of(dep)
+    lines = [text for _, text in ratio_warnings(weights, replicas, autoscaled=hpa is not None)]
+    if hpa is not None:
+        lines.insert(0, f"HorizontalPodAutoscaler {hpa} owns {target}'s replicas: the "
+                        "canary is sized as a share of them (at most as many pods)")
+    return lines
 
 
 # -- get / status / history ---------------------------------------------------------------
@@ -201,12 +216,52 @@ def _history_table(st: CanaryRuleStatus, limit: int | None = None) -> Table:
     return table
 
 
+def _weight(st: CanaryRuleStatus) -> str:
+    """Declared weight, and the weight in effect when it differs."""
+    text = f"weight {st.weight}%"
+    if st.effective_weight is not None and abs(st.effective_weight - st.weight) >= 0.5:
+        text += f" (effective {st.effective_weight:g}%)"
+    return text
+
+
 def _header(obj: dict[str, Any], st: CanaryRuleStatus) -> Text:
     meta = obj.get("metadata") or {}
-    return Text.from_markup(
-        f"[bold]{meta.get('namespace')}/{meta.get('name')}[/]  phase [bold]{st.phase.value}[/]"
-        f"  step {st.current_step + 1}/{_steps(obj)}  weight {st.weight}%"
-        + (f"\n{st.message}" if st.message else ""))
+    text = Text()
+    text.append(f"{meta.get('namespace')}/{meta.get('name')}", style="bold")
+    text.append("  phase ")
+    text.append(st.phase.value, style="bold")
+    text.append(f"  step {st.current_step + 1}/{_steps(obj)}  {_weight(st)}")
+    if st.canary_revision:
+        text.append(f"  revision {st.canary_revision}")
+    if st.message:
+        text.append(f"\n{st.message}")
+    for line in _issues(st):
+        text.append(f"\n! {line}", style="yellow")
+    return text
+
+
+GOOD_WHEN_TRUE = {"Ready", "Synced", "JudgeAvailable", "CanaryAvailable", "Claimed",
+                  "TargetFound"}
+
+
+def _issues(st: CanaryRuleStatus) -> list[str]:
+    """Conditions that need attention (a judge outage, a failed operation, drift, ...)."""
+    out: list[str] = []
+    for c in st.conditions:
+        bad = c.status == "False" if c.type in GOOD_WHEN_TRUE else c.status == "True"
+        if bad and c.type != "Ready":
+            out.append(f"{c.type}: {c.message or c.reason}")
+    return out
+
+
+def _conditions_table(conditions: list[Condition]) -> Table:
+    table = Table(title="conditions", header_style="bold")
+    for col in ("type", "status", "reason", "since", "message"):
+        table.add_column(col, overflow="fold")
+    for c in conditions:
+        since = c.last_transition_time.strftime("%H:%M:%S") if c.last_transition_time else "-"
+        table.add_row(c.type, c.status, c.reason, since, c.message)
+    return table
 
 
 @click.command()
@@ -231,6 +286,8 @@ def status(name: str, output: str, namespace: str, kubeconfig: str | None,
         out.print(guards_table(guards, title="guards"))
     else:
         out.print("no analysis yet")
+    if st.conditions:
+        out.print(_conditions_table(st.conditions))
     out.print(_history_table(st, limit=10))
 
 
@@ -309,7 +366,10 @@ def watch_until_terminal(kube: Kube, namespace: str, name: str, interval: float,
                 view.update(watch_view(obj))
             else:
                 line = f"{st.phase.value} step {st.current_step + 1}/{_steps(obj)} " \
-                       f"weight {st.weight}%: {st.message}"
+                       f"{_weight(st)}: {st.message}"
+                issues = _issues(st)
+                if issues:
+                    line += " [" + "; ".join(issues) + "]"
                 if line != last_line:
                     click.echo(line, err=True)
                     last_line = line
@@ -360,17 +420,25 @@ def _manual(action: ManualAction, help_text: str) -> click.Command:
             action_id = request_action(kube, namespace, name, chosen, extra.get("reason") or "")
         click.echo(f"{chosen.value} requested for {namespace}/{name} (id {action_id})")
 
-    if action is ManualAction.ROLLBACK:
+    if action in (ManualAction.ROLLBACK, ManualAction.RETRY):
         cmd = click.option("--reason", default="", help="Recorded in history and events.")(cmd)
     if action is ManualAction.PROMOTE:
-        cmd = click.option("--full", is_flag=True, help="Promote fully, skipping the steps.")(
-            cmd)
+        cmd = click.option("--full", is_flag=True, help=(
+            "Promote fully, skipping the remaining steps (Progressing or Paused), or end a "
+            "bake now keeping the new version (Baking)."))(cmd)
     return cmd
 
 
-rollback = _manual(ManualAction.ROLLBACK, "Roll back now: the canary is scaled to zero.")
-promote = _manual(ManualAction.PROMOTE, "Advance to the next step (--full: promote fully).")
+rollback = _manual(ManualAction.ROLLBACK, (
+    "Roll back now: traffic back to the target, then the canary removed (Progressing, "
+    "Paused, Promoting, Baking, Failed). After Succeeded: undo, restoring the previous "
+    "template kept in status, while the target still runs the promoted revision."))
+promote = _manual(ManualAction.PROMOTE, (
+    "Advance to the next step (Progressing, Paused). --full: promote fully, or end a bake."))
 pause = _manual(ManualAction.PAUSE, "Pause the rollout: no automatic step or promotion.")
 resume = _manual(ManualAction.RESUME, "Resume a paused rollout.")
+retry = _manual(ManualAction.RETRY, (
+    "Restart a RolledBack or Failed rule from step 1 with fresh evidence for the same "
+    "spec.canary (Argo's retry)."))
 
-COMMANDS = [apply, get, status, watch, history, rollback, promote, pause, resume]
+COMMANDS = [apply, get, status, watch, history, rollback, promote, pause, resume, retry]

@@ -86,6 +86,15 @@ class VerdictCache:
                 (key, blob, time.time()),
             )
 
+    def prune(self, *, max_entries: int) -> int:
+        """Keep the newest ``max_entries`` verdicts (the cache shares the store's volume,
+        so it must stay bounded); returns how many went."""
+        with self._lock:
+            cur = self._db.execute(
+                "DELETE FROM verdicts WHERE rowid IN (SELECT rowid FROM verdicts"
+                " ORDER BY created DESC, rowid DESC LIMIT -1 OFFSET ?)", (max_entries,))
+        return int(cur.rowcount)
+
     def __len__(self) -> int:
         with self._lock:
             (n,) = self._db.execute("SELECT COUNT(*) FROM verdicts").fetchone()

@@ -30,9 +30,24 @@ def parse_duration(text: str) -> float:
     return total
 
 
+MAX_DURATION_SECONDS = 365 * 86400.0
+"""No duration in a rule may exceed a year (a typo such as ``99999999h`` is named)."""
+
+
 def _check_duration(text: str) -> str:
-    parse_duration(text)
+    seconds = parse_duration(text)
+    if seconds > MAX_DURATION_SECONDS:
+        raise ValueError(f"duration {text!r} is longer than 365d")
     return text
+
+
+def _at_least(minimum: float, label: str) -> AfterValidator:
+    def check(text: str) -> str:
+        if parse_duration(text) < minimum:
+            raise ValueError(f"duration {text!r} is shorter than {label}")
+        return text
+
+    return AfterValidator(check)
 
 
 Duration = Annotated[
@@ -40,7 +55,10 @@ Duration = Annotated[
     AfterValidator(_check_duration),
     WithJsonSchema({"type": "string", "pattern": DURATION_PATTERN}),
 ]
-"""A Go-style duration string, validated; convert with :func:`parse_duration`."""
+"""A Go-style duration string (at most 365d), validated; convert with :func:`parse_duration`."""
+
+IntervalDuration = Annotated[Duration, _at_least(1.0, "1s")]
+"""An analysis interval: at least one second (each look reads the store and the cluster)."""
 
 
 class FieldError(ValueError):
@@ -65,6 +83,7 @@ class KubeModel(BaseModel):
         populate_by_name=True,
         extra="forbid",
         use_enum_values=False,
+        allow_inf_nan=False,  # YAML's .inf / .nan are refused, naming the field
     )
 
 

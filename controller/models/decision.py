@@ -70,6 +70,11 @@ class GuardResult(OpenModel):
     needed_baseline: int | None = Field(default=None, description="Likewise for the baseline.")
     clipped_canary: int = Field(default=0, description="Canary values clipped at the cap.")
     clipped_baseline: int = Field(default=0, description="Baseline values clipped at the cap.")
+    verdicts: str | None = Field(
+        default=None,
+        description="For guards that rest on verdicts: judge (the controller's judge) or "
+        "client (verdicts the application sent, when the rule says verdicts: client).",
+    )
 
     @property
     def slice_label(self) -> str:

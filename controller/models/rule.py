@@ -17,10 +17,30 @@ from typing import Literal
 
 from pydantic import Field, field_validator, model_validator
 
-from .base import Duration, FieldError, KubeModel, parse_duration
+from controller.conventions import RESERVED_ENV, RESERVED_PREFIX, WORKLOAD_SUFFIX_MAX
+
+from .base import Duration, FieldError, IntervalDuration, KubeModel, parse_duration
+from .names import (
+    env_name_error,
+    label_value_error,
+    qualified_name_error,
+    subdomain_error,
+)
 from .price import Price, is_hosted, price_for
-from .sample import DEFAULT_NAMESPACE, Risk, RuleKey
+from .sample import (
+    DEFAULT_NAMESPACE,
+    MAX_CORRECTION_MINUTES,
+    MAX_COST_USD,
+    MAX_LATENCY_MS,
+    Risk,
+    RuleKey,
+)
 from .verdict import DEFAULT_THRESHOLD, Aggregation, check_temperature
+
+TARGET_NAME_MAX = 253 - WORKLOAD_SUFFIX_MAX
+"""The canary and holdback Deployments are named ``<target>-canary`` / ``-holdback``."""
+RULE_NAME_MAX = 63
+"""A rule's name is the value of the label ``canary.llmops.dev/rule`` on its workloads."""
 
 
 class Metric(StrEnum):
@@ -62,16 +82,58 @@ value cannot move a quantile, and tail latency is what users feel. Cost stays a 
 Dimension = Literal["queue", "risk", "task"]
 ALL_DIMENSIONS: tuple[Dimension, ...] = ("queue", "risk", "task")
 
+METRIC_RANGE: dict[Metric, float] = {
+    Metric.CORRECTION_BURDEN: MAX_CORRECTION_MINUTES,
+    Metric.LATENCY: MAX_LATENCY_MS,
+    Metric.COST: MAX_COST_USD,
+}
+"""Largest absolute tolerance per metric: a rate (every metric not listed) changes by at
+most 1; a continuous metric by at most the largest value a sample may carry."""
+MAX_RELATIVE_TOLERANCE = 100.0
+"""A relative tolerance above +10000% accepts anything: it is a typo, not a guard."""
+
+
+def check_tolerance_range(where: str, tolerance: float, metric: Metric, relative: bool) -> None:
+    """Refuse a tolerance that no change of the metric can cross (the guard could never
+    fail, or never pass)."""
+    if relative:
+        if not -1 < tolerance <= MAX_RELATIVE_TOLERANCE:
+            raise FieldError(where, f"{tolerance} is outside (-1, {MAX_RELATIVE_TOLERANCE:g}]: "
+                                    "a relative tolerance is a fraction of the baseline "
+                                    "(-1 would accept a drop to zero)")
+        return
+    limit = METRIC_RANGE.get(metric, 1.0)
+    if abs(tolerance) > limit:
+        unit = "a rate changes by at most 1 (use 0.05 for 5 points)" if limit == 1.0 else \
+            f"no sample of {metric.value} may exceed {limit:g}"
+        raise FieldError(where, f"{tolerance} is outside [-{limit:g}, {limit:g}]: {unit}")
+
 
 class TargetRef(KubeModel):
     api_version: Literal["apps/v1"] = "apps/v1"
     kind: Literal["Deployment"] = "Deployment"
-    name: str = Field(min_length=1, max_length=253)
+    name: str = Field(min_length=1, max_length=TARGET_NAME_MAX)
+
+    @model_validator(mode="after")
+    def _dns_name(self) -> TargetRef:
+        why = subdomain_error(self.name, TARGET_NAME_MAX)
+        if why:
+            raise FieldError("name", why)
+        return self
 
 
 class EnvVar(KubeModel):
     name: str = Field(min_length=1)
     value: str = ""
+
+    @model_validator(mode="after")
+    def _valid_name(self) -> EnvVar:
+        why = env_name_error(self.name)
+        if why:
+            raise FieldError("name", why)
+        if self.name in RESERVED_ENV:
+            raise FieldError("name", f"{self.name} is set by the controller in canary pods")
+        return self
 
 
 class CanarySpec(KubeModel):
@@ -95,7 +157,25 @@ class CanarySpec(KubeModel):
         dup = sorted({n for n in names if names.count(n) > 1})
         if dup:
             raise FieldError("env", f"names must be unique, repeated: {', '.join(dup)}")
+        _check_metadata("podLabels", self.pod_labels, values_are_labels=True)
+        _check_metadata("podAnnotations", self.pod_annotations, values_are_labels=False)
         return self
+
+
+def _check_metadata(field: str, items: dict[str, str], *, values_are_labels: bool) -> None:
+    """Keys are qualified names outside the controller's prefix; label values are label
+    values (what the API server checks on the canary Deployment, checked here first)."""
+    for key, value in items.items():
+        why = qualified_name_error(key)
+        if why:
+            raise FieldError(f"{field}[{key}]", f"invalid key: {why}")
+        if key.startswith(RESERVED_PREFIX):
+            raise FieldError(f"{field}[{key}]", f"keys under {RESERVED_PREFIX} are the "
+                             "controller's")
+        if values_are_labels:
+            why = label_value_error(value)
+            if why:
+                raise FieldError(f"{field}[{key}]", f"invalid value {value!r}: {why}")
 
 
 class Step(KubeModel):
@@ -227,8 +307,8 @@ class Budget(KubeModel):
     task: str | None = None
     queue: str | None = None
     risk: Risk | None = None
-    latency_ms: float | None = Field(default=None, gt=0, allow_inf_nan=False)
-    cost_usd: float | None = Field(default=None, gt=0, allow_inf_nan=False)
+    latency_ms: float | None = Field(default=None, gt=0, le=MAX_LATENCY_MS, allow_inf_nan=False)
+    cost_usd: float | None = Field(default=None, gt=0, le=MAX_COST_USD, allow_inf_nan=False)
 
     @model_validator(mode="after")
     def _useful(self) -> Budget:
@@ -259,9 +339,12 @@ class TrustedSpec(KubeModel):
     ``canaryctl validate`` warns about it.
     """
 
-    max_correction_minutes: float = Field(default=5.0, ge=0, allow_inf_nan=False)
-    latency_budget_ms: float | None = Field(default=None, gt=0, allow_inf_nan=False)
-    cost_budget_usd: float | None = Field(default=None, gt=0, allow_inf_nan=False)
+    max_correction_minutes: float = Field(default=5.0, ge=0, le=MAX_CORRECTION_MINUTES,
+                                          allow_inf_nan=False)
+    latency_budget_ms: float | None = Field(default=None, gt=0, le=MAX_LATENCY_MS,
+                                            allow_inf_nan=False)
+    cost_budget_usd: float | None = Field(default=None, gt=0, le=MAX_COST_USD,
+                                          allow_inf_nan=False)
     budgets: list[Budget] = Field(
         default_factory=list, description="Budgets per task, queue or risk tier."
     )
@@ -305,8 +388,8 @@ class PlausibilityCap(KubeModel):
     """Values above a cap are clipped to it (winsorised) before a *mean* is taken, and
     counted; quantile guards need no cap (one value cannot move a quantile far)."""
 
-    latency_ms: float | None = Field(default=None, gt=0, allow_inf_nan=False)
-    cost_usd: float | None = Field(default=None, gt=0, allow_inf_nan=False)
+    latency_ms: float | None = Field(default=None, gt=0, le=MAX_LATENCY_MS, allow_inf_nan=False)
+    cost_usd: float | None = Field(default=None, gt=0, le=MAX_COST_USD, allow_inf_nan=False)
     correction_minutes: float | None = Field(default=None, gt=0, allow_inf_nan=False)
 
 
@@ -329,15 +412,24 @@ class TrafficMixSpec(KubeModel):
 
 
 class AnalysisSpec(KubeModel):
-    interval: Duration = "1m"
-    min_samples_per_cohort: int = Field(default=100, ge=1)
+    interval: IntervalDuration = Field(default="1m", description="Time between looks (>= 1s).")
+    min_samples_per_cohort: int = Field(default=100, ge=1, le=10_000_000)
     max_duration: Duration = "2h"
     alpha: float = Field(default=0.05, gt=0, lt=0.5, description="Family-wise false-rollback rate.")
     on_inconclusive: Literal["hold", "rollback"] = Field(
         default="hold", description="What to do when still inconclusive at maxDuration."
     )
-    error_limit: int = Field(default=3, ge=1, description="Consecutive failed analyses tolerated.")
+    error_limit: int = Field(
+        default=3, ge=0, le=1000,
+        description="Consecutive analyses with errors tolerated: the next one (errorLimit + 1) "
+        "pauses or rolls back, as onErrorLimit says. 0 acts on the first error.",
+    )
     on_error_limit: Literal["pause", "rollback"] = "pause"
+    settle: Duration = Field(
+        default="30s",
+        description="After the canary or the baseline changes, samples that do not name "
+        "their revision count only from this long after the new pods are available.",
+    )
     max_groups: int = Field(
         default=8, ge=1, le=64, description="Queues/tiers tested separately; the rest are pooled."
     )
@@ -378,8 +470,9 @@ class SecretKeyRef(KubeModel):
 
 
 class JudgeBudget(KubeModel):
-    max_calls_per_interval: int | None = Field(default=None, ge=1)
-    max_cost_usd_per_interval: float | None = Field(default=None, gt=0, allow_inf_nan=False)
+    max_calls_per_interval: int | None = Field(default=None, ge=1, le=10_000_000)
+    max_cost_usd_per_interval: float | None = Field(default=None, gt=0, le=MAX_COST_USD,
+                                                    allow_inf_nan=False)
 
 
 class BuiltinPattern(StrEnum):
@@ -478,7 +571,7 @@ class JudgeSpec(KubeModel):
     base_url: str | None = Field(default=None, description="OpenAI-compatible base URL.")
     api_key_secret_ref: SecretKeyRef | None = None
     mode: Literal["fast", "thorough"] = "fast"
-    samples_per_interval: int = Field(default=50, ge=1)
+    samples_per_interval: int = Field(default=50, ge=1, le=100_000)
     threshold: float = Field(
         default=DEFAULT_THRESHOLD, ge=0, le=1, description="Score at which a task succeeds."
     )
@@ -494,6 +587,7 @@ class JudgeSpec(KubeModel):
     temperature: float | None = Field(
         default=None,
         gt=0,
+        le=100,
         allow_inf_nan=False,
         description="Aggregation strictness (low: strict). Default 0.5 for evalLib "
         "(range 0.1-1.0), 0.1 for softMin.",
@@ -503,7 +597,7 @@ class JudgeSpec(KubeModel):
         default_factory=list, description="Labels to extract as the system's decision (for F1)."
     )
     min_kappa: float | None = Field(default=None, ge=-1, le=1)
-    timeout_seconds: float = Field(default=30.0, gt=0)
+    timeout_seconds: float = Field(default=30.0, gt=0, le=600)
     max_retries: int = Field(default=3, ge=0, le=10)
     concurrency: int = Field(default=8, ge=1, le=256)
     budget: JudgeBudget = Field(default_factory=JudgeBudget)
@@ -578,7 +672,7 @@ class PromQuery(KubeModel):
 
 class MetricsSpec(KubeModel):
     prometheus_url: str | None = None
-    timeout_seconds: float = Field(default=10.0, gt=0)
+    timeout_seconds: float = Field(default=10.0, gt=0, le=300)
     queries: list[PromQuery] = Field(default_factory=list)
 
 
@@ -609,12 +703,57 @@ class TrafficRouting(KubeModel):
     type: Literal["replicaRatio"] = "replicaRatio"
 
 
+class BakeSpec(KubeModel):
+    """A watch after promotion: the new version serves, a holdback keeps the previous one."""
+
+    duration: Duration = Field(description="How long the guards keep comparing after promotion.")
+    holdback: int = Field(
+        default=10, ge=1, le=50,
+        description="Share of replicas (percent, at least one pod) that keeps running the "
+        "previous template as the baseline while baking.",
+    )
+
+class IngestSpec(KubeModel):
+    """Who may report samples and feedback for this rule, besides its own workload."""
+
+    service_accounts: list[str] = Field(
+        default_factory=list,
+        max_length=64,
+        description="More ServiceAccounts allowed to post for this rule, as namespace/name "
+        "(a bare name is in the rule's namespace). The ServiceAccount of the target "
+        "Deployment's pods is always allowed.",
+    )
+
+    @field_validator("service_accounts")
+    @classmethod
+    def _names(cls, value: list[str]) -> list[str]:
+        for i, entry in enumerate(value):
+            parts = entry.split("/")
+            if len(parts) > 2 or any(subdomain_error(p) for p in parts):
+                raise FieldError(f"[{i}]", f"{entry!r} is not namespace/name or name")
+        return value
+
+
+VERDICT_METRICS = frozenset({Metric.TASK_SUCCESS, Metric.TRUSTED_COMPLETION,
+                             Metric.POLICY_FAILURE_RATE} | CLASSIFICATION_METRICS)
+"""Metrics that may rest on a verdict (task success; the judge's policy flag and decision
+label stand in when the sample carries none)."""
+
+
 class CanaryRuleSpec(KubeModel):
     target_ref: TargetRef
     canary: CanarySpec
     steps: list[Step] = Field(min_length=1)
     analysis: AnalysisSpec
     judge: JudgeSpec | None = None
+    verdicts: Literal["judge", "client"] = Field(
+        default="judge",
+        description="Where task-success verdicts come from. judge: the controller's judge "
+        "(spec.judge); a verdict a client sends with a sample is ignored. client: the "
+        "verdicts the application sends in each sample's judge field (for teams that judge "
+        "elsewhere); the rule then has no spec.judge, and the guards' evidence says so.",
+    )
+    ingest: IngestSpec = Field(default_factory=IngestSpec)
     metrics: MetricsSpec = Field(default_factory=MetricsSpec)
     pricing: list[ModelPrice] = Field(
         default_factory=list,
@@ -623,6 +762,31 @@ class CanaryRuleSpec(KubeModel):
         "which holds the rollout until both cohorts have costed samples.",
     )
     traffic_routing: TrafficRouting = Field(default_factory=TrafficRouting)
+    progress_deadline_seconds: int | None = Field(
+        default=None, ge=1,
+        description="Seconds the canary may take to become available at a step (default: "
+        "the target's progressDeadlineSeconds, else 600).",
+    )
+    on_progress_deadline: Literal["rollback", "fail"] = Field(
+        default="rollback",
+        description="What a canary that is not available in time does: roll back, or stop "
+        "as Failed and keep everything as it is for inspection.",
+    )
+    promotion_deadline_seconds: int | None = Field(
+        default=None, ge=1,
+        description="Seconds the target may take to run the promoted template (default: "
+        "the progress deadline); past it the rule is Failed and the canary keeps serving.",
+    )
+    on_target_change: Literal["restart", "pause"] = Field(
+        default="restart",
+        description="A change to the target's pod template during a rollout: restart with "
+        "the new baseline and fresh evidence, or pause until resumed.",
+    )
+    bake: BakeSpec | None = None
+
+    @property
+    def client_verdicts(self) -> bool:
+        return self.verdicts == "client"
 
     @field_validator("pricing")
     @classmethod
@@ -643,6 +807,9 @@ class CanaryRuleSpec(KubeModel):
 
     @model_validator(mode="after")
     def _cross_field(self) -> CanaryRuleSpec:
+        if self.client_verdicts and self.judge is not None:
+            raise FieldError("verdicts", "'client' takes the verdicts the samples carry: "
+                                         "remove spec.judge, or use verdicts: judge")
         weights = [s.weight for s in self.steps]
         for i in range(1, len(weights)):
             if weights[i] <= weights[i - 1]:
@@ -655,10 +822,13 @@ class CanaryRuleSpec(KubeModel):
         for i, g in enumerate(self.analysis.guards):
             where = f"analysis.guards[{i}]"
             _check_tolerance_sign(where + ".tolerance", g.tolerance, g.higher_is_better)
+            check_tolerance_range(where + ".tolerance", g.tolerance, g.metric, g.relative)
             for j, o in enumerate(g.overrides):
                 _check_tolerance_sign(
                     f"{where}.overrides[{j}].tolerance", o.tolerance, g.higher_is_better
                 )
+                check_tolerance_range(f"{where}.overrides[{j}].tolerance", o.tolerance,
+                                      g.metric, g.relative)
             if g.metric is Metric.PROMETHEUS:
                 if not g.query:
                     raise FieldError(f"{where}.query", "is required for metric 'prometheus'")
@@ -674,8 +844,6 @@ class CanaryRuleSpec(KubeModel):
                     )
             elif g.query:
                 raise FieldError(f"{where}.query", "is only for metric 'prometheus'")
-            if g.relative and g.tolerance < -1:
-                raise FieldError(f"{where}.tolerance", "a relative drop cannot exceed -1 (100%)")
             _check_guard_variant(where, g)
             _check_bounds(where, g)
             _check_must_pass(where, g)
@@ -794,4 +962,8 @@ class CanaryRule(KubeModel):
         want = f"{API_GROUP}/{API_VERSION}"
         if self.api_version != want:
             raise FieldError("apiVersion", f"must be {want!r}, got {self.api_version!r}")
+        if len(self.metadata.name) > RULE_NAME_MAX:
+            raise FieldError(
+                "metadata.name", f"must be no more than {RULE_NAME_MAX} characters (has "
+                f"{len(self.metadata.name)}): it is the value of a label on the canary")
         return self

@@ -22,6 +22,13 @@ NAMESPACE_PATTERN = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"
 """A Kubernetes namespace name (DNS label)."""
 DEFAULT_NAMESPACE = "default"
 
+MAX_LATENCY_MS = 86_400_000.0
+"""One day: no interaction a user waited for takes longer; more is a unit or encoding bug."""
+MAX_COST_USD = 1_000_000.0
+"""Per interaction."""
+MAX_CORRECTION_MINUTES = 525_600.0
+"""One year of one person's time."""
+
 
 @dataclass(frozen=True, order=True)
 class RuleKey:
@@ -87,7 +94,8 @@ class Sample(BaseModel):
     against this schema).
     """
 
-    model_config = ConfigDict(extra="allow", json_schema_extra={"examples": [SAMPLE_EXAMPLE]})
+    model_config = ConfigDict(extra="allow", allow_inf_nan=False,
+                              json_schema_extra={"examples": [SAMPLE_EXAMPLE]})
 
     id: str = Field(
         min_length=1,
@@ -140,14 +148,14 @@ class Sample(BaseModel):
     output: Conversation = Field(description=f"What the service answered: {_CONVERSATION_HELP}.")
     latency_ms: float = Field(
         ge=0,
-        le=86_400_000,
+        le=MAX_LATENCY_MS,
         allow_inf_nan=False,
         description="End-to-end latency as the user saw it, in milliseconds.",
         examples=[1840],
     )
     cost_usd: float | None = Field(
         ge=0,
-        le=1_000_000,
+        le=MAX_COST_USD,
         allow_inf_nan=False,
         description="What serving it cost, in US dollars. Required; null when unknown (a sample "
         "of unknown cost counts for every metric but cost, and is not trusted when the rule "
@@ -185,7 +193,7 @@ class Sample(BaseModel):
     correction_minutes: float | None = Field(
         default=None,
         ge=0,
-        le=525_600,
+        le=MAX_CORRECTION_MINUTES,
         allow_inf_nan=False,
         description="Minutes a human spent correcting the output, usually sent later as "
         "feedback.",
@@ -237,7 +245,8 @@ class Feedback(BaseModel):
     below, so a misspelt one must not vanish silently.
     """
 
-    model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [FEEDBACK_EXAMPLE]})
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False,
+                              json_schema_extra={"examples": [FEEDBACK_EXAMPLE]})
 
     id: str = Field(
         min_length=1, max_length=256, description="The id of the sample it is about.",
@@ -260,7 +269,7 @@ class Feedback(BaseModel):
     correction_minutes: float | None = Field(
         default=None,
         ge=0,
-        le=525_600,
+        le=MAX_CORRECTION_MINUTES,
         allow_inf_nan=False,
         description="Minutes a human spent correcting the output.",
         examples=[2.5],

@@ -89,6 +89,8 @@ class JudgeUsage(BaseModel):
     known for the model (a self-hosted judge without ``judge.price``): tokens are still
     counted, a cost is never made up. ``cached`` means no call was paid."""
 
+    model_config = ConfigDict(allow_inf_nan=False)
+
     calls: int = Field(default=0, ge=0)
     prompt_tokens: int = Field(default=0, ge=0)
     completion_tokens: int = Field(default=0, ge=0)
@@ -108,6 +110,7 @@ class RecordedVerdict(BaseModel):
 
     model_config = ConfigDict(
         extra="allow",
+        allow_inf_nan=False,
         json_schema_extra={"examples": [{
             "score": 0.9,
             "verdicts": [{"criterion": "Refunds the duplicate charge", "verdict": "mostly",
@@ -177,6 +180,9 @@ class UnjudgedReason(StrEnum):
     """The interval's call or cost budget was spent before this sample started."""
     NOT_SAMPLED = "not_sampled"
     """Not chosen for judging this interval (``samplesPerInterval``)."""
+    NOT_COUNTED = "not_counted"
+    """Not evidence for the rollout in progress (another canary revision, or stamped
+    before the canary settled): never offered to the judge."""
     NO_JUDGE = "no_judge"
     """The rule has no ``spec.judge``."""
     API_KEY_MISSING = "api_key_missing"

@@ -25,6 +25,11 @@ Why in this order:
   (:mod:`controller.judge.sampling`).
 - **A fresh rollout** has empty statistics and no cursor: :func:`collect` starts at the log
   position of the rollout's start (samples stored before it belong to another revision).
+- **Evidence belongs to a revision and a baseline** (:mod:`controller.engine.evidence`):
+  :func:`fold` counts only what the rollout's evidence window admits (the current canary
+  revision; unrevisioned canary samples from its availability plus ``settle``; baseline
+  samples from the baseline's last change; during a bake, cohorts by revision), and the
+  judge is not paid for samples that will never count.
 
 A rule with ``judge.minKappa`` needs the judge's measured agreement with humans in the
 annotation ``canary.llmops.dev/judge-kappa``; without it, or below the minimum, the judged
@@ -50,6 +55,7 @@ from typing import Any
 
 from controller.analysis import RuleStatistics, StatisticsMismatch, evaluate
 from controller.conventions import KAPPA_ANNOTATION
+from controller.engine import Evidence
 from controller.judge import sampling
 from controller.models import (
     CanaryRule,
@@ -63,10 +69,11 @@ from controller.models import (
     Verdict,
     parse_duration,
 )
-from controller.models.verdict import TRANSIENT_REASONS
+from controller.models.rule import VERDICT_METRICS
+from controller.models.verdict import TRANSIENT_REASONS, UnjudgedReason
 from controller.ports import CountsProvider, EvidenceLog, FeedbackWindows, JudgePort, VerdictLog
 from controller.sources.counts import Status
-from controller.sources.records import AwaitingVerdict, SampleChange
+from controller.sources.records import AwaitingVerdict, Quarantined, SampleChange
 
 log = logging.getLogger(__name__)
 
@@ -129,32 +136,40 @@ def close_feedback_windows(samples: FeedbackWindows, rule: CanaryRule, now: date
         rule.key, now - timedelta(seconds=parse_duration(a.feedback_window)))
 
 
-def evidence_since(status: CanaryRuleStatus) -> datetime | None:
+def evidence_since(evidence: Evidence) -> datetime:
     """Samples stamped before this belong to an earlier rollout and never count."""
-    return status.started_at
+    return evidence.since
 
 
 def judge_pending(
     samples: VerdictLog,
     rule: CanaryRule,
-    status: CanaryRuleStatus,
+    evidence: Evidence,
     judge: JudgePort | None,
     *,
     upto: int,
     unavailable: str | None = None,
 ) -> JudgeReport:
     """Judge the rule's samples stored up to log position ``upto`` that have no verdict
-    yet (up to ``samplesPerInterval``, both cohorts alike) and store the verdicts. Runs
-    before, and independent of, the status read-modify-write. A sample stored while the
-    judge runs is counted at once for what needs no verdict; its verdict is a later change
-    that swaps its contribution."""
+    yet and count as evidence (up to ``samplesPerInterval``, both cohorts alike) and
+    store the verdicts; samples that will never count (another revision, before the
+    canary settled) are written off as ``not_counted`` without a call. Runs before, and
+    independent of, the status read-modify-write. A sample stored while the judge runs is
+    counted at once for what needs no verdict; its verdict is a later change that swaps
+    its contribution."""
     key = rule.key
     spec = rule.spec.judge
     if spec is None:
         return JudgeReport(upto)
-    awaiting = samples.awaiting_verdict(key, upto=upto, since=evidence_since(status))
+    waiting = samples.awaiting_verdict(key, upto=upto, since=evidence_since(evidence))
+    awaiting = [a for a in waiting if evidence.admit(a.sample) is not None]
+    ignored = [a.sample.id for a in waiting if evidence.admit(a.sample) is None]
+    if ignored:
+        samples.set_verdicts(key, [(i, Unjudged(reason=UnjudgedReason.NOT_COUNTED))
+                                   for i in ignored])
     if not awaiting:
-        return JudgeReport(upto, unavailable=unavailable if judge is None else None)
+        return JudgeReport(samples.head(key) if ignored else upto,
+                           unavailable=unavailable if judge is None else None)
     if judge is None:
         return _judge_unavailable(samples, rule, awaiting, upto, unavailable or "no judge")
     chosen = sampling.select(awaiting, spec.samples_per_interval,
@@ -231,6 +246,10 @@ class AnalysisResult:
     statistics: dict[str, Any]
     new_samples: int = 0
     notes: list[str] = field(default_factory=list)
+    judge_outage: str | None = None
+    """The judge step's outage this interval ("judge unavailable: ..."), if any."""
+    quarantined: tuple[Quarantined, ...] = ()
+    """Stored samples this look found unreadable: moved aside, not counted."""
 
 
 def load_statistics(rule: CanaryRule, status: CanaryRuleStatus) -> tuple[RuleStatistics, bool]:
@@ -246,53 +265,83 @@ def load_statistics(rule: CanaryRule, status: CanaryRuleStatus) -> tuple[RuleSta
 
 
 def start_cursor(
-    samples: EvidenceLog, rule: CanaryRule, status: CanaryRuleStatus, *, resumed: bool
+    samples: EvidenceLog, rule: CanaryRule, status: CanaryRuleStatus, evidence: Evidence, *,
+    resumed: bool,
 ) -> int:
-    """Where reading resumes: the cursor saved with the statistics, else the log position
-    of the rollout's start (a new rollout, or statistics that had to restart: every
-    sample of the rollout is read again, nothing older)."""
-    cursor = (status.statistics or {}).get("cursor")
-    if resumed and cursor is not None:
+    """Where reading resumes: the cursor saved with the statistics, if it is a position
+    in this very log; else the log position of the rollout's start (a new rollout,
+    statistics that had to restart - every sample of the rollout is read again, nothing
+    older - or another replica's log after a failover or an upgrade: what that one
+    counted stays counted, and this log's samples of the rollout are read from its
+    start)."""
+    saved = status.statistics or {}
+    cursor = saved.get("cursor")
+    same_log = saved.get("log") in (None, samples.log_id())
+    if resumed and cursor is not None and same_log:
         return int(cursor)
-    since = evidence_since(status)
-    return samples.position_at(rule.key, since) if since is not None else 0
+    return samples.position_at(rule.key, evidence_since(evidence))
 
 
-def collect(
-    samples: EvidenceLog, rule: CanaryRule, cursor: int, upto: int
-) -> tuple[list[SampleChange], int]:
-    """The rule's changes after ``cursor`` up to ``upto`` (bounded per look)."""
-    changes: list[SampleChange] = []
-    while len(changes) < MAX_CHANGES_PER_LOOK:
-        batch = samples.changes(rule.key, after=cursor, upto=upto, limit=READ_BATCH)
-        changes.extend(batch.changes)
-        cursor = batch.cursor
+@dataclass
+class Collected:
+    changes: list[SampleChange]
+    cursor: int
+    quarantined: tuple[Quarantined, ...] = ()
+
+
+def collect(samples: EvidenceLog, rule: CanaryRule, cursor: int, upto: int) -> Collected:
+    """The rule's changes after ``cursor`` up to ``upto`` (bounded per look). Samples the
+    log could not read back are quarantined by it and skipped: one poisoned row never
+    halts the analysis of the rest."""
+    out = Collected([], cursor)
+    while len(out.changes) < MAX_CHANGES_PER_LOOK:
+        batch = samples.changes(rule.key, after=out.cursor, upto=upto, limit=READ_BATCH)
+        out.changes.extend(batch.changes)
+        out.quarantined += batch.quarantined
+        out.cursor = batch.cursor
         if not batch.more:
             break
-    return changes, cursor
+    return out
 
 
-def with_verdict(sample: Sample, verdict: Verdict | None) -> Sample:
-    """The sample as the analysis counts it: the controller's verdict, if it has one."""
-    if isinstance(verdict, RecordedVerdict):
-        return sample.model_copy(update={"judge": verdict})
-    return sample
+def with_verdict(sample: Sample, verdict: Verdict | None, *, client: bool = False) -> Sample:
+    """The sample as the analysis counts it. By default the verdict is the controller's
+    judge's (or none): a ``judge`` object the client sent is dropped, so a client can
+    neither promote a regression nor force a rollback with forged scores. With
+    ``verdicts: client`` the sample's own verdict counts as sent."""
+    if client:
+        return sample
+    judged = verdict if isinstance(verdict, RecordedVerdict) else None
+    if judged is None and sample.judge is None:
+        return sample
+    return sample.model_copy(update={"judge": judged})
 
 
 def fold(
-    stats: RuleStatistics, changes: Sequence[SampleChange], since: datetime | None
+    stats: RuleStatistics, changes: Sequence[SampleChange], evidence: Evidence,
+    *, client_verdicts: bool = False,
 ) -> int:
-    """Add each change to the statistics; returns how many samples were new."""
+    """Add each change the evidence window admits to the statistics (a sample of another
+    revision, or from before its cohort settled, is skipped for good: the window is fixed
+    for the revision, so a later change of the same sample is skipped alike). Returns how
+    many samples were new."""
     new = 0
     for c in changes:
-        if since is not None and c.current.ts < since:
+        current = evidence.admit(c.current)
+        if current is None:
             continue
-        current = with_verdict(c.current, c.verdict)
+        current = with_verdict(current, c.verdict, client=client_verdicts)
         if c.previous is None:
             stats.add(current)
             new += 1
         else:
-            stats.replace(with_verdict(c.previous, c.verdict_before), current)
+            previous = evidence.admit(c.previous)
+            if previous is None:  # it did not count before (cannot happen for one sample)
+                stats.add(current)
+                new += 1
+            else:
+                stats.replace(
+                    with_verdict(previous, c.verdict_before, client=client_verdicts), current)
     return new
 
 
@@ -300,6 +349,7 @@ def analyse(
     samples: EvidenceLog,
     rule: CanaryRule,
     status: CanaryRuleStatus,
+    evidence: Evidence,
     *,
     now: datetime,
     judged: JudgeReport,
@@ -311,26 +361,47 @@ def analyse(
     """Collect → fold → count events → evaluate, from the status just read. Never raises
     for a failed source: it becomes the guard's ERROR outcome."""
     stats, resumed = load_statistics(rule, status)
-    stats.enter_step(status.current_step, started_at=status.step_started_at,
-                     rollout_started_at=status.started_at)
-    cursor = start_cursor(samples, rule, status, resumed=resumed)
-    changes, cursor = collect(samples, rule, cursor, judged.upto)
-    new = fold(stats, changes, evidence_since(status))
+    # the step's own window starts when its pods were all available (engine.evidence);
+    # the rollout's start anchors the change detector's time slots
+    stats.enter_step(evidence.step, started_at=evidence.step_since,
+                     rollout_started_at=evidence.since)
+    cursor = start_cursor(samples, rule, status, evidence, resumed=resumed)
+    got = collect(samples, rule, cursor, judged.upto)
+    new = fold(stats, got.changes, evidence, client_verdicts=rule.spec.client_verdicts)
     errors = judged_guard_errors(rule, judged, judge_kappa)
     notes: list[str] = []
     if any(g.metric is Metric.PROMETHEUS for g in rule.spec.analysis.guards):
         count_events(rule, status, stats, counts, now, canary_share, errors, notes)
     decision = evaluate(rule.spec, stats, at=now, deadline_reached=deadline_reached,
                         errors=errors, expected_share=canary_share)
-    return AnalysisResult(decision, {"stats": stats.to_dict(), "cursor": cursor}, new, notes)
+    label_verdict_source(rule, decision)
+    return AnalysisResult(decision, {"stats": stats.to_dict(), "cursor": got.cursor,
+                                     "log": samples.log_id()}, new, notes,
+                          quarantined=got.quarantined)
+
+
+def label_verdict_source(rule: CanaryRule, decision: Decision) -> None:
+    """Say, per guard that rests on verdicts, whose verdicts they were."""
+    source = rule.spec.verdicts
+    for g in decision.guards:
+        if g.metric in VERDICT_METRICS:
+            g.verdicts = source
+
+
+NO_VERDICT_SOURCE = ("no verdicts: the rule has no spec.judge; add one, or set "
+                     "spec.verdicts: client to count the verdicts the application sends")
 
 
 def judged_guard_errors(
     rule: CanaryRule, judged: JudgeReport, kappa: float | None
 ) -> dict[str, str]:
-    """ERROR for the guards that rest on the judge, when the judge cannot be trusted or
-    was down this interval."""
+    """ERROR for the guards that rest on the judge, when the judge cannot be trusted, was
+    down this interval, or does not exist (and client verdicts are not accepted)."""
+    if rule.spec.client_verdicts:
+        return {}
     why = _judge_untrusted(rule, kappa) or judged.outage
+    if rule.spec.judge is None:
+        why = NO_VERDICT_SOURCE
     if why is None:
         return {}
     return {g.name: why for g in rule.spec.analysis.guards if rests_on_judge(rule, g.metric)}
@@ -374,10 +445,11 @@ def count_events(
     errors: dict[str, str],
     notes: list[str],
 ) -> None:
-    """Prometheus counts since the current step began (the share is constant within a
-    step), for every ``prometheus`` guard."""
+    """Prometheus counts since the current step's pods were all available (the share is
+    constant from then on), for every ``prometheus`` guard."""
     queries = {q.name: q for q in rule.spec.metrics.queries}
-    window = max(1.0, (now - (status.step_started_at or now)).total_seconds())
+    began = status.step_ready_at or status.step_started_at or now
+    window = max(1.0, (now - began).total_seconds())
     for g in rule.spec.analysis.guards:
         if g.metric is not Metric.PROMETHEUS:
             continue

@@ -1,47 +1,69 @@
 """The controller's moving parts: watches, a work queue, one analysis job per rule.
 
-- **Watches** (one thread each) list+watch CanaryRules and Deployments, resume from the
-  last resourceVersion, relist after 410 Gone, and only *enqueue keys*; reconciling is
-  level-triggered, so a missed or duplicated event costs nothing but a reconcile.
-- **Workers** drain the queue: a key is queued at most once at a time (a set, not a
-  list), so a burst of events for one rule collapses into one reconcile.
+- **Watches** (one supervised thread each): CanaryRules, and only the Deployments the
+  controller made (label selector ``app.kubernetes.io/managed-by=llm-canary``: the
+  canaries and holdbacks; an event names its rule by ``canary.llmops.dev/rule``). The
+  targets are not watched: a rollout waiting on the cluster is reconciled again every
+  ``poll_seconds``, and drift is checked at every reconcile before any analysis. A watch
+  resumes from its last resourceVersion after any error and relists only after 410 Gone,
+  so an API hiccup never turns into a list of every Deployment in the cluster. Watches
+  only *enqueue keys*; reconciling is level-triggered, so a missed or duplicated event
+  costs nothing but a reconcile.
+- **Workers** drain the queue: a key is queued at most once at a time, so a burst of
+  events for one rule collapses into one reconcile. A key can also be queued for later:
+  after a failed reconcile (capped exponential backoff, honouring Retry-After,
+  :data:`controller.actuator.retry.FAILURE`), or while its rollout waits on pods.
 - **Analysis jobs**: one apscheduler interval job per rule (``max_instances=1``,
   ``coalesce=True``), rescheduled when the interval changes and removed when the rule is
   deleted. Manual actions are acted on by the next reconcile (seconds), not the next tick.
 - A periodic **resync** enqueues every known rule, catching anything a watch missed.
-- Everything runs only while this replica leads; losing the lease stops the jobs, and
-  every write re-checks leadership first (see :mod:`.rollout`).
+- **Ownership**: the rule watch keeps which rules name which target, so a second rule
+  on a Deployment is refused (:mod:`controller.engine.ownership`) without a list call.
+- Everything runs only while this replica leads. :meth:`Manager.stop` closes the watch
+  streams (a blocked read ends at once) and joins every thread, so a leadership flap
+  never leaks threads; every write re-checks leadership first (see :mod:`.rollout`).
 """
 
 from __future__ import annotations
 
 import contextlib
+import heapq
+import itertools
 import logging
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from apscheduler.events import EVENT_JOB_SUBMITTED, JobSubmissionEvent
 from apscheduler.jobstores.base import JobLookupError
 from apscheduler.schedulers.background import BackgroundScheduler
 
 from controller.actuator import deployments, rules
 from controller.actuator.client import Kube
 from controller.actuator.errors import Gone, KubeError
-from controller.models import parse_duration
-from controller.observability import TICK_LATENESS
+from controller.actuator.retry import FAILURE, WATCH
+from controller.actuator.router import MANAGED_SELECTOR
+from controller.conventions import RULE_LABEL
+from controller.engine import Claim
+from controller.health import Health
+from controller.models import Phase, parse_duration
+from controller.supervisor import SUPERVISOR, Supervisor
 
+from .directory import Directory
 from .rollout import Deps, NotLeader, reconcile
+from .ticks import TickLedger
 
 log = logging.getLogger(__name__)
 
 WATCH_TIMEOUT_SECONDS = 60
+ListFn = Callable[[], str]
+WatchFn = Callable[[str | None, Callable[[Callable[[], None]], None]],
+                   Iterator[tuple[str, dict[str, Any]]]]
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, order=True)
 class Key:
     namespace: str
     name: str
@@ -50,20 +72,17 @@ class Key:
         return f"{self.namespace}/{self.name}"
 
 
-def _observe_lateness(event: JobSubmissionEvent) -> None:
-    """How late an analysis tick starts against its schedule (a histogram)."""
-    now = datetime.now(UTC)
-    for scheduled in event.scheduled_run_times:
-        TICK_LATENESS.observe(max(0.0, (now - scheduled).total_seconds()))
-
-
 class WorkQueue:
-    """A set-backed FIFO: each key at most once, blocking get with timeout."""
+    """A set-backed FIFO (each key at most once) with delayed puts; blocking get."""
 
-    def __init__(self) -> None:
+    def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
         self._cond = threading.Condition()
         self._order: list[Key] = []
         self._queued: set[Key] = set()
+        self._later: list[tuple[float, int, Key]] = []
+        self._due: dict[Key, float] = {}
+        self._seq = itertools.count()
+        self._clock = clock
 
     def put(self, key: Key) -> None:
         with self._cond:
@@ -72,10 +91,35 @@ class WorkQueue:
                 self._order.append(key)
                 self._cond.notify()
 
+    def put_after(self, key: Key, delay: float) -> None:
+        """Queue ``key`` in ``delay`` seconds (the earliest of several requests wins)."""
+        due = self._clock() + max(0.0, delay)
+        with self._cond:
+            if key in self._due and self._due[key] <= due:
+                return
+            self._due[key] = due
+            heapq.heappush(self._later, (due, next(self._seq), key))
+            self._cond.notify()
+
+    def _promote_due(self) -> float | None:
+        """Move due keys to the queue; seconds until the next one (None: none)."""
+        now = self._clock()
+        while self._later and self._later[0][0] <= now:
+            due, _, key = heapq.heappop(self._later)
+            if self._due.get(key) != due:
+                continue  # superseded by an earlier request
+            del self._due[key]
+            if key not in self._queued:
+                self._queued.add(key)
+                self._order.append(key)
+        return self._later[0][0] - now if self._later else None
+
     def get(self, timeout: float) -> Key | None:
         with self._cond:
+            wait = self._promote_due()
             if not self._order:
-                self._cond.wait(timeout)
+                self._cond.wait(timeout if wait is None else min(timeout, wait))
+                self._promote_due()
             if not self._order:
                 return None
             key = self._order.pop(0)
@@ -93,110 +137,170 @@ class Manager:
     def __init__(
         self,
         deps: Deps,
+        kube: Kube,
         *,
         namespace: str | None,
         resync_seconds: float = 300.0,
+        poll_seconds: float = 5.0,
         workers: int = 2,
         interval_override: float | None = None,
+        supervisor: Supervisor = SUPERVISOR,
+        directory: Directory | None = None,
+        health: Health | None = None,
     ) -> None:
         self.deps = deps
-        self.kube: Kube = deps.kube
+        self.kube = kube
         self.namespace = namespace
         self.resync_seconds = resync_seconds
+        self.poll_seconds = poll_seconds
         self.workers = workers
         self.interval_override = interval_override
+        self.supervisor = supervisor
         self.queue = WorkQueue()
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []
+        self._closers: dict[str, Callable[[], None]] = {}  # watch -> close its stream
         self._scheduler: BackgroundScheduler | None = None
         self._intervals: dict[Key, float] = {}
-        self._targets: dict[Key, str] = {}  # rule -> target Deployment name
+        self._claims: dict[Key, tuple[str, Claim]] = {}  # rule -> (target, claim)
+        self._failures: dict[Key, int] = {}
+        self._retry_at: dict[Key, float] = {}  # a failed rule's next attempt (monotonic)
         self._lock = threading.Lock()
         self.synced = threading.Event()
+        deps.claims = self.claims
+        self.ticks = TickLedger()
+        self.directory = directory or Directory()
+        """Rules and their reporters, for the ingestion API (see :mod:`.directory`)."""
+        self.health = health or Health()
+        """The scheduler is watched while started (threads are the supervisor's: it restarts
+        them and reports one that keeps failing)."""
 
     # -- lifecycle -------------------------------------------------------------------
 
     def start(self) -> None:
-        self._stop.clear()
+        self.stop()  # a restart after a leadership flap first ends the previous threads
+        self._stop = threading.Event()
         self._scheduler = BackgroundScheduler(timezone="UTC",
                                               job_defaults={"misfire_grace_time": None})
-        self._scheduler.add_listener(_observe_lateness, EVENT_JOB_SUBMITTED)
         self._scheduler.start()
-        self._spawn("watch-rules", self._watch_loop, self._list_rules, self._rule_event,
-                    rules.watch_rules)
-        self._spawn("watch-deployments", self._watch_loop, self._list_deployments,
-                    self._deployment_event, deployments.watch_deployments)
+        scheduler = self._scheduler
+        self.health.watch("analysis scheduler", lambda: scheduler.running)
+        self._spawn("watch-rules", lambda: self._watch_loop(
+            "watch-rules", self._list_rules, self._rule_event, self._watch_rules))
+        self._spawn("watch-deployments", lambda: self._watch_loop(
+            "watch-deployments", self._list_deployments, self._deployment_event,
+            self._watch_deployments))
         self._spawn("resync", self._resync_loop)
         for i in range(self.workers):
             self._spawn(f"worker-{i}", self._worker_loop)
 
     def stop(self, timeout: float = 10.0) -> None:
-        """Stop acting at once; threads finish their current call and exit."""
+        """Stop acting at once; watch streams are closed, threads joined."""
         self._stop.set()
+        self.health.unwatch("analysis scheduler")
         if self._scheduler is not None:
             self._scheduler.shutdown(wait=False)
             self._scheduler = None
+        with self._lock:
+            closers = list(self._closers.values())
+            self._closers.clear()
+        for close in closers:
+            with contextlib.suppress(Exception):
+                close()
         deadline = time.monotonic() + timeout
         for t in self._threads:
             t.join(max(0.0, deadline - time.monotonic()))
+            self.supervisor.forget(t.name)
+        alive = [t.name for t in self._threads if t.is_alive()]
+        if alive:
+            log.warning("threads still finishing after stop: %s", ", ".join(alive))
         self._threads = []
         with self._lock:
             self._intervals.clear()
+        self.synced.clear()
+        self.directory.reset()
 
-    def _spawn(self, name: str, target: Callable[..., None], *args: Any) -> None:
-        t = threading.Thread(target=target, args=args, name=name, daemon=True)
-        t.start()
-        self._threads.append(t)
+    def running_threads(self) -> list[str]:
+        return [t.name for t in self._threads if t.is_alive()]
+
+    def _spawn(self, name: str, loop: Callable[[], None]) -> None:
+        self._threads.append(self.supervisor.spawn(name, loop, self._stop))
 
     # -- watches ---------------------------------------------------------------------
 
-    def _watch_loop(
-        self,
-        list_fn: Callable[[], str],
-        on_event: Callable[[str, dict[str, Any]], None],
-        watch_fn: Callable[..., Any],
-    ) -> None:
+    def _register(self, name: str, stop: threading.Event, close: Callable[[], None]) -> None:
+        """Remember how to close watch ``name``'s current stream (for :meth:`stop`)."""
+        with self._lock:
+            self._closers[name] = close
+        if stop.is_set():
+            close()
+
+    def _watch_loop(self, name: str, list_fn: ListFn,
+                    on_event: Callable[[str, dict[str, Any]], None], watch_fn: WatchFn) -> None:
+        """List once, then watch from the last resourceVersion seen; relist only after
+        410 Gone. Errors back off (:data:`WATCH`) and resume where the watch was."""
+        stop = self._stop
+
+        def register(close: Callable[[], None]) -> None:
+            self._register(name, stop, close)
+
         resource_version: str | None = None
-        backoff = 0.5
-        while not self._stop.is_set():
+        failures = 0
+        while not stop.is_set():
             try:
                 if resource_version is None:
                     resource_version = list_fn()
-                for kind, obj in watch_fn(self.kube, self.namespace, resource_version,
-                                          WATCH_TIMEOUT_SECONDS):
-                    if self._stop.is_set():
+                for kind, obj in watch_fn(resource_version, register):
+                    if stop.is_set():
                         return
                     rv = (obj.get("metadata") or {}).get("resourceVersion")
                     if rv:
                         resource_version = rv
                     if kind != "BOOKMARK":
                         on_event(kind, obj)
-                backoff = 0.5
+                    self.supervisor.beat(name)
+                failures = 0
+                self.supervisor.beat(name)
             except Gone:
-                log.info("watch expired (410 Gone); relisting")
+                log.info("%s: resource version expired (410 Gone); relisting", name)
                 resource_version = None
             except KubeError as exc:
-                log.warning("watch failed: %s; retrying in %.1fs", exc, backoff)
-                self._stop.wait(backoff)
-                backoff = min(backoff * 2, 30.0)
-                resource_version = None
+                if stop.is_set():
+                    return
+                delay = WATCH.delay(failures, exc)
+                failures += 1
+                log.warning("%s failed: %s; resuming in %.1fs", name, exc, delay)
+                stop.wait(delay)
+
+    def _watch_rules(self, rv: str | None, on_open: Callable[[Callable[[], None]], None]
+                     ) -> Iterator[tuple[str, dict[str, Any]]]:
+        return rules.watch_rules(self.kube, self.namespace, rv, WATCH_TIMEOUT_SECONDS,
+                                 on_open)
+
+    def _watch_deployments(self, rv: str | None,
+                           on_open: Callable[[Callable[[], None]], None]
+                           ) -> Iterator[tuple[str, dict[str, Any]]]:
+        return deployments.watch_deployments(self.kube, self.namespace, rv,
+                                             WATCH_TIMEOUT_SECONDS, MANAGED_SELECTOR, on_open)
 
     def _list_rules(self) -> str:
         items, rv = rules.list_rules(self.kube, self.namespace)
+        self.directory.replace_rules(items)
         seen = set()
         for obj in items:
-            key = self._key(obj)
-            seen.add(key)
+            seen.add(self._key(obj))
             self._rule_event("ADDED", obj)
         with self._lock:
-            gone = [k for k in self._intervals if k not in seen]
+            gone = [k for k in self._claims if k not in seen]
         for key in gone:
             self._forget(key)
         self.synced.set()
         return rv
 
     def _list_deployments(self) -> str:
-        _, rv = deployments.list_deployments(self.kube, self.namespace)
+        items, rv = deployments.list_deployments(self.kube, self.namespace, MANAGED_SELECTOR)
+        for obj in items:
+            self._deployment_event("ADDED", obj)
         return rv
 
     @staticmethod
@@ -205,34 +309,45 @@ class Manager:
         return Key(meta.get("namespace") or "default", meta["name"])
 
     def _rule_event(self, kind: str, obj: dict[str, Any]) -> None:
+        self.directory.rule_event(kind, obj)
         key = self._key(obj)
         if kind == "DELETED":
             self._forget(key)
             return
         spec = obj.get("spec") or {}
+        meta = obj.get("metadata") or {}
         target = (spec.get("targetRef") or {}).get("name")
         if target:
+            phase = str((obj.get("status") or {}).get("phase") or "Pending")
+            active = phase in {p.value for p in Phase if p.active}
+            claim = Claim(key.name, str(meta.get("creationTimestamp") or ""), active)
             with self._lock:
-                self._targets[key] = target
+                self._claims[key] = (str(target), claim)
         self._schedule(key, spec)
         self.queue.put(key)
 
     def _deployment_event(self, kind: str, obj: dict[str, Any]) -> None:
         meta = obj.get("metadata") or {}
-        ns, name = meta.get("namespace") or "default", meta.get("name", "")
-        base = name.removesuffix("-canary")
+        rule = (meta.get("labels") or {}).get(RULE_LABEL)
+        if rule:
+            self.queue.put(Key(meta.get("namespace") or "default", str(rule)))
+
+    def claims(self, namespace: str, target: str) -> list[Claim]:
+        """The rules of ``namespace`` that name ``target``, as the rule watch saw them."""
         with self._lock:
-            keys = [k for k, t in self._targets.items() if k.namespace == ns and t == base]
-        for key in keys:
-            self.queue.put(key)
+            return [c for k, (t, c) in self._claims.items()
+                    if k.namespace == namespace and t == target]
 
     def _forget(self, key: Key) -> None:
         with self._lock:
             self._intervals.pop(key, None)
-            self._targets.pop(key, None)
+            self._claims.pop(key, None)
+            self._failures.pop(key, None)
+            self._retry_at.pop(key, None)
         if self._scheduler is not None:
             with contextlib.suppress(JobLookupError):  # was never scheduled
                 self._scheduler.remove_job(str(key))
+        self.ticks.forget(str(key))
         log.info("rule %s deleted: analysis job removed", key)
 
     # -- analysis jobs ---------------------------------------------------------------
@@ -247,38 +362,65 @@ class Manager:
             if self._intervals.get(key) == interval or self._scheduler is None:
                 return
             self._intervals[key] = interval
-        self._scheduler.add_job(
+            scheduler = self._scheduler
+        job = scheduler.add_job(
             self._tick, "interval", seconds=interval, args=[key], id=str(key),
             replace_existing=True, max_instances=1, coalesce=True,
         )
+        self.ticks.schedule(str(key), job.trigger.start_date, interval)
         log.info("analysis of %s every %ss", key, interval)
 
     def _tick(self, key: Key) -> None:
+        self.ticks.started(str(key), datetime.now(UTC))
         self._run(key, analyze=True)
 
     # -- workers ---------------------------------------------------------------------
 
     def _worker_loop(self) -> None:
-        while not self._stop.is_set():
+        stop = self._stop
+        while not stop.is_set():
             key = self.queue.get(timeout=0.5)
+            self.supervisor.beat()
             if key is not None:
                 self._run(key, analyze=False)
 
     def _run(self, key: Key, *, analyze: bool) -> None:
         if self._stop.is_set():
             return
+        with self._lock:
+            retry_at = self._retry_at.get(key, 0.0)
+        if analyze and time.monotonic() < retry_at:
+            return  # a failing rule's ticks wait for its backoff too (no hot loop)
         try:
-            reconcile(self.deps, key.namespace, key.name, analyze=analyze)
+            result = reconcile(self.deps, key.namespace, key.name, analyze=analyze)
         except NotLeader:
             log.info("not the leader: skipped %s", key)
-        except KubeError as exc:
-            log.warning("reconcile of %s failed: %s; requeued on the next resync", key, exc)
-        except Exception:
-            log.exception("reconcile of %s crashed", key)
+            return
+        except Exception as exc:  # a KubeError, or a bug: this rule only, never the worker
+            with self._lock:
+                failures = self._failures.get(key, 0)
+                self._failures[key] = failures + 1
+            delay = FAILURE.delay(failures, exc)
+            with self._lock:
+                self._retry_at[key] = time.monotonic() + delay
+            if isinstance(exc, KubeError):
+                log.warning("reconcile of %s failed: %s; again in %.1fs", key, exc, delay)
+            else:
+                log.exception("reconcile of %s crashed; again in %.1fs", key, delay)
+            self.queue.put_after(key, delay)
+            return
+        with self._lock:
+            self._failures.pop(key, None)
+            self._retry_at.pop(key, None)
+        if result.waiting:
+            self.queue.put_after(key, self.poll_seconds)
 
     def _resync_loop(self) -> None:
-        while not self._stop.wait(self.resync_seconds):
+        stop = self._stop
+        while not stop.wait(self.resync_seconds):
             with self._lock:
-                keys = list(self._intervals)
+                keys = list(self._claims) + [k for k in self._intervals
+                                             if k not in self._claims]
             for key in keys:
                 self.queue.put(key)
+            self.supervisor.beat()

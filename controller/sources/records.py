@@ -59,12 +59,32 @@ class SampleChange:
 
 
 @dataclass(frozen=True)
+class Quarantined:
+    """A stored sample that could not be read back and was moved aside."""
+
+    sample_id: str
+    reason: str
+    """What failed to decode (field and problem; never the stored values)."""
+
+
+@dataclass(frozen=True)
+class QuarantineReport:
+    """How many of a rule's samples are in quarantine, and the latest."""
+
+    count: int
+    latest: Quarantined | None
+
+
+@dataclass(frozen=True)
 class ChangeBatch:
     changes: list[SampleChange]
     cursor: int
     """Pass this back as ``after`` next time (and commit it once the batch is counted)."""
     more: bool
     """True when the limit stopped the read: call again with the new cursor."""
+    quarantined: tuple[Quarantined, ...] = ()
+    """Samples in the range that could not be decoded: moved aside, left out of
+    ``changes`` (the cursor moved past them)."""
 
 
 @dataclass(frozen=True)

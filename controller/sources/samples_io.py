@@ -21,9 +21,10 @@ from typing import Any, NamedTuple, TypeVar
 
 from pydantic import BaseModel, ValidationError
 
-from controller.models import Feedback, Sample
+from controller.models import Feedback, Sample, json_values
 from controller.models.errors import field_errors, format_field_errors
 from controller.models.ingest import Reject, RejectKind
+from controller.models.json_values import UnsafeJson
 
 MAX_MESSAGES = 50
 """Messages kept per report; the rest are only counted, so a huge bad file stays cheap."""
@@ -182,7 +183,6 @@ def _line_of(text: str, offset: int) -> int:
 def _array_items(text: str, report: LoadReport) -> Iterator[tuple[int, Any]]:
     """(line, value) for each element of a top-level JSON array, parsed one at a time so
     a bad element is named by its line; a syntax error ends the array (no resync point)."""
-    decoder = json.JSONDecoder()
     pos = text.index("[") + 1
     expect_value = True
     while True:
@@ -214,7 +214,7 @@ def _array_items(text: str, report: LoadReport) -> Iterator[tuple[int, Any]]:
             )
             return
         try:
-            value, end = decoder.raw_decode(text, pos)
+            value, end = json_values.raw_decode(text, pos)
         except json.JSONDecodeError as exc:
             report.reject(
                 RejectKind.INVALID_JSON, exc.lineno,
@@ -223,14 +223,31 @@ def _array_items(text: str, report: LoadReport) -> Iterator[tuple[int, Any]]:
                 reason=f"invalid JSON: {exc.msg} (column {exc.colno})",
             )
             return
-        except RecursionError:
+        except UnsafeJson as exc:
             line = _line_of(text, pos)
             report.reject(RejectKind.INVALID_JSON, line,
-                          f"{report.source}:{line}: nested too deeply")
+                          f"{report.source}:{line}: {exc}; the rest of the array is skipped",
+                          reason=exc.reason)
             return
-        yield _line_of(text, pos), value
-        pos = end
+        line = _line_of(text, pos)
+        start, pos = pos, end
         expect_value = False
+        try:
+            if json_values.needs_check(text, start, end):
+                json_values.check(value)
+        except UnsafeJson as exc:
+            _unsafe(report, line, exc, value)
+            continue
+        yield line, value
+
+
+def _unsafe(report: LoadReport, line: int, exc: UnsafeJson, value: Any) -> None:
+    """A record refused at decoding (a non-finite number, too deep a nesting), named by
+    the path of the offending value."""
+    rid = value.get("id") if isinstance(value, dict) else None
+    report.reject(RejectKind.INVALID_RECORD, line, f"{report.source}:{line}: {exc}",
+                  field=exc.path or None, reason=exc.reason,
+                  record_id=rid if isinstance(rid, str) else None)
 
 
 def _json_lines(data: bytes | str, report: LoadReport) -> Iterator[tuple[int, Any]]:
@@ -243,14 +260,19 @@ def _json_lines(data: bytes | str, report: LoadReport) -> Iterator[tuple[int, An
             report.blank_lines += 1
             continue
         try:
-            value = json.loads(line)
+            value = json_values.decode(line)
         except json.JSONDecodeError as exc:
             report.reject(RejectKind.INVALID_JSON, number,
                           f"{where}: invalid JSON: {exc.msg} (column {exc.colno})")
             continue
-        except RecursionError:
-            report.reject(RejectKind.INVALID_JSON, number,
-                          f"{where}: invalid JSON: nested too deeply")
+        except UnsafeJson as exc:
+            _unsafe(report, number, exc, None)
+            continue
+        try:
+            if json_values.needs_check(line):
+                json_values.check(value)
+        except UnsafeJson as exc:
+            _unsafe(report, number, exc, value)
             continue
         yield number, value
 

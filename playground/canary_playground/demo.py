@@ -37,7 +37,9 @@ from typing import Any
 import httpx
 
 from controller.actuator import rules
-from controller.actuator.client import connect
+from controller.actuator.client import Kube, connect
+from controller.actuator.errors import KubeError
+from controller.conventions import INGEST_AUDIENCE, JUDGE_KEY_LABEL
 from controller.models import CanaryRuleStatus, Phase
 
 from .exporter import Exporter
@@ -127,12 +129,17 @@ def target_deployment() -> dict[str, Any]:
 
 
 class Traffic:
-    """Posts samples from both cohorts in proportion to the current weight, and counts
-    requests in the exporter; stops by itself at ``stop`` or after ``limit`` seconds."""
+    """Posts samples from both cohorts in proportion to the canary's share of available
+    pods (what a Service in front of both Deployments does), and counts requests in the
+    exporter; stops by itself at ``stop`` or after ten minutes."""
 
-    def __init__(self, url: str, scenario: str, weight: Callable[[], int],
-                 exporter: Exporter | None, seed: int = 7, rate: int = 160) -> None:
-        self.url, self.weight, self.exporter = url, weight, exporter
+    def __init__(self, url: str, scenario: str, share: Callable[[], float],
+                 exporter: Exporter | None, seed: int = 7, rate: int = 160,
+                 revision: Callable[[], str | None] = lambda: None,
+                 token: str | None = None) -> None:
+        self.url, self.share, self.exporter = url, share, exporter
+        self.revision = revision  # what a canary pod reads from CANARY_REVISION
+        self.headers = {"Authorization": f"Bearer {token}"} if token else {}
         self.behaviour = behaviours(scenario)
         self.rng = random.Random(seed)
         self.rate = rate  # samples per second over both cohorts
@@ -156,7 +163,7 @@ class Traffic:
         if self.exporter is not None:
             self.exporter.record(cohort, queue, requests=1,
                                  violations=int(self.rng.random() < b.error_rate))
-        return {
+        record: dict[str, Any] = {
             "id": f"demo-{cohort}-{i}", "rule": NAME, "cohort": cohort,
             "ts": datetime.now(UTC).isoformat(), "queue": queue,
             "input": f"customer question {i} about {queue}",
@@ -164,24 +171,43 @@ class Traffic:
             "latency_ms": round(self.rng.lognormvariate(6.9, 0.3), 1),
             "cost_usd": 0.002, "fallback": fallback,
         }
+        revision = self.revision() if cohort == "canary" else None
+        if revision:
+            record["revision"] = revision
+        return record
 
     def _run(self) -> None:
         i = 0
         deadline = time.monotonic() + 600
         while not self.stop.is_set() and time.monotonic() < deadline:
-            w = max(1, min(99, self.weight()))
-            # the judge samples both cohorts equally; traffic follows the weight
+            share = self.share()
+            # the judge samples both cohorts equally; traffic follows the pods
             batch = []
             for _ in range(max(2, self.rate // 4)):
-                cohort = "canary" if self.rng.random() < max(w, 30) / 100 else "baseline"
+                cohort = "canary" if self.rng.random() < share else "baseline"
                 batch.append(self._record(i, cohort))
                 i += 1
             try:
-                httpx.post(self.url + "/v1/samples", content=json.dumps(batch), timeout=5)
+                httpx.post(self.url + "/v1/samples", content=json.dumps(batch), timeout=5,
+                           headers=self.headers)
                 self.sent += len(batch)
             except httpx.HTTPError:
                 pass
             self.stop.wait(0.25)
+
+
+def _available(kube: Kube, name: str) -> int:
+    try:
+        dep = kube.request("GET", f"/apis/apps/v1/namespaces/{NS}/deployments/{name}")
+    except KubeError:
+        return 0
+    return int((dep.get("status") or {}).get("availableReplicas") or 0)
+
+
+def _canary_share(kube: Kube) -> float:
+    """The canary's share of available pods: its share of the Service's traffic."""
+    canary, target = _available(kube, f"{NAME}-canary"), _available(kube, NAME)
+    return canary / (canary + target) if canary + target else 0.0
 
 
 @dataclass
@@ -226,27 +252,33 @@ def run_demo(scenario: str, *, on_update: Callable[[dict[str, Any]], None] | Non
         kube = connect(emu.kubeconfig)
         cleanup.callback(kube.close)
         kube.request("POST", f"/api/v1/namespaces/{NS}/secrets", body={
-            "apiVersion": "v1", "kind": "Secret", "metadata": {"name": "judge-key"},
+            "apiVersion": "v1", "kind": "Secret", "metadata": {
+                "name": "judge-key", "labels": {JUDGE_KEY_LABEL: "true"}},
             "stringData": {"api-key": DEMO_KEY}})
         kube.request("POST", f"/apis/apps/v1/namespaces/{NS}/deployments",
                      body=target_deployment())
         say("starting the controller and applying the CanaryRule ...")
         url = start_controller(procs, ControllerOptions(
             kubeconfig=emu.kubeconfig, store=str(workdir / "samples.db"),
-            analysis_interval="1s", resync=5))
+            analysis_interval="1s", resync=5, judge_base_url=judge_url))
         rules.apply_rule(kube, rule_manifest(judge_url, prom_url))
+        # the traffic reports as the target's pods would: their ServiceAccount's token
+        token = emu.issue_token(f"{NS}/default", audiences=[INGEST_AUDIENCE])
 
         current: dict[str, Any] = {}
+        pods = {"share": 0.0}
 
-        def weight() -> int:
-            return int((current.get("status") or {}).get("weight") or 0)
+        def revision() -> str | None:
+            return (current.get("status") or {}).get("canaryRevision")
 
-        traffic = Traffic(url, scenario, weight, exporter)
+        traffic = Traffic(url, scenario, lambda: pods["share"], exporter, revision=revision,
+                          token=token)
         traffic.start()
         cleanup.callback(traffic.join)
         deadline = time.monotonic() + timeout
         while True:
             current = rules.get_rule(kube, NS, NAME)
+            pods["share"] = _canary_share(kube)
             if on_update is not None:
                 on_update(current)
             phase = _phase(current)

@@ -18,6 +18,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from controller.conventions import JUDGE_KEY_LABEL
+
 from .kube.chart import load_chart_rbac
 from .kube.handle import EmulatorHandle
 from .stack import (
@@ -63,7 +65,8 @@ def target_objects(replicas: int = 10) -> list[tuple[str, dict[str, Any]]]:
     return [
         (f"/api/v1/namespaces/{NS}/serviceaccounts", {"metadata": {"name": APP}}),
         (f"/api/v1/namespaces/{NS}/secrets", {
-            "metadata": {"name": "judge-openai"}, "stringData": {"api-key": JUDGE_KEY}}),
+            "metadata": {"name": "judge-openai", "labels": {JUDGE_KEY_LABEL: "true"}},
+            "stringData": {"api-key": JUDGE_KEY}}),
         (f"/api/v1/namespaces/{NS}/services", {
             "metadata": {"name": APP, "labels": labels},
             "spec": {"selector": labels, "ports": [{"name": "http", "port": 80,
@@ -117,7 +120,7 @@ def up(directory: Path, *, controller_rbac: str = "chart",
             kubeconfig=kubeconfig, port=port, judge_base_url=judge,
             prometheus_url=prometheus, leader_elect=True, lease_name=identity.lease_name,
             lease_namespace=identity.namespace, identity="playground-controller",
-            analysis_interval=analysis_interval, ingest_token=token))
+            analysis_interval=analysis_interval))
         _wait_available(emu)
     except BaseException:
         stack.stop_all()

@@ -235,7 +235,9 @@ class ControllerOptions:
     identity: str = "playground"
     analysis_interval: str | None = None
     resync: float | None = None
-    ingest_token: str | None = None
+    judge_allowed_urls: list[str] = field(default_factory=list)
+    insecure_ingestion: bool = False
+    """Accept unauthenticated samples (the default checks ServiceAccount tokens)."""
     extra: list[str] = field(default_factory=list)
 
 
@@ -254,6 +256,10 @@ def controller_argv(opts: ControllerOptions, store: str) -> list[str]:
                         ("--resync", opts.resync)):
         if value is not None:
             argv += [flag, str(value)]
+    for url in opts.judge_allowed_urls:
+        argv += ["--judge-allowed-url", url]
+    if opts.insecure_ingestion:
+        argv.append("--insecure-allow-unauthenticated-ingestion")
     return argv + opts.extra
 
 
@@ -261,9 +267,8 @@ def start_controller(stack: Stack, opts: ControllerOptions) -> str:
     """``python -m controller``; returns its URL once it reports ready (the leader)."""
     opts.port = opts.port or free_port()
     store = opts.store or str(stack.directory / "samples.db")
-    env = {k: v for k, v in child_env().items() if k != "OPENAI_API_KEY"}
-    if opts.ingest_token:
-        env["CANARY_INGEST_TOKEN"] = opts.ingest_token
+    env = {k: v for k, v in child_env().items()
+           if k not in ("OPENAI_API_KEY", "CANARY_INGEST_TOKEN")}
     stack.start("controller", controller_argv(opts, store), env=env)
     url = f"http://127.0.0.1:{opts.port}"
     _wait_http(stack, "controller", f"{url}/readyz")

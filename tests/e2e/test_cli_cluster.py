@@ -166,3 +166,47 @@ def test_unreachable_cluster_is_exit_5(tmp_path: Path) -> None:
 def test_missing_kubeconfig_is_exit_5(tmp_path: Path) -> None:
     code, _, err = run(None, "get", kubeconfig=str(tmp_path / "missing"))
     assert code == 5 and "no cluster configuration" in err
+
+
+def test_apply_warns_about_steps_replica_ratio_cannot_honour(kube: Kube, emu: EmulatorHandle,
+                                                             tmp_path: Path) -> None:
+    kube.request("POST", "/apis/apps/v1/namespaces/default/deployments", body={
+        "metadata": {"name": "faq-bot"}, "spec": {
+            "replicas": 2, "selector": {"matchLabels": {"app": "faq"}},
+            "template": {"metadata": {"labels": {"app": "faq"}},
+                         "spec": {"containers": [{"name": "c", "image": "faq:1"}]}}}})
+    code, out, err = run(emu, "apply", "-f", str(ROOT / "rules" / "minimal.yaml"))
+    assert code == 0 and "applied" in out
+    assert "warning: faq-bot: step 1 (weight 10%) runs 1 canary pod(s) of 2 pods: 50%" in err
+
+
+def test_retry_and_undo_are_allowed_where_the_engine_acts_on_them(kube: Kube,
+                                                                   emu: EmulatorHandle) -> None:
+    applied(kube, emu)
+    set_status(kube, phase="Progressing")
+    code, _, err = run(emu, "retry", "faq-bot")
+    assert code == 8 and "cannot retry in phase Progressing" in err
+    set_status(kube, phase="RolledBack")
+    code, out, err = run(emu, "retry", "faq-bot", "--reason", "judge fixed")
+    assert code == 0 and "retry requested" in out, err
+    ann = rules.get_rule(kube, "default", "faq-bot")["metadata"]["annotations"]
+    set_status(kube, phase="Succeeded", lastActionId=ann[ACTION_ID_ANNOTATION])
+    code, out, err = run(emu, "rollback", "faq-bot")  # an undo after promotion
+    assert code == 0 and "rollback requested" in out, err
+
+
+def test_status_shows_what_needs_attention(kube: Kube, emu: EmulatorHandle) -> None:
+    applied(kube, emu)
+    set_status(kube, phase="Paused", weight=10, effectiveWeight=50.0, canaryRevision="abc",
+               message="paused", conditions=[
+                   {"type": "JudgeAvailable", "status": "False", "reason": "JudgeUnavailable",
+                    "message": "judge unavailable: 40 of 40 samples unjudged (timeout x40)"},
+                   {"type": "Synced", "status": "True", "reason": "Synced", "message": "ok"}])
+    code, out, _ = run(emu, "status", "faq-bot")
+    assert code == 0
+    assert "weight 10% (effective 50%)" in out and "revision abc" in out
+    assert "! JudgeAvailable: judge unavailable: 40 of 40 samples unjudged" in out
+    assert "conditions" in out and "Synced" in out
+    code, _, err = run(emu, "watch", "faq-bot", "--no-tty", "--timeout", "0.3", "--interval",
+                       "0.1")
+    assert code == 4 and "JudgeAvailable: judge unavailable" in err

@@ -1,6 +1,5 @@
-"""The controller process against a realistic cluster: the chart's RBAC enforced, and a
-canary whose pods never become Ready. These pin what the controller must do and does not
-do yet (strict xfail: when the controller or the chart is fixed, drop the marker)."""
+"""The controller process against a realistic cluster started by the playground's stack:
+the chart's RBAC enforced, and a canary whose pods never become Ready."""
 
 from __future__ import annotations
 
@@ -58,9 +57,6 @@ def cluster(tmp_path: Path) -> Iterator[tuple[Stack, EmulatorHandle, Kube]]:
         stack.stop_all()
 
 
-@pytest.mark.xfail(strict=True, reason="the chart grants no update on canaryrules/finalizers, "
-                   "so OwnerReferencesPermissionEnforcement refuses the canary Deployment "
-                   "(its ownerReference sets blockOwnerDeletion)")
 def test_under_the_charts_rbac_the_controller_creates_its_canary(
         cluster: tuple[Stack, EmulatorHandle, Kube], tmp_path: Path) -> None:
     from canary_playground.kube.chart import load_chart_rbac
@@ -83,8 +79,6 @@ def test_under_the_charts_rbac_the_controller_creates_its_canary(
         raise AssertionError("no canary Deployment: " + log.read_text()[-600:])
 
 
-@pytest.mark.xfail(strict=True, reason="actuation is not gated on availability yet: the "
-                   "target is shrunk while the canary has no available pod")
 def test_the_target_keeps_its_capacity_until_the_canary_is_available(
         cluster: tuple[Stack, EmulatorHandle, Kube]) -> None:
     stack, _, kube = cluster

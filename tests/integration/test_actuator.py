@@ -16,8 +16,6 @@ from typing import Any
 
 import pytest
 from canary_playground.kube import EmulatorHandle, running_emulator, write_kubeconfig
-from hypothesis import given
-from hypothesis import strategies as st
 
 from controller.actuator import deployments as dp
 from controller.actuator import events, rules, secrets
@@ -33,10 +31,27 @@ from controller.actuator.errors import (
     Transient,
 )
 from controller.actuator.lease import LeaderElector
-from controller.engine import canary_revision
+from controller.actuator.router import MANAGED_SELECTOR, ReplicaRatioRouter
+from controller.conventions import (
+    COHORT_LABEL,
+    FINALIZER,
+    JUDGE_KEY_LABEL,
+    PROMOTED_ANNOTATION,
+    REVISION_ANNOTATION,
+    REVISION_LABEL,
+)
+from controller.engine import (
+    Op,
+    Operation,
+    Role,
+    canary_template,
+    promoted_template,
+    template_revision,
+)
 from controller.models import CanaryRule
 
 GV = "canary.llmops.dev/v1alpha1"
+UNAVAILABLE = "emulator.llmops.dev/unavailable"
 
 
 @pytest.fixture(scope="module")
@@ -67,14 +82,17 @@ def wait_for(check: Callable[[], Any], timeout: float = 5.0) -> Any:
         time.sleep(0.02)
 
 
-def make_target(kube: Kube, ns: str, replicas: int = 4, name: str = "web") -> dict[str, Any]:
+def make_target(kube: Kube, ns: str, replicas: int = 4, name: str = "web",
+                labels: dict[str, str] | None = None,
+                selector: dict[str, str] | None = None) -> dict[str, Any]:
+    selector = selector or {"app": name}
     body = {
         "apiVersion": "apps/v1", "kind": "Deployment",
-        "metadata": {"name": name, "labels": {"app": name}},
+        "metadata": {"name": name, "labels": labels or {"app": name}},
         "spec": {
-            "replicas": replicas, "selector": {"matchLabels": {"app": name}},
+            "replicas": replicas, "selector": {"matchLabels": selector},
             "strategy": {"type": "RollingUpdate"},
-            "template": {"metadata": {"labels": {"app": name, "version": "v1"}}, "spec": {
+            "template": {"metadata": {"labels": {**selector, "version": "v1"}}, "spec": {
                 "containers": [
                     {"name": "app", "image": "assistant:1",
                      "env": [{"name": "MODEL", "value": "small"}, {"name": "X", "value": "1"}]},
@@ -109,120 +127,113 @@ def env_of(container: dict[str, Any]) -> dict[str, str]:
     return {e["name"]: e["value"] for e in container.get("env") or []}
 
 
-# --------------------------------------------------------------------------- split
+# --------------------------------------------------------------------------- router
 
 
-SPLITS = [  # (total, weight) -> (target, canary)
-    (10, 10, (9, 1)), (10, 25, (7, 3)), (10, 50, (5, 5)), (10, 99, (1, 9)),
-    (10, 100, (0, 10)), (10, 0, (10, 0)), (4, 10, (3, 1)), (4, 50, (2, 2)),
-    (4, 90, (1, 3)), (3, 50, (1, 2)), (2, 1, (1, 1)), (2, 99, (1, 1)), (1, 10, (1, 1)),
-    (1, 100, (0, 1)), (20, 5, (19, 1)), (20, 12, (18, 2)),
-]
+def router(kube: Kube) -> ReplicaRatioRouter:
+    return ReplicaRatioRouter(kube)
 
 
-@pytest.mark.parametrize(("total", "weight", "expected"), SPLITS)
-def test_split_table(total: int, weight: int, expected: tuple[int, int]) -> None:
-    assert dp.split(weight, total) == expected
+def ensure(r: ReplicaRatioRouter, rule: CanaryRule) -> str:
+    """ENSURE the canary for the rule's spec against the target's live template."""
+    observed = r.observe(rule)
+    template, revision = canary_template(observed.target_template, rule.spec.canary)
+    r.apply(rule, Operation(Op.ENSURE, Role.CANARY, revision=revision, template=template))
+    return revision
 
 
-@given(st.integers(min_value=2, max_value=500), st.integers(min_value=1, max_value=99))
-def test_split_invariants(total: int, weight: int) -> None:
-    target, canary = dp.split(weight, total)
-    assert target + canary == total
-    assert canary >= 1 and target >= 1
-    # nearest pod unless the clamps forced a pod onto a cohort
-    if 1 < total * weight / 100 < total - 1:
-        assert abs(canary - total * weight / 100) <= 0.5
+def scale(r: ReplicaRatioRouter, rule: CanaryRule, role: Role, replicas: int) -> None:
+    r.apply(rule, Operation(Op.SCALE, role, replicas=replicas))
 
 
-@pytest.mark.parametrize(("total", "weight"), [(4, 10), (10, 25), (1, 50), (3, 100)])
-def test_set_weight_scales_both(kube: Kube, emu: EmulatorHandle, ns: str, total: int,
-                                weight: int) -> None:
-    make_target(kube, ns, replicas=total)
+def test_observe_reports_the_workloads(kube: Kube, ns: str) -> None:
+    target = make_target(kube, ns, replicas=3)
     rule, _ = make_rule(kube, ns)
-    dp.ensure_canary(kube, rule, canary_revision(rule.spec))
-    dp.set_weight(kube, rule, weight, total)
-    want = dp.split(weight, total)
-    assert (dp.replicas_of(get_dep(kube, ns, "web")),
-            dp.replicas_of(get_dep(kube, ns, "web-canary"))) == want
-    observed = wait_for(lambda: (o := dp.observe(kube, rule, total)).canary_ready and o)
-    assert (observed.target_replicas, observed.canary_replicas) == want
-    mark = emu.mark()
-    dp.set_weight(kube, rule, weight, total)
-    assert emu.requests(mark, writes=True) == []
+    r = router(kube)
+    o = wait_for(lambda: (x := r.observe(rule)).target and x.target.available == 3 and x)
+    assert o.canary is None and o.holdback is None and o.autoscaler is None
+    assert o.target_template == target["spec"]["template"]
+    assert o.target.revision == template_revision(target["spec"]["template"])
+    assert o.target.rolled_out and o.progress_deadline_seconds == 600
+    revision = ensure(r, rule)
+    scale(r, rule, Role.CANARY, 2)
+    o = wait_for(lambda: (x := r.observe(rule)).canary and x.canary.rolled_out and x)
+    assert o.canary.revision == revision and o.canary.replicas == 2
+    kube.request("DELETE", path_of("apps/v1", "deployments", ns, "web"))
+    gone = r.observe(rule)
+    assert gone.target is None and gone.canary is not None
 
 
-# --------------------------------------------------------------------------- canary
-
-
-def test_ensure_canary_builds_owned_canary(kube: Kube, emu: EmulatorHandle, ns: str) -> None:
-    target = make_target(kube, ns)
+def test_ensure_builds_an_owned_canary_without_gitops_labels(kube: Kube, emu: EmulatorHandle,
+                                                              ns: str) -> None:
+    target = make_target(kube, ns, labels={"app": "web", "app.kubernetes.io/instance": "shop",
+                                           "argocd.argoproj.io/instance": "shop", "team": "a"})
     rule, obj = make_rule(kube, ns)
-    revision = canary_revision(rule.spec)
-    assert dp.observe(kube, rule, None).canary_replicas == 0
-    dp.ensure_canary(kube, rule, revision)
+    r = router(kube)
+    revision = ensure(r, rule)
     canary = get_dep(kube, ns, "web-canary")
     meta, spec = canary["metadata"], canary["spec"]
     assert meta["ownerReferences"] == [{
         "apiVersion": GV, "kind": "CanaryRule", "name": "assistant",
         "uid": obj["metadata"]["uid"], "controller": True, "blockOwnerDeletion": True}]
-    assert meta["annotations"][dp.REVISION_ANNOTATION] == revision
-    assert meta["labels"][dp.COHORT_LABEL] == "canary"
+    assert meta["labels"] == {"app": "web", "team": "a", COHORT_LABEL: "canary",
+                              "canary.llmops.dev/rule": "assistant",
+                              "app.kubernetes.io/managed-by": "llm-canary"}
+    assert meta["annotations"][REVISION_ANNOTATION] == revision
     # the target's strategy, as the API server defaulted it (RollingUpdate 25%/25%)
     assert spec["replicas"] == 0 and spec["strategy"] == target["spec"]["strategy"] == {
         "type": "RollingUpdate", "rollingUpdate": {"maxSurge": "25%", "maxUnavailable": "25%"}}
-    assert spec["selector"] == {"matchLabels": {"app": "web", dp.COHORT_LABEL: "canary"}}
+    assert spec["selector"] == {"matchLabels": {"app": "web", COHORT_LABEL: "canary"}}
     tpl = spec["template"]
     assert tpl["metadata"]["labels"] == {"app": "web", "version": "v1", "prompt": "v7",
-                                         dp.COHORT_LABEL: "canary"}
+                                         COHORT_LABEL: "canary", REVISION_LABEL: revision}
     app, proxy = tpl["spec"]["containers"]
     assert app["image"] == "assistant:2" and proxy["image"] == "envoy:1"
     assert env_of(app) == {"MODEL": "large", "X": "1", "PROMPT": "v7", "CANARY_COHORT": "canary",
                            "CANARY_REVISION": revision}
     assert env_of(proxy) == {"CANARY_COHORT": "canary", "CANARY_REVISION": revision}
-    # the target is untouched, and its selector (the Service's) matches canary pods too
-    assert get_dep(kube, ns, "web")["spec"] == target["spec"]
-
+    assert get_dep(kube, ns, "web")["spec"] == target["spec"]  # the target is untouched
     mark = emu.mark()
-    dp.ensure_canary(kube, rule, revision)
-    assert emu.requests(mark, writes=True) == []
+    ensure(r, rule)
+    assert emu.requests(mark, writes=True) == []  # idempotent on the wire
 
 
-def test_ensure_canary_follows_changes(kube: Kube, emu: EmulatorHandle, ns: str) -> None:
+def test_a_pod_label_override_takes_canary_pods_out_of_the_targets_selector(
+        kube: Kube, ns: str) -> None:
+    make_target(kube, ns, selector={"app": "web", "track": "stable"},
+                labels={"app": "web", "track": "stable"})
+    rule, _ = make_rule(kube, ns, canary={"image": "assistant:2",
+                                          "podLabels": {"track": "canary"}})
+    ensure(router(kube), rule)
+    spec = get_dep(kube, ns, "web-canary")["spec"]
+    assert spec["selector"]["matchLabels"] == {"app": "web", "track": "canary",
+                                               COHORT_LABEL: "canary"}
+    assert spec["template"]["metadata"]["labels"]["track"] == "canary"
+
+
+def test_a_new_revision_replaces_the_canary_template_in_one_patch(
+        kube: Kube, emu: EmulatorHandle, ns: str) -> None:
     make_target(kube, ns)
     rule, _ = make_rule(kube, ns)
-    dp.ensure_canary(kube, rule, canary_revision(rule.spec))
-    dp.set_weight(kube, rule, 10, 4)
-    # a new canary revision and a changed baseline both reach the canary, in one patch
+    r = router(kube)
+    ensure(r, rule)
+    scale(r, rule, Role.CANARY, 1)
     manifest = rule.model_dump(mode="json", by_alias=True, exclude_none=True)
     manifest["spec"]["canary"] = {"container": "proxy", "image": "envoy:2"}
     obj = rules.apply_rule(kube, manifest)
     rule = CanaryRule.model_validate({k: v for k, v in obj.items() if k != "status"})
-    kube.request("PATCH", path_of("apps/v1", "deployments", ns, "web"),
-                 body={"spec": {"template": {"metadata": {"labels": {"version": "v2"}}}}},
-                 content_type="application/merge-patch+json")
     mark = emu.mark()
-    dp.ensure_canary(kube, rule, canary_revision(rule.spec))
-    assert [r["method"] for r in emu.requests(mark, writes=True)] == ["PATCH"]
+    revision = ensure(r, rule)
+    assert [w["method"] for w in emu.requests(mark, writes=True)] == ["PATCH"]
     canary = get_dep(kube, ns, "web-canary")
     app, proxy = canary["spec"]["template"]["spec"]["containers"]
     assert app["image"] == "assistant:1" and env_of(app)["MODEL"] == "small"
-    assert proxy["image"] == "envoy:2"
-    assert canary["spec"]["template"]["metadata"]["labels"]["version"] == "v2"
+    assert proxy["image"] == "envoy:2" and env_of(proxy)["CANARY_REVISION"] == revision
     assert "prompt" not in canary["spec"]["template"]["metadata"]["labels"]
-    assert canary["spec"]["replicas"] == 1  # replicas are set_weight's business
+    assert canary["spec"]["replicas"] == 1  # replicas are SCALE's business
 
 
-def test_ensure_canary_errors(kube: Kube, ns: str) -> None:
-    rule, _ = make_rule(kube, ns, canary={"container": "nope", "image": "x:1"})
-    with pytest.raises(NotFound):
-        dp.ensure_canary(kube, rule, "r")  # no target yet
-    with pytest.raises(NotFound):
-        dp.observe(kube, rule, None)
-    make_target(kube, ns)
-    with pytest.raises(Invalid, match="nope"):
-        dp.ensure_canary(kube, rule, "r")
-    # a Deployment named like the canary that we did not make is not taken over
+def test_a_deployment_the_rule_does_not_control_is_never_taken_over(kube: Kube, ns: str) -> None:
     make_target(kube, ns, name="api")
     kube.request("POST", path_of("apps/v1", "deployments", ns), body={
         "metadata": {"name": "api-canary"}, "spec": {
@@ -231,31 +242,38 @@ def test_ensure_canary_errors(kube: Kube, ns: str) -> None:
                          "spec": {"containers": [{"name": "c", "image": "i"}]}}}})
     other, _ = make_rule(kube, ns, name="other", target="api")
     with pytest.raises(Invalid, match="refusing"):
-        dp.ensure_canary(kube, other, canary_revision(other.spec))
+        ensure(router(kube), other)
+    # another rule's canary: refused with the owner named
+    make_target(kube, ns)
+    first, _ = make_rule(kube, ns, name="first")
+    ensure(router(kube), first)
+    second, _ = make_rule(kube, ns, name="second")
+    with pytest.raises(Invalid, match="CanaryRule first"):
+        ensure(router(kube), second)
 
 
-def test_conflicts_are_retried_then_reported(kube: Kube, emu: EmulatorHandle, ns: str) -> None:
+def test_scale_conflicts_are_retried_then_reported(kube: Kube, emu: EmulatorHandle,
+                                                   ns: str) -> None:
     make_target(kube, ns)
     rule, _ = make_rule(kube, ns)
-    dp.ensure_canary(kube, rule, canary_revision(rule.spec))
-    # the deployment controller writes the target's status while it rolls out: let it
-    # settle, so that the only conflicts are the injected ones
-    wait_for(lambda: dp.is_available(get_dep(kube, ns, "web")))
-    emu.wait_idle()
+    r = router(kube)
+    ensure(r, rule)
     emu.add_fault(f"/namespaces/{ns}/deployments/web-canary/scale$", method="PATCH",
                   status=409, count=2)
     mark = emu.mark()
-    dp.set_weight(kube, rule, 50, 4)
-    scale_writes = [r for r in emu.requests(mark, writes=True) if r["path"].endswith("/scale")]
-    assert [r["status"] for r in scale_writes] == [409, 409, 200, 200]
+    scale(r, rule, Role.CANARY, 2)
+    writes = [w for w in emu.requests(mark, writes=True) if w["path"].endswith("/scale")]
+    assert [w["status"] for w in writes] == [409, 409, 200]
     assert dp.replicas_of(get_dep(kube, ns, "web-canary")) == 2
-
-    # a real conflict: someone else changes the target between our read and our write
-    emu.add_fault(f"/namespaces/{ns}/deployments/web$", method="PATCH", status=409, count=-1)
+    emu.add_fault(f"/namespaces/{ns}/deployments/web/scale$", method="PATCH", status=409,
+                  count=-1)
     with pytest.raises(Conflict):
-        dp.promote(kube, rule, canary_revision(rule.spec), 4)
+        scale(r, rule, Role.TARGET, 3)
     emu.clear_faults()
-    assert dp.replicas_of(get_dep(kube, ns, "web")) == 2
+    assert dp.replicas_of(get_dep(kube, ns, "web")) == 4
+    scale(r, rule, Role.HOLDBACK, 0)  # a side that does not exist is already at zero
+    with pytest.raises(NotFound):
+        scale(r, rule, Role.HOLDBACK, 1)
 
 
 def test_stale_write_is_a_conflict_not_an_overwrite(kube: Kube, ns: str) -> None:
@@ -270,85 +288,87 @@ def test_stale_write_is_a_conflict_not_an_overwrite(kube: Kube, ns: str) -> None
     assert dp.replicas_of(get_dep(kube, ns, "web")) == 6
 
 
-# --------------------------------------------------------------------------- promote, rollback
-
-
-def test_promote_then_scale_down(kube: Kube, emu: EmulatorHandle, ns: str) -> None:
-    make_target(kube, ns)
+def test_promote_then_restore_exactly(kube: Kube, emu: EmulatorHandle, ns: str) -> None:
+    before = make_target(kube, ns)
     rule, _ = make_rule(kube, ns)
-    revision = canary_revision(rule.spec)
-    dp.ensure_canary(kube, rule, revision)
-    dp.set_weight(kube, rule, 50, 4)
-    wait_for(lambda: dp.observe(kube, rule, 4).canary_ready)
+    r = router(kube)
+    revision = ensure(r, rule)
+    scale(r, rule, Role.CANARY, 2)
     canary_tpl = get_dep(kube, ns, "web-canary")["spec"]["template"]
-
-    emu.configure(readinessDelay=0.4)
-    try:
-        dp.promote(kube, rule, revision, 4)
-        assert not dp.observe(kube, rule, 4).target_promoted  # not rolled out yet
-        observed = wait_for(lambda: (o := dp.observe(kube, rule, 4)).target_promoted and o)
-    finally:
-        emu.configure(readinessDelay=0.02)
-    assert observed.target_replicas == 4
+    r.apply(rule, Operation(Op.PROMOTE, Role.TARGET, revision=revision))
     target = get_dep(kube, ns, "web")
     tpl = target["spec"]["template"]
-    assert tpl == dp.promoted_template(canary_tpl)
-    assert dp.COHORT_LABEL not in tpl["metadata"]["labels"]
+    assert tpl == promoted_template(canary_tpl)
+    assert COHORT_LABEL not in tpl["metadata"]["labels"]
+    assert tpl["metadata"]["labels"][REVISION_LABEL] == revision  # pods keep naming it
     assert tpl["metadata"]["labels"]["prompt"] == "v7"
-    assert all("CANARY_COHORT" not in env_of(c) and "CANARY_REVISION" not in env_of(c)
-               for c in tpl["spec"]["containers"])
-    assert tpl["spec"]["containers"][0]["image"] == "assistant:2"
-    assert target["metadata"]["annotations"][dp.PROMOTED_ANNOTATION] == revision
-
+    assert all("CANARY_COHORT" not in env_of(c) for c in tpl["spec"]["containers"])
+    assert env_of(tpl["spec"]["containers"][0])["CANARY_REVISION"] == revision
+    assert target["metadata"]["annotations"][PROMOTED_ANNOTATION] == revision
+    o = wait_for(lambda: (x := r.observe(rule)).target and x.target.rolled_out and x)
+    assert o.target.revision == revision  # the promoted template hashes to the revision
     mark = emu.mark()
-    dp.ensure_canary(kube, rule, revision)  # the engine keeps ensuring while promoting
-    dp.promote(kube, rule, revision, 4)
+    r.apply(rule, Operation(Op.PROMOTE, Role.TARGET, revision=revision))
     assert emu.requests(mark, writes=True) == []
-
-    dp.scale_down_canary(kube, rule, 4)
-    observed = wait_for(lambda: (o := dp.observe(kube, rule, 4)).canary_replicas == 0 and o)
-    assert observed.target_promoted and observed.target_replicas == 4
-    mark = emu.mark()
-    dp.scale_down_canary(kube, rule, 4)
-    assert emu.requests(mark, writes=True) == []
+    r.apply(rule, Operation(Op.RESTORE, Role.TARGET, template=before["spec"]["template"]))
+    restored = get_dep(kube, ns, "web")
+    assert restored["spec"]["template"] == before["spec"]["template"]
+    assert PROMOTED_ANNOTATION not in (restored["metadata"].get("annotations") or {})
 
 
 def test_promote_refuses_a_stale_canary(kube: Kube, ns: str) -> None:
     make_target(kube, ns)
     rule, _ = make_rule(kube, ns)
-    dp.ensure_canary(kube, rule, "old-revision")
-    with pytest.raises(Conflict, match="old-revision"):
-        dp.promote(kube, rule, canary_revision(rule.spec), 4)
+    r = router(kube)
+    ensure(r, rule)
+    with pytest.raises(Conflict, match="not other-revision"):
+        r.apply(rule, Operation(Op.PROMOTE, Role.TARGET, revision="other-revision"))
 
 
-def test_rollback_leaves_target_template(kube: Kube, emu: EmulatorHandle, ns: str) -> None:
-    before = make_target(kube, ns, replicas=5)
-    rule, _ = make_rule(kube, ns)
-    dp.ensure_canary(kube, rule, canary_revision(rule.spec))
-    dp.set_weight(kube, rule, 50, 5)
-    assert dp.replicas_of(get_dep(kube, ns, "web")) == 2
-    mark = emu.mark()
-    dp.scale_down_canary(kube, rule, 5)
-    writes = emu.requests(mark, writes=True)
-    assert [r["path"].rsplit("/", 2)[-2] for r in writes] == ["web", "web-canary"]  # grow first
-    target = get_dep(kube, ns, "web")
-    assert target["spec"]["replicas"] == 5
-    assert target["spec"]["template"] == before["spec"]["template"]
-    assert wait_for(lambda: dp.observe(kube, rule, 5).canary_replicas == 0)
-    dp.scale_down_canary(kube, rule, 5)  # idempotent, and fine without a canary
-    kube.request("DELETE", path_of("apps/v1", "deployments", ns, "web-canary"))
-    dp.scale_down_canary(kube, rule, 5)
-
-
-def test_deleting_the_rule_collects_the_canary(kube: Kube, ns: str) -> None:
+def test_an_unavailable_deployment_reports_why(kube: Kube, ns: str) -> None:
     make_target(kube, ns)
     rule, _ = make_rule(kube, ns)
-    dp.ensure_canary(kube, rule, canary_revision(rule.spec))
-    rules.delete_rule(kube, ns, "assistant")
-    # the garbage collector works in the background, as in a real cluster
-    names = wait_for(lambda: (n := [d["metadata"]["name"] for d in
-                                    dp.list_deployments(kube, ns)[0]]) == ["web"] and n)
-    assert names == ["web"]
+    r = router(kube)
+    ensure(r, rule)
+    kube.request("PATCH", path_of("apps/v1", "deployments", ns, "web-canary"),
+                 body={"metadata": {"annotations": {UNAVAILABLE: "true"}}},
+                 content_type="application/merge-patch+json")
+    scale(r, rule, Role.CANARY, 1)
+    o = wait_for(lambda: (x := r.observe(rule)).canary and x.canary.pods == 1 and x)
+    assert o.canary.available == 0 and not o.canary.rolled_out
+
+
+def test_finalizer_is_added_and_removed(kube: Kube, ns: str) -> None:
+    make_rule(kube, ns)
+    got = rules.set_finalizer(kube, ns, "assistant", True)
+    assert got is not None and got["metadata"]["finalizers"] == [FINALIZER]
+    again = rules.set_finalizer(kube, ns, "assistant", True)
+    assert again is not None and again["metadata"]["finalizers"] == [FINALIZER]
+    gone = rules.set_finalizer(kube, ns, "assistant", False)
+    assert gone is not None and not gone["metadata"].get("finalizers")
+    assert rules.set_finalizer(kube, ns, "missing", True) is None
+
+
+def test_watch_deployments_by_label_selector(kube: Kube, ns: str) -> None:
+    make_target(kube, ns)
+    rule, _ = make_rule(kube, ns)
+    items, rv = dp.list_deployments(kube, ns, MANAGED_SELECTOR)
+    assert items == []
+    threading.Timer(0.1, ensure, (router(kube), rule)).start()
+    for kind, obj in dp.watch_deployments(kube, ns, rv, 5, MANAGED_SELECTOR):
+        assert (kind, obj["metadata"]["name"]) == ("ADDED", "web-canary")
+        break
+
+
+def test_a_closed_watch_ends_at_once(kube: Kube, ns: str) -> None:
+    closers: list[Callable[[], None]] = []
+    _, rv = dp.list_deployments(kube, ns)
+    started = time.monotonic()
+    threading.Timer(0.3, lambda: closers[0]()).start()
+    with pytest.raises(KubeError):  # the read fails once its socket is shut down
+        for _ in dp.watch_deployments(kube, ns, rv, 30, on_open=closers.append):
+            pass
+    assert time.monotonic() - started < 5
 
 
 # --------------------------------------------------------------------------- rules
@@ -414,14 +434,6 @@ def test_watch_rules_resumes_and_raises_gone(kube: Kube, emu: EmulatorHandle, ns
             pass
 
 
-def test_watch_deployments(kube: Kube, ns: str) -> None:
-    _, rv = dp.list_deployments(kube, ns)
-    threading.Timer(0.1, make_target, (kube, ns)).start()
-    for kind, obj in dp.watch_deployments(kube, ns, rv, 5):
-        assert (kind, obj["metadata"]["name"]) == ("ADDED", "web")
-        break
-
-
 # --------------------------------------------------------------------------- events, secrets
 
 
@@ -445,9 +457,16 @@ def test_events_about_a_rule(kube: Kube, ns: str) -> None:
 
 def test_read_secret_key(kube: Kube, ns: str) -> None:
     kube.request("POST", path_of("v1", "secrets", ns), body={
-        "metadata": {"name": "judge"},
+        "metadata": {"name": "judge", "labels": {JUDGE_KEY_LABEL: "true"}},
         "data": {"api-key": base64.b64encode(b"sk-test-123").decode()}})
     assert secrets.read_secret_key(kube, ns, "judge", "api-key") == "sk-test-123"
+    kube.request("POST", path_of("v1", "secrets", ns), body={
+        "metadata": {"name": "db-password"},
+        "data": {"api-key": base64.b64encode(b"hunter2-db").decode()}})
+    with pytest.raises(Forbidden) as refused:  # not marked for the judge: never used
+        secrets.read_secret_key(kube, ns, "db-password", "api-key")
+    assert "not marked for llm-canary" in str(refused.value)
+    assert "hunter2" not in str(refused.value)
     with pytest.raises(NotFound) as exc:
         secrets.read_secret_key(kube, ns, "judge", "other")
     assert exc.value.reason == "KeyMissing" and "sk-test" not in str(exc.value)

@@ -18,6 +18,7 @@ import pytest
 import yaml
 from canary_playground.exporter import Exporter
 
+from controller.engine import Evidence, evidence
 from controller.models import (
     Action,
     CanaryRule,
@@ -107,8 +108,18 @@ def store(tmp_path: Path) -> Iterator[SampleStore]:
 
 
 def started() -> CanaryRuleStatus:
-    return CanaryRuleStatus(phase="Progressing", started_at=T0 - timedelta(minutes=1),
-                            step_started_at=T0 - timedelta(minutes=1))
+    """A rollout whose canary and baseline are available: its evidence window is open
+    (unrevisioned samples count from its start)."""
+    begin = T0 - timedelta(minutes=1)
+    return CanaryRuleStatus(phase="Progressing", started_at=begin, step_started_at=begin,
+                            canary_revision="r1", canary_ready_at=begin,
+                            canary_evidence_since=begin, baseline_evidence_since=begin)
+
+
+def window(status: CanaryRuleStatus) -> Evidence:
+    ev = evidence(status)
+    assert ev is not None
+    return ev
 
 
 @dataclass
@@ -134,9 +145,9 @@ def tick(r: CanaryRule, status: CanaryRuleStatus, store: SampleStore, *,
     kw.setdefault("now", T0 + timedelta(minutes=5))
     kw.setdefault("deadline_reached", False)
     kw.setdefault("canary_share", 0.5)
-    judged = judge_pending(store, r, status, judge, upto=store.head(r.key),
+    judged = judge_pending(store, r, window(status), judge, upto=store.head(r.key),
                            unavailable=judge_error)
-    return Look(judged, analyse(store, r, status, judged=judged, **kw))
+    return Look(judged, analyse(store, r, status, window(status), judged=judged, **kw))
 
 
 def test_judges_at_most_samples_per_interval_balanced_and_never_twice(store: SampleStore
@@ -207,9 +218,10 @@ def test_samples_arriving_after_the_judge_step_wait_for_the_next_interval(
         store: SampleStore) -> None:
     r, status = rule(), started()
     store.insert_many([sample(i, c) for i in range(5) for c in ("baseline", "canary")])
-    judged = judge_pending(store, r, status, ScriptedJudge(), upto=store.head(r.key))
+    judged = judge_pending(store, r, window(status), ScriptedJudge(), upto=store.head(r.key))
     store.insert_many([sample(i, c) for i in range(5, 9) for c in ("baseline", "canary")])
-    res = analyse(store, r, status, judged=judged, now=T0 + timedelta(minutes=5),
+    res = analyse(store, r, status, window(status), judged=judged,
+                  now=T0 + timedelta(minutes=5),
                   deadline_reached=False, canary_share=0.5)
     assert res.new_samples == 10  # the 8 late ones are read next time, with verdicts
 
@@ -334,6 +346,126 @@ def test_uncalibrated_or_untrusted_judge_holds_the_judged_guards(store: SampleSt
         assert res.decision.action is Action.CONTINUE  # never a rollback on its say
     trusted = tick(r, started(), store, judge=bad, judge_kappa=0.8)
     assert trusted.decision.action is Action.ROLLBACK
+
+
+def revisioned(i: int, cohort: str, revision: str | None, ts: datetime = T0) -> Sample:
+    return sample(i, cohort, ts=ts).model_copy(update={"id": f"{cohort}-{revision}-{i}",
+                                                       "revision": revision})
+
+
+def test_only_the_current_revision_is_judged_and_counted(store: SampleStore) -> None:
+    status = started().model_copy(update={"canary_evidence_since": T0 + timedelta(seconds=30)})
+    store.insert_many(
+        [revisioned(i, "canary", "r0") for i in range(10)]  # an old canary, after the change
+        + [revisioned(i, "canary", "r1") for i in range(10)]
+        + [revisioned(i, "canary", None) for i in range(10)]  # unrevisioned, before settling
+        + [revisioned(i, "canary", None, ts=T0 + timedelta(minutes=1)) for i in range(10, 14)]
+        + [revisioned(i, "baseline", None) for i in range(10)])
+    judge = ScriptedJudge()
+    res = tick(rule(judge={"model": "m", "samplesPerInterval": 1000}), status, store,
+               judge=judge)
+    assert sorted({i.split("-")[1] for i in judge.seen if i.startswith("canary")}) == \
+        ["None", "r1"]
+    assert len(judge.seen) == 10 + 4 + 10
+    assert res.decision.n_canary == 14 and res.decision.n_baseline == 10
+    assert res.judged.unjudged == {}  # the others are written off without a call
+    stored = store.get(KEY, "canary-r0-3")
+    assert stored is not None and isinstance(stored.verdict, Unjudged)
+    assert stored.verdict.reason == "not_counted"
+
+
+def test_a_cursor_saved_from_another_log_is_not_used(store: SampleStore) -> None:
+    """After a failover or an upgrade the new leader's store is another log: what the
+    old one counted stays counted, and this log is read from the rollout's start."""
+    r = rule()
+    first = tick(r, started(), store, judge=ScriptedJudge())
+    moved = dict(first.statistics, cursor=10_000, log="another-replicas-store")
+    store.insert_many([sample(i, c) for i in range(3) for c in ("baseline", "canary")])
+    res = tick(r, started().model_copy(update={"statistics": moved}), store,
+               judge=ScriptedJudge())
+    assert res.analysis.new_samples == 6
+    assert res.statistics["log"] == store.log_id() != "another-replicas-store"
+
+
+def forged(i: int, cohort: str, score: float) -> Sample:
+    return sample(i, cohort).model_copy(update={"judge": RecordedVerdict(score=score)})
+
+
+def test_a_client_verdict_is_ignored_and_every_sample_is_judged(store: SampleStore) -> None:
+    """The forged-verdict attack: a regressed canary posted with ``judge.score: 1.0`` is
+    judged by the controller anyway and rolled back; the forged score never counts."""
+    r = rule(judge={"model": "m", "samplesPerInterval": 1000})
+    store.insert_many([forged(i, c, 1.0) for i in range(200) for c in ("baseline", "canary")])
+    judge = ScriptedJudge(bad_canary=True)
+    res = tick(r, started(), store, judge=judge)
+    assert len(judge.seen) == 400  # a client verdict never spares a sample from the judge
+    assert res.decision.action is Action.ROLLBACK
+    success = next(g for g in res.decision.guards if g.name == "success")
+    assert success.verdicts == "judge"
+
+
+def test_forged_failures_cannot_force_a_rollback_either(store: SampleStore) -> None:
+    r = rule(judge={"model": "m", "samplesPerInterval": 1000})
+    store.insert_many([forged(i, c, 0.0 if c == "canary" else 1.0)
+                       for i in range(200) for c in ("baseline", "canary")])
+    res = tick(r, started(), store, judge=ScriptedJudge())
+    assert res.decision.action is not Action.ROLLBACK
+
+
+def test_client_verdicts_count_only_when_the_rule_says_so(store: SampleStore) -> None:
+    r = rule(judge=None, verdicts="client")
+    store.insert_many([forged(i, c, 0.0 if c == "canary" else 1.0)
+                       for i in range(200) for c in ("baseline", "canary")])
+    res = tick(r, started(), store)
+    assert res.decision.action is Action.ROLLBACK
+    success = next(g for g in res.decision.guards if g.name == "success")
+    assert success.verdicts == "client" and success.n_canary == 200
+
+
+def test_without_a_judge_or_client_verdicts_the_judged_guards_say_why(store: SampleStore
+                                                                       ) -> None:
+    store.insert_many([forged(i, c, 1.0) for i in range(80) for c in ("baseline", "canary")])
+    res = tick(rule(judge=None), started(), store)
+    success = next(g for g in res.decision.guards if g.name == "success")
+    assert success.outcome is Outcome.ERROR and "spec.verdicts: client" in success.reason
+    assert success.n_canary == 0  # the client's verdicts were not counted
+
+
+def test_a_poisoned_row_is_quarantined_and_the_analysis_goes_on(store: SampleStore) -> None:
+    r = rule(judge={"model": "m", "samplesPerInterval": 1000})
+    store.insert_many([sample(i, c) for i in range(200) for c in ("baseline", "canary")])
+    import sqlite3
+
+    db = sqlite3.connect(store.path)
+    db.execute("UPDATE samples SET body = replace(body, '\"latency_ms\":100.0',"
+               " '\"latency_ms\":null') WHERE id = 'canary-7'")
+    db.commit()
+    db.close()
+    res = tick(r, started(), store, judge=ScriptedJudge(bad_canary=True))
+    # the judge step met it first (set aside there); the analysis never sees it
+    assert res.analysis.quarantined == ()
+    assert res.decision.action is Action.ROLLBACK  # decided on the 399 readable samples
+    assert res.decision.n_canary == 199
+    assert store.quarantined(KEY).count == 1
+
+
+def test_statistics_that_cannot_be_loaded_are_rebuilt_from_the_rollout_start(
+    store: SampleStore,
+) -> None:
+    """The poisoned-feedback attack's aftermath: whatever breaks the saved statistics, the
+    next look re-reads the log from the rollout's start, so no counted sample is lost."""
+    r = rule()
+    store.insert_many([sample(i, c, minutes=1.0) for i in range(30) for c in ("baseline",
+                                                                               "canary")])
+    first = tick(r, started(), store, judge=ScriptedJudge())
+    store.insert_many([sample(i, c, minutes=1.0) for i in range(30, 40)
+                       for c in ("baseline", "canary")])
+    broken = dict(first.statistics)
+    broken["stats"] = {"not": "statistics"}
+    status = started().model_copy(update={"statistics": broken})
+    again = tick(r, status, store, judge=ScriptedJudge())
+    corr = next(g for g in again.decision.guards if g.name == "correction")
+    assert (corr.n_baseline, corr.n_canary) == (40, 40)
 
 
 def test_outputs_count_for_correction_burden_once_their_feedback_window_closes(

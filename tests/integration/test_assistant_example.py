@@ -20,6 +20,7 @@ import httpx
 import kubernetes_validate  # type: ignore[import-untyped]
 import pytest
 import yaml
+from canary_playground.kube_emulator import EmulatorHandle
 
 from controller.api import ApiServer
 from controller.models import RuleKey
@@ -27,6 +28,7 @@ from controller.sources.store import SampleStore
 from examples.assistant.render import CONFIGMAP_FILE, render_configmap
 from llm_canary.reporter import DEFAULT_TOKEN_FILE
 from tests.support import ROOT
+from tests.support.api import directory, serving
 
 KEY = RuleKey("default", "support-assistant")
 K8S = ROOT / "examples" / "assistant" / "k8s"
@@ -87,12 +89,14 @@ def test_the_deployment_is_the_rules_target_and_mounts_what_the_sdk_reads() -> N
 
 
 @pytest.fixture
-def controller_api(tmp_path: Path) -> Iterator[tuple[ApiServer, SampleStore]]:
+def controller_api(tmp_path: Path, emulator: EmulatorHandle
+                   ) -> Iterator[tuple[ApiServer, SampleStore]]:
+    """The real server, reviewing tokens with the emulator's TokenReview; the rule's target
+    pods run as the example's ServiceAccount."""
     store = SampleStore(tmp_path / "samples.db")
-    server = ApiServer(store, host="127.0.0.1", port=0, token="projected-token")
-    server.start()
-    yield server, store
-    server.stop()
+    rules = directory(("default/support-assistant", "support-assistant", "support-assistant"))
+    with serving(store, rules, emulator=emulator) as server:
+        yield server, store
     store.close()
 
 
@@ -135,11 +139,12 @@ def _stop(proc: subprocess.Popen[str]) -> str:
 
 
 def test_the_app_reports_its_samples_and_feedback(
-    controller_api: tuple[ApiServer, SampleStore], tmp_path: Path
+    controller_api: tuple[ApiServer, SampleStore], tmp_path: Path, emulator: EmulatorHandle
 ) -> None:
     server, store = controller_api
-    token = tmp_path / "token"
-    token.write_text("projected-token")
+    token = tmp_path / "token"  # what the kubelet projects for the example's ServiceAccount
+    token.write_text(emulator.issue_token(service_account="default/support-assistant",
+                                          audiences=["llm-canary"]))
     common = {"CANARY_INGEST_URL": f"http://127.0.0.1:{server.port}",
               "CANARY_TOKEN_FILE": str(token), "CANARY_RULE": "support-assistant"}
     baseline, b_url = _start_app(tmp_path, "baseline", {**common, "MODEL_NAME": "gpt-4.1"})

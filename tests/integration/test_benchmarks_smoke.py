@@ -49,3 +49,13 @@ def test_controller_ticks_quick(tmp_path: Path) -> None:
         assert {"startup_s", "rules_per_s", "tick_lateness", "tick_duration",
                 "decision_to_rollback_patch_s"} <= set(data[key])
     assert data["loaded"]["rules"] == 5
+
+
+def test_ingest_load_quick(tmp_path: Path) -> None:
+    run("ingest_load.py", "--quick", "--seconds", "2", "--out", str(tmp_path))
+    data = json.loads((tmp_path / "ingest_load.json").read_text())
+    for key in ("reference", "loaded"):
+        assert {"samples_per_s", "batch_p50_ms", "batch_p99_ms", "peak_rss_mib",
+                "ticks_run", "ticks_skipped", "answers_429"} <= set(data[key])
+        assert data[key]["accepted"] > 0 and data[key]["answers_other"] == 0
+    assert data["chart_memory_limit_mib"] == 512 and 0 < data["peak_rss_vs_limit"] < 1

@@ -30,13 +30,20 @@ FULLNAME = f"{RELEASE}-llm-canary"
 # Oldest supported (Chart.yaml kubeVersion) and newest schemas shipped by kubernetes-validate.
 KUBE_VERSIONS = ("1.27.0", f"{kubernetes_validate.latest_version()}.0")
 
+# No image is published: the repository is required (the one the user builds and pushes to).
+REPOSITORY = "registry.example.com/team/llm-canary"
+BASE_VALUES: dict[str, Any] = {"image": {"repository": REPOSITORY}}
 CUSTOM: dict[str, Any] = {
     "replicaCount": 2,
-    "image": {"tag": "1.2.3", "pullPolicy": "Always"},
+    "image": {"repository": REPOSITORY, "tag": "1.2.3", "pullPolicy": "Always"},
     "controller": {"watchNamespace": "team-a", "logLevel": "debug"},
     "rbac": {"namespaced": True, "secrets": {"resourceNames": ["judge-key"]}},
-    "judge": {"apiKeySecret": {"name": "judge-key", "key": "openai"}},
-    "ingest": {"tokenSecret": {"name": "ingest-token"}},
+    "ingest": {"maxInflightRequests": 4},
+    "judge": {"apiKeySecret": {"name": "judge-key", "key": "openai"},
+              "baseUrl": "http://vllm.judges.svc:8000/v1",
+              "allowedUrls": ["https://api.openai.com/v1", "http://judge.team-a.svc/v1"]},
+    "networkPolicy": {"ingestFrom": [{"namespaceSelector": {"matchLabels": {
+        "kubernetes.io/metadata.name": "team-a"}}}], "metricsFrom": []},
     "persistence": {"enabled": True, "storageClass": "fast", "size": "5Gi"},
     "serviceMonitor": {"enabled": True, "labels": {"release": "kube-prometheus-stack"}},
     "podDisruptionBudget": {"enabled": True, "minAvailable": 1},
@@ -47,10 +54,21 @@ CUSTOM: dict[str, Any] = {
 # --------------------------------------------------------------------------- helpers
 
 
-def render(values: dict[str, Any] | None = None) -> dict[str, str]:
-    """Template path -> rendered text, exactly what `helm template` would print."""
+def merged(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
+    """``over`` deep-merged onto ``base`` (as Helm merges --set onto values)."""
+    out = dict(base)
+    for k, v in over.items():
+        out[k] = merged(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
+    return out
+
+
+def render(values: dict[str, Any] | None = None, *, base: dict[str, Any] | None = None
+           ) -> dict[str, str]:
+    """Template path -> rendered text, exactly what `helm template` would print, with the
+    required image repository set (``base``) unless the test says otherwise."""
     with helm_python.Chart.load(CHART) as chart:
-        return chart.render(values or {}, name=RELEASE, namespace=NAMESPACE)
+        return chart.render(merged(BASE_VALUES if base is None else base, values or {}),
+                            name=RELEASE, namespace=NAMESPACE)
 
 
 def objects(rendered: dict[str, str]) -> list[dict[str, Any]]:
@@ -141,12 +159,23 @@ def custom_docs(custom_render: dict[str, str]) -> list[dict[str, Any]]:
 # --------------------------------------------------------------------------- lint and schemas
 
 
-@pytest.mark.parametrize("values", [None, CUSTOM], ids=["default", "custom"])
-def test_helm_lint_passes_strictly(values: dict[str, Any] | None) -> None:
+@pytest.mark.parametrize("values", [BASE_VALUES, CUSTOM], ids=["default", "custom"])
+def test_helm_lint_passes_strictly(values: dict[str, Any]) -> None:
     report = helm_python.lint(CHART, values, strict=True, namespace=NAMESPACE)
     assert report["total_charts_linted"] == 1
     assert report["errors"] == []
     assert [m for m in report["messages"] if m["severity"] >= 2] == []
+
+
+@pytest.mark.parametrize("image", [{}, {"repository": ""}, {"tag": "1.2.3"}])
+def test_image_repository_is_required(image: dict[str, Any]) -> None:
+    """No image is published, so there is no default repository that would not exist: the
+    chart refuses to render without one and says how to get an image."""
+    with pytest.raises(helm_python.HelmError) as failure:
+        render({"image": image}, base={})
+    message = str(failure.value)
+    assert "image.repository is required" in message
+    assert "scripts/build-image" in message
 
 
 @pytest.mark.parametrize("variant", ["default", "custom"])
@@ -190,14 +219,16 @@ def test_strict_validation_is_not_a_rubber_stamp(default_docs: list[dict[str, An
 
 
 EXPECTED_RULES = {
-    ("canary.llmops.dev", "canaryrules"): {"get", "list", "watch", "patch", "update"},
-    ("canary.llmops.dev", "canaryrules/status"): {"get", "patch", "update"},
-    ("apps", "deployments"): {"get", "list", "watch", "create", "patch", "update"},
-    ("apps", "deployments/scale"): {"get", "patch", "update"},
+    ("canary.llmops.dev", "canaryrules"): {"get", "list", "watch", "patch"},
+    ("canary.llmops.dev", "canaryrules/status"): {"patch"},
+    ("canary.llmops.dev", "canaryrules/finalizers"): {"update"},
+    ("apps", "deployments"): {"get", "list", "watch", "create", "patch"},
+    ("apps", "deployments/scale"): {"patch"},
+    ("autoscaling", "horizontalpodautoscalers"): {"list"},
     ("", "events"): {"create", "patch"},
-    ("", "services"): {"get"},
     ("", "secrets"): {"get"},
 }
+"""Exactly what the actuator calls (tests/e2e/test_rbac_exact.py proves it on the wire)."""
 
 
 def _grants(role: dict[str, Any]) -> dict[tuple[str, str], set[str]]:
@@ -213,7 +244,7 @@ def _grants(role: dict[str, Any]) -> dict[tuple[str, str], set[str]]:
 def test_rbac_has_no_wildcards_anywhere(variant: str, request: pytest.FixtureRequest) -> None:
     docs: list[dict[str, Any]] = request.getfixturevalue(f"{variant}_docs")
     rbac = [d for d in docs if d["apiVersion"].startswith("rbac.authorization.k8s.io/")]
-    assert len(rbac) == 4
+    assert len(rbac) == 6
     for doc in rbac:
         assert not [s for s in strings(doc) if "*" in s], doc["metadata"]["name"]
 
@@ -221,11 +252,13 @@ def test_rbac_has_no_wildcards_anywhere(variant: str, request: pytest.FixtureReq
 def test_default_rbac_is_cluster_wide_and_exactly_least_privilege(
     default_docs: list[dict[str, Any]],
 ) -> None:
-    role = one(default_docs, "ClusterRole")
+    role = next(r for r in by_kind(default_docs, "ClusterRole")
+                if r["metadata"]["name"] == FULLNAME)
     assert _grants(role) == EXPECTED_RULES
     secrets = [r for r in role["rules"] if "secrets" in r["resources"]]
     assert "resourceNames" not in secrets[0]
-    binding = one(default_docs, "ClusterRoleBinding")
+    binding = next(b for b in by_kind(default_docs, "ClusterRoleBinding")
+                   if b["metadata"]["name"] == FULLNAME)
     assert binding["roleRef"] == {
         "apiGroup": "rbac.authorization.k8s.io",
         "kind": "ClusterRole",
@@ -255,8 +288,11 @@ def test_leader_election_role_is_scoped_to_the_lease(default_docs: list[dict[str
 def test_namespaced_rbac_uses_a_role_in_the_watched_namespace(
     custom_docs: list[dict[str, Any]],
 ) -> None:
-    assert by_kind(custom_docs, "ClusterRole") == []
-    assert by_kind(custom_docs, "ClusterRoleBinding") == []
+    # only TokenReview (cluster-scoped, so a ClusterRole even here) and nothing else
+    assert [r["metadata"]["name"] for r in by_kind(custom_docs, "ClusterRole")] == \
+        [f"{FULLNAME}-tokenreview"]
+    assert [r["metadata"]["name"] for r in by_kind(custom_docs, "ClusterRoleBinding")] == \
+        [f"{FULLNAME}-tokenreview"]
     role = next(r for r in by_kind(custom_docs, "Role") if "leader" not in r["metadata"]["name"])
     assert role["metadata"]["namespace"] == "team-a"
     assert _grants(role) == EXPECTED_RULES
@@ -270,6 +306,25 @@ def test_namespaced_rbac_uses_a_role_in_the_watched_namespace(
     assert "--namespace=team-a" in container(custom_docs)["args"]
 
 
+@pytest.mark.parametrize("variant", ["default", "custom"])
+def test_tokenreview_is_granted_alone_in_its_own_cluster_role(
+    variant: str, request: pytest.FixtureRequest
+) -> None:
+    docs: list[dict[str, Any]] = request.getfixturevalue(f"{variant}_docs")
+    name = f"{FULLNAME}-tokenreview"
+    role = next(r for r in by_kind(docs, "ClusterRole") if r["metadata"]["name"] == name)
+    assert _grants(role) == {("authentication.k8s.io", "tokenreviews"): {"create"}}
+    binding = next(b for b in by_kind(docs, "ClusterRoleBinding")
+                   if b["metadata"]["name"] == name)
+    assert binding["roleRef"]["name"] == name
+    sa = one(docs, "ServiceAccount")["metadata"]
+    assert binding["subjects"] == [
+        {"kind": "ServiceAccount", "name": sa["name"], "namespace": NAMESPACE}]
+    for other in by_kind(docs, "ClusterRole") + by_kind(docs, "Role"):
+        if other["metadata"]["name"] != name:
+            assert ("authentication.k8s.io", "tokenreviews") not in _grants(other)
+
+
 def test_namespaced_rbac_without_watch_namespace_pins_the_release_namespace() -> None:
     docs = objects(render({"rbac": {"namespaced": True}}))
     role = next(r for r in by_kind(docs, "Role") if r["metadata"]["name"] == FULLNAME)
@@ -279,7 +334,8 @@ def test_namespaced_rbac_without_watch_namespace_pins_the_release_namespace() ->
 
 def test_secret_access_can_be_dropped_and_rbac_disabled() -> None:
     docs = objects(render({"rbac": {"secrets": {"enabled": False}}}))
-    assert ("", "secrets") not in _grants(one(docs, "ClusterRole"))
+    assert ("", "secrets") not in _grants(next(
+        r for r in by_kind(docs, "ClusterRole") if r["metadata"]["name"] == FULLNAME))
     docs = objects(render({"rbac": {"create": False}}))
     assert not [d for d in docs if d["apiVersion"].startswith("rbac.authorization.k8s.io/")]
 
@@ -314,15 +370,39 @@ def test_controller_command_flags_probes_and_env(default_docs: list[dict[str, An
     assert not [a for a in c["args"] if a.startswith("--namespace")]
     assert c["args"][:3] == ["--port=8080", "--store=/data/samples.db", "--leader-elect"]
     assert "--log-level=info" in c["args"]
-    assert c["image"] == "ghcr.io/llm-canary/llm-canary:0.1.0"  # tag defaults to appVersion
-    assert c["ports"] == [{"name": "http", "containerPort": 8080, "protocol": "TCP"}]
-    assert c["livenessProbe"]["httpGet"] == {"path": "/healthz", "port": "http"}
-    assert c["readinessProbe"]["httpGet"] == {"path": "/readyz", "port": "http"}
+    assert c["image"] == f"{REPOSITORY}:0.1.0"  # tag defaults to appVersion
+    assert c["ports"] == [{"name": "http", "containerPort": 8080, "protocol": "TCP"},
+                          {"name": "metrics", "containerPort": 9090, "protocol": "TCP"}]
+    assert c["livenessProbe"]["httpGet"] == {"path": "/healthz", "port": "metrics"}
+    assert c["readinessProbe"]["httpGet"] == {"path": "/readyz", "port": "metrics"}
+    for flag in ("--metrics-port=9090", "--max-store-bytes=600Mi", "--retention=7d",
+                 "--max-body=10Mi", "--max-inflight-requests=8"):
+        assert flag in c["args"]
+    off_by_default = ("--insecure", "--judge-base", "--judge-allowed")
+    assert not [a for a in c["args"] if a.startswith(off_by_default)]
     env = env_names(default_docs)
     assert env["POD_NAME"]["valueFrom"] == {"fieldRef": {"fieldPath": "metadata.name"}}
     assert env["POD_NAMESPACE"]["valueFrom"] == {"fieldRef": {"fieldPath": "metadata.namespace"}}
     pod = one(default_docs, "Deployment")["spec"]["template"]["spec"]
     assert pod["serviceAccountName"] == one(default_docs, "ServiceAccount")["metadata"]["name"]
+    assert "CANARY_EXCLUDE_LABELS" not in env  # the controller's default list
+
+
+def test_upgrades_never_wait_for_the_new_pod_to_be_ready(
+    default_docs: list[dict[str, Any]],
+) -> None:
+    """maxUnavailable 1: with one replica the old pod may go before the new one is Ready,
+    so an upgrade cannot deadlock however readiness and leadership interact."""
+    strategy = one(default_docs, "Deployment")["spec"]["strategy"]
+    assert strategy == {"type": "RollingUpdate",
+                        "rollingUpdate": {"maxSurge": 1, "maxUnavailable": 1}}
+
+
+def test_excluded_labels_reach_the_controller() -> None:
+    docs = objects(render({"controller": {"excludeLabels": ["argocd.argoproj.io/instance",
+                                                            "team"]}}))
+    assert env_names(docs)["CANARY_EXCLUDE_LABELS"]["value"] == \
+        "argocd.argoproj.io/instance,team"
 
 
 def test_secret_env_appears_only_when_set(
@@ -333,10 +413,15 @@ def test_secret_env_appears_only_when_set(
     assert env["OPENAI_API_KEY"]["valueFrom"] == {
         "secretKeyRef": {"name": "judge-key", "key": "openai"}
     }
-    assert env["CANARY_INGEST_TOKEN"]["valueFrom"] == {
-        "secretKeyRef": {"name": "ingest-token", "key": "token"}
-    }
+    assert "CANARY_INGEST_TOKEN" not in env  # one shared token for every rule: gone
     assert "value" not in env["OPENAI_API_KEY"], "never inline the key"
+    args = container(custom_docs)["args"]
+    assert "--judge-base-url=http://vllm.judges.svc:8000/v1" in args
+    assert [a for a in args if a.startswith("--judge-allowed-url=")] == [
+        "--judge-allowed-url=https://api.openai.com/v1",
+        "--judge-allowed-url=http://judge.team-a.svc/v1"]
+    insecure = container(objects(render({"ingest": {"insecureAllowUnauthenticated": True}})))
+    assert "--insecure-allow-unauthenticated-ingestion" in insecure["args"]
 
 
 def test_pvc_appears_only_when_persistence_is_enabled(
@@ -378,11 +463,33 @@ def test_service_routes_to_the_controller_port(
     docs: list[dict[str, Any]] = request.getfixturevalue(f"{variant}_docs")
     svc = one(docs, "Service")
     assert svc["spec"]["ports"] == [
-        {"name": "http", "port": 8080, "targetPort": "http", "protocol": "TCP"}
+        {"name": "http", "port": 8080, "targetPort": "http", "protocol": "TCP"},
+        {"name": "metrics", "port": 9090, "targetPort": "metrics", "protocol": "TCP"},
     ]
     pod_labels = one(docs, "Deployment")["spec"]["template"]["metadata"]["labels"]
     assert svc["spec"]["selector"].items() <= pod_labels.items()
     assert one(docs, "Deployment")["spec"]["selector"]["matchLabels"] == svc["spec"]["selector"]
+
+
+def test_network_policy_separates_ingestion_from_metrics(
+    default_docs: list[dict[str, Any]], custom_docs: list[dict[str, Any]]
+) -> None:
+    policy = one(default_docs, "NetworkPolicy")["spec"]
+    pod_labels = one(default_docs, "Deployment")["spec"]["template"]["metadata"]["labels"]
+    assert policy["podSelector"]["matchLabels"].items() <= pod_labels.items()
+    assert policy["policyTypes"] == ["Ingress"]
+    by_port = {r["ports"][0]["port"]: r["from"] for r in policy["ingress"]}
+    assert by_port == {
+        "http": [{"namespaceSelector": {}}],
+        "metrics": [{"namespaceSelector": {"matchLabels": {
+            "kubernetes.io/metadata.name": "monitoring"}}}]}
+    custom = one(custom_docs, "NetworkPolicy")["spec"]
+    # an empty list admits nobody: the rule is left out (an empty "from" admits everyone)
+    assert [r["ports"][0]["port"] for r in custom["ingress"]] == ["http"]
+    assert custom["ingress"][0]["from"][0]["namespaceSelector"]["matchLabels"] == {
+        "kubernetes.io/metadata.name": "team-a"}
+    off = objects(render({"networkPolicy": {"enabled": False}}))
+    assert by_kind(off, "NetworkPolicy") == []
 
 
 def test_optional_objects_are_off_by_default(default_docs: list[dict[str, Any]]) -> None:

@@ -25,6 +25,7 @@ from typing import Any
 
 import pytest
 from aiohttp import web
+from canary_playground.kube_emulator import EmulatorHandle
 
 from controller.api import ApiServer
 from controller.models import RuleKey
@@ -32,6 +33,7 @@ from controller.sources.store import SampleStore
 from llm_canary import CanaryReporter
 from tests.support import ROOT
 from tests.support.aio import serve_in_thread
+from tests.support.api import directory, serving
 
 KEY = RuleKey("default", "bot")
 FAST = {"backoff_base_s": 0.01, "backoff_max_s": 0.05, "flush_interval_ms": 20,
@@ -51,22 +53,37 @@ def wait_for(predicate: Any, timeout: float = 30.0) -> Any:
 # -- the real server ----------------------------------------------------------------------
 
 
+@dataclass
+class Real:
+    """The real server: the rule ``bot`` whose pods run as ``default/bot-sa``, tokens
+    reviewed by the Kubernetes API emulator."""
+
+    server: ApiServer
+    store: SampleStore
+    emulator: EmulatorHandle
+
+    def __iter__(self) -> Iterator[Any]:
+        return iter((self.server, self.store))
+
+    def token(self, **kw: Any) -> str:
+        return self.emulator.issue_token(service_account="default/bot-sa",
+                                         audiences=["llm-canary"], **kw)
+
+
 @pytest.fixture
-def real(tmp_path: Path) -> Iterator[tuple[ApiServer, SampleStore]]:
+def real(tmp_path: Path, emulator: EmulatorHandle) -> Iterator[Real]:
     store = SampleStore(tmp_path / "s.db")
-    server = ApiServer(store, host="127.0.0.1", port=0, token="tok-1")
-    server.start()
-    yield server, store
-    server.stop()
+    with serving(store, directory(("default/bot", "bot", "bot-sa")), emulator=emulator) as s:
+        yield Real(s, store, emulator)
     store.close()
 
 
 def test_samples_and_feedback_reach_the_real_server(
-    real: tuple[ApiServer, SampleStore], monkeypatch: pytest.MonkeyPatch
+    real: Real, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     server, store = real
     monkeypatch.setenv("CANARY_INGEST_URL", f"http://127.0.0.1:{server.port}")
-    monkeypatch.setenv("CANARY_INGEST_TOKEN", "tok-1")
+    monkeypatch.setenv("CANARY_INGEST_TOKEN", real.token())
     monkeypatch.setenv("CANARY_COHORT", "canary")
     monkeypatch.setenv("CANARY_REVISION", "abc123")
     with CanaryReporter(rule="bot", batch_size=7, **FAST) as reporter:
@@ -90,12 +107,12 @@ def test_samples_and_feedback_reach_the_real_server(
 
 
 def test_server_field_errors_are_counted_and_logged_once(
-    real: tuple[ApiServer, SampleStore], caplog: pytest.LogCaptureFixture
+    real: Real, caplog: pytest.LogCaptureFixture
 ) -> None:
     server, store = real
     url = f"http://127.0.0.1:{server.port}"
     caplog.set_level(logging.WARNING, logger="llm_canary")
-    with CanaryReporter(url, rule="bot", token="tok-1", **FAST) as reporter:
+    with CanaryReporter(url, rule="bot", token=real.token(), **FAST) as reporter:
         reporter.report(input="q", output="a", latency_ms=1)
         reporter.report(input=5, output="a", latency_ms=1, id="bad-input")
         reporter.flush(timeout=30)
@@ -109,18 +126,17 @@ def test_server_field_errors_are_counted_and_logged_once(
     assert store.count(KEY) == 1
 
 
-def test_a_rotated_token_file_is_reread(real: tuple[ApiServer, SampleStore],
-                                        tmp_path: Path) -> None:
+def test_a_rotated_token_file_is_reread(real: Real, tmp_path: Path) -> None:
     server, store = real
     token_file = tmp_path / "token"
-    token_file.write_text("tok-1\n")
+    token_file.write_text(real.token(expiration_seconds=3) + "\n")
     with CanaryReporter(f"http://127.0.0.1:{server.port}", rule="bot",
                         token_file=str(token_file), **FAST) as reporter:
         reporter.report(input="q", output="a", latency_ms=1)
         assert reporter.flush(timeout=30)
-        server.token = "tok-2"  # the kubelet rotates: a new token file replaces the old
-        fresh = tmp_path / "token.new"
-        fresh.write_text("tok-2")
+        time.sleep(3.5)  # the first token has expired: the server refuses it from now on
+        fresh = tmp_path / "token.new"  # the kubelet rotates: a new file replaces the old
+        fresh.write_text(real.token())
         os.replace(fresh, token_file)
         reporter.report(input="q", output="a", latency_ms=1)
         assert reporter.flush(timeout=30)
@@ -128,11 +144,12 @@ def test_a_rotated_token_file_is_reread(real: tuple[ApiServer, SampleStore],
     assert store.count(KEY) == 2
 
 
-def test_interpreter_exit_flushes(real: tuple[ApiServer, SampleStore]) -> None:
+def test_interpreter_exit_flushes(real: Real) -> None:
     server, store = real
     code = (
         "from llm_canary import CanaryReporter\n"
-        f"r = CanaryReporter('http://127.0.0.1:{server.port}', rule='bot', token='tok-1',"
+        f"r = CanaryReporter('http://127.0.0.1:{server.port}', rule='bot', "
+        f"token='{real.token()}',"
         " flush_interval_ms=60000, batch_size=1000)\n"
         "for i in range(25):\n"
         "    r.report(input='q', output='a', latency_ms=1, id=f'exit-{i}')\n"

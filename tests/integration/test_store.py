@@ -219,3 +219,137 @@ def test_a_version_1_file_is_migrated_in_place(tmp_path: Path) -> None:
         assert [a.sample.id for a in store.awaiting_verdict(R, upto=1)] == ["s7"]
     with SampleStore(path) as store:  # reopening an upgraded file changes nothing
         assert store.count(R) == 1
+
+
+def _corrupt(path: Path, sample_id: str, column: str, value: str, table: str = "samples"
+             ) -> None:
+    """Damage one stored row behind the store's back (another version, a bad disk)."""
+    import sqlite3
+
+    key = "id" if table == "samples" else "sample_id"
+    db = sqlite3.connect(path)
+    db.execute(f"UPDATE {table} SET {column} = ? WHERE {key} = ?", (value, sample_id))
+    db.commit()
+    db.close()
+
+
+def quarantined_metric(rule: str = "r") -> float:
+    from controller.observability import REGISTRY
+
+    return float(REGISTRY.get_sample_value(
+        "llmcanary_store_quarantined_total", {"namespace": "default", "rule": rule}) or 0)
+
+
+def test_a_row_that_cannot_be_read_back_is_quarantined_and_the_rest_is_read(
+    tmp_path: Path,
+) -> None:
+    """The attack of a stored ``null`` latency (what 1e999 became before numbers were
+    checked at parse time), and plain garbage: each is moved aside once, counted, and
+    every reader goes on with the rest."""
+    path = tmp_path / "s.db"
+    with SampleStore(path) as store:
+        store.insert_many([sample(i) for i in range(6)])
+        store.apply_feedback(fb("s4", 2.0))
+    poisoned = sample(2).model_dump(mode="json") | {"latency_ms": None}
+    import json
+
+    _corrupt(path, "s2", "body", json.dumps(poisoned))
+    _corrupt(path, "s3", "body", "{not json")
+    _corrupt(path, "s4", "after", '{"correction_minutes": -1}', table="changes")
+    before = quarantined_metric()
+    with SampleStore(path) as store:
+        batch = store.changes(R)
+        assert sorted(c.sample_id for c in batch.changes) == ["s0", "s1", "s5"]
+        assert sorted(q.sample_id for q in batch.quarantined) == ["s2", "s3", "s4"]
+        reasons = {q.sample_id: q.reason for q in batch.quarantined}
+        assert "latency_ms" in reasons["s2"] and "correction_minutes" in reasons["s4"]
+        assert "JSONDecodeError" in reasons["s3"]
+        assert batch.cursor == 7 and not batch.more  # past every row, the bad ones too
+        assert quarantined_metric() - before == 3
+        report = store.quarantined(R)
+        assert report.count == 3 and report.latest is not None
+        # reported once: the rows are gone from every later read
+        assert store.changes(R).quarantined == ()
+        assert store.count(R) == 3
+        assert sorted(a.sample.id for a in store.awaiting_verdict(R, upto=store.head(R))) \
+            == ["s0", "s1", "s5"]
+        assert quarantined_metric() - before == 3
+
+
+def test_every_reader_quarantines_instead_of_raising(tmp_path: Path) -> None:
+    path = tmp_path / "s.db"
+    with SampleStore(path) as store:
+        store.insert_many([sample(i) for i in range(3)])
+    _corrupt(path, "s1", "body", '{"id": "s1"}')
+    with SampleStore(path) as store:
+        assert [a.sample.id for a in store.awaiting_verdict(R, upto=99)] == ["s0", "s2"]
+    _corrupt(path, "s2", "verdict_kind", "judged")
+    _corrupt(path, "s2", "verdict", '{"score": 7}')
+    with SampleStore(path) as store:
+        assert [s.sample.id for s in store.samples(R)] == ["s0"]
+        assert store.get(R, "s2") is None
+        assert store.quarantined(R).count == 2
+
+
+def test_the_store_stays_under_its_size_limit_dropping_the_oldest(tmp_path: Path) -> None:
+    limit = 400 * 1024
+    with SampleStore(tmp_path / "s.db", max_bytes=limit) as store:
+        for batch in range(40):
+            now = T0 + timedelta(minutes=batch)
+            store.insert_many([sample(batch * 100 + i) for i in range(100)], now=now)
+            assert store.used_bytes() < limit + 64 * 1024  # one batch over at most
+        kept = store.count(R)
+        assert 0 < kept < 4000
+        # the newest samples survive, the oldest went first
+        assert store.get(R, "s3999") is not None and store.get(R, "s0") is None
+        assert (tmp_path / "s.db").stat().st_size < 2 * limit
+
+
+def test_pending_feedback_is_bounded_per_rule_keeping_the_newest(tmp_path: Path) -> None:
+    with SampleStore(tmp_path / "s.db", max_pending_per_rule=10) as store:
+        for i in range(25):
+            store.apply_feedback(fb(f"ghost-{i}", 1.0), now=T0 + timedelta(seconds=i))
+        store.apply_feedback(fb("other-0", 1.0, rule="other"))
+        assert store.pending_feedback_count() == 11
+        store.insert(sample(0))
+        store.insert_many([Sample.model_validate(sample(0).model_dump() | {"id": "ghost-24"})])
+        got = store.get(R, "ghost-24")
+        assert got is not None and got.sample.correction_minutes == 1.0
+        # the 9 ghosts left (ghost-24 was applied) are older than a day by then
+        assert store.prune(max_age=timedelta(days=1), now=T0 + timedelta(days=2)) \
+            .pending_feedback == 9
+
+
+def test_the_judge_cache_keeps_only_its_newest_verdicts(tmp_path: Path) -> None:
+    """It shares the store's volume, so it is bounded too (pruned with the store)."""
+    from controller.judge.cache import VerdictCache
+
+    cache = VerdictCache(tmp_path / "judge-cache.sqlite")
+    try:
+        for i in range(30):
+            cache.put(f"k{i}", {"n": i})
+        assert cache.prune(max_entries=10) == 20
+        assert len(cache) == 10 and cache.get("k29") == {"n": 29} and cache.get("k0") is None
+    finally:
+        cache.close()
+
+
+def test_a_version_2_file_gains_the_new_columns_and_tables_in_place(tmp_path: Path) -> None:
+    """A store written before quarantine and feedback windows existed opens as is."""
+    import sqlite3
+
+    path = tmp_path / "v2.db"
+    with SampleStore(path) as store:
+        store.insert_many([sample(1), sample(2)])
+    db = sqlite3.connect(path)
+    db.executescript("""
+        DROP TABLE quarantine;
+        DROP INDEX samples_open;
+        ALTER TABLE samples DROP COLUMN feedback_closed;
+        PRAGMA user_version = 2;
+    """)
+    db.close()
+    with SampleStore(path) as store:
+        assert store.count(R) == 2
+        assert [c.sample_id for c in store.changes(R).changes] == ["s1", "s2"]
+        assert store.quarantined(R).count == 0

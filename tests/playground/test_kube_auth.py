@@ -308,8 +308,12 @@ def test_chart_rbac_is_what_the_controller_gets(tmp_path: Path) -> None:
             loaded = sorted(d["kind"] for d in me.objects)
             assert loaded == sorted(d["kind"] for d in render_chart() if d["kind"] in {
                 "ServiceAccount", "ClusterRole", "ClusterRoleBinding", "Role", "RoleBinding"})
-            assert loaded == ["ClusterRole", "ClusterRoleBinding", "Role", "RoleBinding",
-                              "ServiceAccount"]
+            # the controller's own ClusterRole, and the one for TokenReview (ingestion)
+            assert loaded == ["ClusterRole", "ClusterRole", "ClusterRoleBinding",
+                              "ClusterRoleBinding", "Role", "RoleBinding", "ServiceAccount"]
+            review = client.AuthenticationV1Api(controller).create_token_review(
+                {"spec": {"token": "not-a-token", "audiences": ["llm-canary"]}})
+            assert review.status.authenticated is not True
         finally:
             controller.close()
             admin.close()

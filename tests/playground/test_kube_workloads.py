@@ -264,6 +264,20 @@ def test_resize_mid_rollout_is_proportional(apps: client.AppsV1Api, ns: str) -> 
     wait_for(lambda: [rs.spec.replicas for rs in replicasets(apps, ns)] == [15, 10])
 
 
+def test_a_resize_during_a_template_change_still_completes(apps: client.AppsV1Api,
+                                                           ns: str) -> None:
+    """A new template and a new size in two writes (what a canary promotion does): every
+    active ReplicaSet's replicas annotations follow the resize even where its size does
+    not change, so the rollout goes on instead of resizing forever."""
+    apps.create_namespaced_deployment(ns, deployment(replicas=3))
+    wait_for(lambda: rolled_out(apps, ns, "web"))
+    set_image(apps, ns, "web", "app:slow-ready")
+    wait_for(lambda: len(replicasets(apps, ns)) == 2)
+    apps.patch_namespaced_deployment_scale("web", ns, {"spec": {"replicas": 4}})
+    wait_for(lambda: rolled_out(apps, ns, "web"), timeout=20)
+    assert [rs.spec.replicas for rs in replicasets(apps, ns)] == [0, 4]
+
+
 def test_revisions_rollback_and_history_limit(apps: client.AppsV1Api, ns: str) -> None:
     apps.create_namespaced_deployment(ns, deployment(replicas=1, revisionHistoryLimit=1))
     for image in ("app:2", "app:3"):

@@ -8,7 +8,9 @@ import sys
 from pathlib import Path
 
 import yaml
+from click.testing import CliRunner
 
+from controller.cli import cli
 from tests.support import ROOT
 
 
@@ -54,6 +56,81 @@ def test_missing_file_is_one_clear_line(tmp_path: Path) -> None:
     result = canaryctl("validate", "-f", str(tmp_path / "nope.yaml"))
     assert result.returncode == 2
     assert "cannot read" in result.stderr and "Traceback" not in result.stderr
+
+
+def _minimal() -> dict[str, object]:
+    doc = yaml.safe_load((ROOT / "rules" / "minimal.yaml").read_text())
+    assert isinstance(doc, dict)
+    return doc
+
+
+def test_kubernetes_limits_are_checked_before_the_cluster_sees_them(tmp_path: Path) -> None:
+    """A 64-character rule name would be a 422 on the canary's label at rollout time."""
+    cases = {
+        "metadata.name": ("metadata", {"name": "r" * 64}, "must be no more than 63"),
+        "spec.canary.podLabels[tier]": ("canary", {"image": "x:1", "podLabels": {
+            "tier": "bad value!"}}, "invalid value"),
+        "spec.canary.podLabels[canary.llmops.dev/cohort]": ("canary", {
+            "image": "x:1", "podLabels": {"canary.llmops.dev/cohort": "x"}},
+            "are the controller's"),
+        "spec.canary.podAnnotations[-bad]": ("canary", {
+            "image": "x:1", "podAnnotations": {"-bad": "x"}}, "invalid key"),
+        "spec.canary.env[0].name": ("canary", {"image": "x:1", "env": [
+            {"name": "CANARY_REVISION", "value": "x"}]}, "set by the controller"),
+        "spec.targetRef.name": ("targetRef", {"name": "T" * 10}, "lower case"),
+    }
+    for path, (key, value, reason) in cases.items():
+        doc = _minimal()
+        if key == "metadata":
+            doc["metadata"] = value
+        else:
+            spec = doc["spec"]
+            assert isinstance(spec, dict)
+            spec[key] = value
+        file = tmp_path / "r.yaml"
+        file.write_text(yaml.safe_dump(doc))
+        result = CliRunner().invoke(cli, ["validate", "-f", str(file), "-o", "json"])
+        assert result.exit_code == 2, path
+        (error,) = json.loads(result.stdout)["errors"]
+        assert error["path"] == path and reason in error["reason"], error
+
+
+def test_replica_ratio_warnings_with_replicas(tmp_path: Path) -> None:
+    doc = _minimal()
+    spec = doc["spec"]
+    assert isinstance(spec, dict)
+    spec["steps"] = [{"weight": 2}, {"weight": 50}]
+    file = tmp_path / "r.yaml"
+    file.write_text(yaml.safe_dump(doc))
+    run = CliRunner().invoke
+    result = run(cli, ["validate", "-f", str(file), "--replicas", "10"])
+    assert result.exit_code == 0  # a warning, not an error
+    assert "step 1 (weight 2%) runs 1 canary pod(s) of 10 pods: 10% of the traffic" in \
+        result.stderr
+    assert run(cli, ["validate", "-f", str(file)]).stderr == ""
+    data = json.loads(run(cli, ["validate", "-f", str(file), "--replicas", "2", "-o",
+                                "json"]).stdout)
+    assert [w["path"] for w in data["warnings"]] == ["spec.steps[0].weight"]
+
+
+def test_absurd_numbers_are_refused_with_the_field(tmp_path: Path) -> None:
+    """The hostile-rule attack: .inf and .nan tolerances, 101 on a rate, a 0.1 µs interval."""
+    base = yaml.safe_load((ROOT / "rules" / "minimal.yaml").read_text())
+    docs = []
+    for tolerance, interval in ((".inf", "1m"), (".nan", "1m"), ("101", "1m"),
+                                ("0.02", "0.0001ms")):
+        text = yaml.safe_dump(base).replace("tolerance: 0.02", f"tolerance: {tolerance}")
+        doc = yaml.safe_load(text)
+        doc["spec"]["analysis"]["interval"] = interval
+        docs.append(doc)
+    path = tmp_path / "absurd.yaml"
+    path.write_text(yaml.safe_dump_all(docs))
+    result = canaryctl("validate", "-f", str(path))
+    assert result.returncode == 2
+    for i in range(3):
+        assert f"{path}[{i}]: spec.analysis.guards[0].tolerance:" in result.stderr
+    assert f"{path}[3]: spec.analysis.interval:" in result.stderr
+    assert "Traceback" not in result.stderr
 
 
 def test_shipped_rules_have_no_warnings() -> None:

@@ -47,9 +47,12 @@ app.kubernetes.io/part-of: llm-canary
 {{- end }}
 {{- end }}
 
-{{/* Controller image reference; the tag defaults to appVersion. */}}
+{{/* Controller image reference; the tag defaults to appVersion. No image is published for
+llm-canary, so the repository is the one you build and push to (no default that would not
+exist). */}}
 {{- define "llm-canary.image" -}}
-{{- printf "%s:%s" .Values.image.repository (default .Chart.AppVersion .Values.image.tag) }}
+{{- $repository := required "image.repository is required: no llm-canary image is published. Build it with scripts/build-image, push it to your registry (scripts/build-image --push REGISTRY/llm-canary:TAG) and set image.repository=REGISTRY/llm-canary (README: Build the image)" .Values.image.repository }}
+{{- printf "%s:%s" $repository (default .Chart.AppVersion .Values.image.tag) }}
 {{- end }}
 
 {{/* Namespace the controller watches: empty = all, except namespaced RBAC pins one. */}}

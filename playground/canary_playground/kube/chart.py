@@ -30,6 +30,7 @@ COLLECTIONS = {
     "ClusterRoleBinding": RBAC + "/clusterrolebindings",
 }
 WEEK = 7 * 24 * 3600.0
+LOCAL_IMAGE = "localhost/llm-canary"
 
 
 @dataclass
@@ -51,12 +52,16 @@ class ChartIdentity:
 
 def render_chart(values: JSON | None = None, *, release: str = RELEASE,
                  namespace: str = NAMESPACE) -> list[JSON]:
-    """Every object the chart renders (NOTES.txt left out)."""
+    """Every object the chart renders (NOTES.txt left out). The chart requires
+    ``image.repository`` (no image is published); the emulator only uses its RBAC, so the
+    local name ``scripts/build-image`` gives stands in unless ``values`` sets one."""
     import helm_python
     import yaml
 
+    values = dict(values or {})
+    values["image"] = {"repository": LOCAL_IMAGE, **(values.get("image") or {})}
     with helm_python.Chart.load(CHART) as chart:
-        rendered = chart.render(values or {}, name=release, namespace=namespace)
+        rendered = chart.render(values, name=release, namespace=namespace)
     docs: list[JSON] = []
     for path, text in sorted(rendered.items()):
         if not path.endswith("NOTES.txt"):

@@ -178,14 +178,20 @@ class DeploymentController:
     def _scale_rs(self, rs: JSON, size: int, d: JSON) -> tuple[bool, JSON]:
         """``scaleReplicaSetAndRecordEvent``: replicas and the replicas annotations."""
         old = ro.replicas(rs)
-        if old == size:
+        desired = str(ro.replicas(d))
+        most = str(ro.replicas(d) + ro.max_surge(_spec(d)))
+        notes = meta(rs).get("annotations") or {}
+        stale = notes.get(ro.DESIRED_REPLICAS) != desired or notes.get(ro.MAX_REPLICAS) != most
+        if old == size and not stale:
             return False, rs
         body = copy.deepcopy(rs)
         body["spec"]["replicas"] = size
         notes = body["metadata"].setdefault("annotations", {})
-        notes[ro.DESIRED_REPLICAS] = str(ro.replicas(d))
-        notes[ro.MAX_REPLICAS] = str(ro.replicas(d) + ro.max_surge(_spec(d)))
+        notes[ro.DESIRED_REPLICAS] = desired
+        notes[ro.MAX_REPLICAS] = most
         updated = self._update_rs(body)
+        if old == size:  # only the annotations (ReplicasAnnotationsNeedUpdate): no event
+            return False, updated
         direction = "up" if size > old else "down"
         self.recorder.event(d, "Normal", "ScalingReplicaSet", f"Scaled {direction} replica "
                             f"set {meta(rs)['name']} to {size} from {old}",
