@@ -125,7 +125,7 @@ def stratified_proportions(
     e0, _ = at(np.zeros(xc.shape[1]))
     e0, _ = at(e0)
     e1, r0 = at(e0)
-    bounds = [_edge(at, side, e0, e1, r0, k) for side in (-1.0, 1.0)]
+    bounds = _edges(at, e0, e1, r0, k)
     nan = np.full(e0.shape, np.nan)
     any_have = have.any(axis=0)
     return CS(*(np.where(any_have, v, nan).reshape(shape) for v in (e0, *bounds)))
@@ -134,27 +134,36 @@ def stratified_proportions(
 Evaluator = Callable[[FloatArray, "npt.NDArray[np.intp] | slice"], tuple[FloatArray, FloatArray]]
 
 
-def _edge(at: Evaluator, side: float, e0: FloatArray, e1: FloatArray, r0: FloatArray,
-          k: float) -> FloatArray:
-    """The edge of ``{θ: |θ̂_w(θ) − θ| < radius(V_w(θ))}`` on one side: the root of
-    ``f(θ) = side·(θ̂_w(θ) + side·radius(θ) − θ)`` (positive towards the estimate),
-    bracketed between the estimate and a point beyond, found by regula falsi."""
-    def f(theta: FloatArray, idx: npt.NDArray[np.intp] | slice) -> FloatArray:
-        e, r = at(theta, idx)
-        return np.asarray(side * (e + side * r - theta))
+def _edges(at: Evaluator, e0: FloatArray, e1: FloatArray, r0: FloatArray, k: float
+           ) -> tuple[FloatArray, FloatArray]:
+    """The lower and upper edges of ``{θ: |θ̂_w(θ) − θ| < radius(V_w(θ))}``: on each
+    side the root of ``f(θ) = side·(θ̂_w(θ) + side·radius(θ) − θ)`` (positive towards the
+    estimate), bracketed between the estimate and a point beyond, found by regula falsi.
+    Both sides of every stream are searched together (one evaluation per step for all:
+    a controller's look is one stream per slice, where the per-call cost dominates)."""
+    n = e0.shape[0]
+    side = np.repeat([-1.0, 1.0], n)
+    stream = np.tile(np.arange(n), 2)
+    e0s, e1s, r0s = (np.tile(a, 2) for a in (e0, e1, r0))
+
+    def f(theta: FloatArray, idx: npt.NDArray[np.intp]) -> FloatArray:
+        e, r = at(theta, stream[idx])
+        sd = side[idx]
+        return np.asarray(sd * (e + sd * r - theta))
 
     lo, hi = -k - 1.0, 2.0
-    step = np.where(np.isfinite(r0) & (r0 > 0), 2.0 * r0, 4.0)
-    far = np.clip(e0 + side * step, lo, hi)
-    f_far = f(far, slice(None))
+    step = np.where(np.isfinite(r0s) & (r0s > 0), 2.0 * r0s, 4.0)
+    far = np.clip(e0s + side * step, lo, hi)
+    f_far = f(far, np.arange(2 * n))
     for _ in range(6):  # widen until the edge is bracketed (f(far) ≤ 0)
         out = np.nonzero((f_far > 0) & (far < hi) & (far > lo))[0]
         if not out.size:
             break
         step[out] *= 2.0
-        far[out] = np.clip(e0[out] + side * step[out], lo, hi)
+        far[out] = np.clip(e0s[out] + side[out] * step[out], lo, hi)
         f_far[out] = f(far[out], out)
-    return np.clip(_root(f, e0.copy(), far, side * (e1 - e0) + r0, f_far), -k, 1.0)
+    got = np.clip(_root(f, e0s.copy(), far, side * (e1s - e0s) + r0s, f_far), -k, 1.0)
+    return got[:n], got[n:]
 
 
 def _root(f: Callable[[FloatArray, npt.NDArray[np.intp]], FloatArray], a: FloatArray,
