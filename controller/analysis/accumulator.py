@@ -781,7 +781,7 @@ class RuleStatistics:
                     dest = out.strata.setdefault(sk, {}).setdefault(measure, {}).setdefault(
                         new_key(key), {})
                     for cohort, mom in by_cohort_m.items():
-                        dest[cohort] = dest[cohort].merge(mom) if cohort in dest else mom
+                        dest[cohort] = (dest[cohort] if cohort in dest else Moments()).merge(mom)
         for dim, rows in other.mix.items():
             for value, (nb, nc) in rows.items():
                 slot = value if dim == TOTAL else remap.get(dim, {}).get(value, OTHER)
@@ -794,8 +794,8 @@ class RuleStatistics:
             for wmeasure, wcells in other.window.items():
                 for wcohort, wcell in wcells.items():
                     mine_w = out.window.setdefault(wmeasure, {}).get(wcohort)
-                    out.window[wmeasure][wcohort] = (
-                        wcell if mine_w is None else _merge_cells(mine_w, wcell))
+                    out.window[wmeasure][wcohort] = _merge_cells(
+                        type(wcell)() if mine_w is None else mine_w, wcell)
             for c in COHORTS:
                 out.window_samples[c] += other.window_samples[c]
             if other.step_started == out.step_started:
@@ -803,8 +803,8 @@ class RuleStatistics:
                     for measure, cells_b in by_measure_b.items():
                         dest_b = out.buckets.setdefault(b, {}).setdefault(measure, {})
                         for cohort, mom in cells_b.items():
-                            dest_b[cohort] = (dest_b[cohort].merge(mom) if cohort in dest_b
-                                              else mom)
+                            dest_b[cohort] = (dest_b[cohort] if cohort in dest_b
+                                              else Moments()).merge(mom)
         for g, cnt in other.counts.items():
             mine_c = out.counts.get(g)
             if mine_c is None:

@@ -14,6 +14,8 @@
 - A change that starts in the middle of a step is caught by the detector sooner than by
   the cumulative (stratified) statistic, which the healthy samples before the onset
   dilute.
+- Merged statistics own their strata, buckets and window: growing them leaves the
+  inputs as they were.
 
 Streams are seeded; sizes are small (one guard, tens of rollouts through the
 accumulator, thousands only in the vectorised simulation).
@@ -223,3 +225,24 @@ def test_a_change_in_the_middle_of_a_step_is_caught_sooner_than_by_the_cumulativ
     assert 1.5 * float(np.median(detector)) <= float(np.median(cumulative)), \
         (detector, cumulative)
     assert float(np.median(detector)) * PER_LOOK * SHARES[1] <= 400  # ≤ 5 intervals at 20%
+
+
+def test_merge_leaves_its_inputs_untouched_when_the_result_grows() -> None:
+    """Strata, detector buckets and the step window of a merge are its own: adding to
+    the merged statistics never changes the statistics it was merged from."""
+    latency = {"name": "latency", "metric": "latency", "tolerance": 0.2, "relative": True}
+    spec = stepped([*FALLBACK, latency], (5, 20, 50), minSamplesPerCohort=20,
+                   maxDuration=f"{K}m")
+    a = RuleStatistics(spec)
+    a.enter_step(1, TS, rollout_started_at=TS)
+    for i in range(6):
+        a.add(make_sample(i, Cohort.CANARY, validate=False, ts=TS + (i / 3) * MIN))
+    empty = RuleStatistics(spec)
+    empty.enter_step(1, TS, rollout_started_at=TS)
+    before = a.to_dict()
+    both = empty.merge(a)
+    for i in range(6, 12):
+        both.add(make_sample(i, Cohort.CANARY, validate=False, fallback=True,
+                             latency_ms=5000.0, ts=TS + (i / 6) * MIN))
+    assert a.to_dict() == before
+    assert both.to_dict() != before
