@@ -122,9 +122,13 @@ def stratified_proportions(
 
     # the estimate: θ̂_w with the weights at θ = the estimate (two fixed-point steps);
     # e1 and r0 are θ̂_w and the radius at θ = e0, so f(e0) = side·(e1 − e0) + r0
-    e0, _ = at(np.zeros(xc.shape[1]))
-    e0, _ = at(e0)
-    e1, r0 = at(e0)
+    if strata == 1:  # the weights do not matter: θ̂_w is the stratum's estimate
+        e0 = np.where(have[0], est[0], 0.0)
+        e1, r0 = at(e0)
+    else:
+        e0, _ = at(np.zeros(xc.shape[1]))
+        e0, _ = at(e0)
+        e1, r0 = at(e0)
     bounds = _edges(at, e0, e1, r0, k)
     nan = np.full(e0.shape, np.nan)
     any_have = have.any(axis=0)
@@ -186,6 +190,8 @@ def _root(f: Callable[[FloatArray, npt.NDArray[np.intp]], FloatArray], a: FloatA
                      0.5 * (ai + bi))
         c = np.where((c - ai) * (c - bi) < 0, c, 0.5 * (ai + bi))  # strictly inside
         fc = f(c, idx)
+        hit = np.abs(fc) <= ROOT_TOL * 1e-2  # c is the crossing to well within ROOT_TOL
+        fc = np.where(hit, 0.0, fc)
         right = fc < 0  # the crossing lies between a and c: c replaces b
         # Illinois: an end kept twice in a row has its value halved
         fai = np.where(right & (last[idx] > 0), 0.5 * fai, fai)
