@@ -19,18 +19,22 @@ Scenarios: A/A and "exactly at the tolerance" for every metric (the calibration
 streams), task-success drops of 3, 5, 10, 20 points (tolerance 2), policy failures
 1% → 3% (tolerance 0.5 points), a fallback spike 3% → 20% in the ``technical`` queue
 (15% of traffic; tolerance 2 points), correction burden +50% (tolerance +0.5 min),
-latency +30% (tolerance +10%), and late regressions: a change that starts with step 2
-or in the middle of it (samples after onset to rollback).
+latency +30% (tolerance +10%); task success with a drift as fast as the rollout (A/A,
+at the tolerance, −5 points; our engine variants only); and late regressions: a change
+that starts with a step or in the middle of one (samples after onset to rollback).
 
 Methods:
 
 - **ours**: the guard's tests exactly as ``controller.analysis.decide`` runs them — the
-  cumulative all-traffic test, each queue slice where the guard groups by queue, and
-  from step 2 on the step-window test — each at its share of ``alpha_budget`` of the
-  support rule, a look every interval, FAIL with the burn-in and (for proportions)
-  the expected-events rule. "ours (no windows)" drops the window tests (for the late
-  rows). "Promote" is the first look at which the guard's all-traffic test passes with
-  both cohorts at minSamplesPerCohort.
+  cumulative all-traffic test stratified by step, each queue slice (stratified) where
+  the guard groups by queue, and the change detector over the current step's start
+  times — each at its share of ``alpha_budget`` of the support rule, a look every
+  interval, FAIL with the burn-in and (for proportions) the expected-events rule
+  (``benchmarks/ours.py``). Beside it, on the same streams: "ours (stratified)" with
+  per-step window tests instead of the detector, "ours (previous)" the engine before
+  stratification (pooled comparisons, t-mixture for means, windows), and for the late
+  rows "no change tests" (neither windows nor detector). "Promote" is the first look at
+  which the guard's all-traffic test passes with both cohorts at minSamplesPerCohort.
 - **threshold** (Argo Rollouts / Flagger): each interval the canary's own rate (or
   mean) over that interval is compared with a threshold; rollback when more than
   ``failureLimit`` intervals failed.
