@@ -65,7 +65,7 @@ def test_healthy_example_promotes() -> None:
          "2026-11-02T09:10:00+00:00", 600),
         ("fallback-spike-refunds", "fallback", "queue=refunds",
          "2026-11-02T09:23:00+00:00", 1380),
-        ("correction-burden", "correction-burden", None, "2026-11-02T09:19:00+00:00", 1140),
+        ("correction-burden", "correction-burden", None, "2026-11-02T09:18:00+00:00", 1080),
     ],
 )
 def test_regression_examples_roll_back_naming_guard_and_queue(
