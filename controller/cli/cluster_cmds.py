@@ -41,6 +41,7 @@ from controller.conventions import (
 )
 from controller.engine import ALLOWED, ManualAction, ratio_warnings
 from controller.models import CanaryRule, CanaryRuleStatus, Condition, GuardResult, Phase
+from controller.models.manifest import ManifestWarning
 from controller.sources.manifests import load_rules
 
 from .analyze_cmd import guards_table
@@ -141,7 +142,10 @@ output_option = click.option("-o", "--output", type=click.Choice(["table", "json
 def apply(files: tuple[str, ...], namespace: str, kubeconfig: str | None,
           context: str | None) -> None:
     """Validate, then server-side apply. On any invalid input nothing is applied."""
-    loaded, errors = load_rules(files)
+    skipped: list[ManifestWarning] = []
+    loaded, errors = load_rules(files, skipped)
+    for s in skipped:
+        echo_err(f"skip {s}")
     if errors:
         for e in errors:
             echo_err(f"error {e}")
