@@ -244,9 +244,13 @@ def _position(obj: dict[str, Any], st: CanaryRuleStatus) -> str:
     return f"step {st.current_step + 1}/{_steps(obj)}  {_weight(st)}"
 
 
-def _message(st: CanaryRuleStatus) -> str:
-    """The controller's message; a rule it has not written a status for yet says so."""
+def _message(obj: dict[str, Any], st: CanaryRuleStatus) -> str:
+    """The controller's message, without the step and weight it starts with when they are
+    shown beside it; a rule it has not written a status for yet says so."""
     if st.message:
+        said = f"step {st.current_step + 1}/{_steps(obj)}, weight {st.weight}%: "
+        if _position(obj, st) and st.message.startswith(said):
+            return st.message[len(said):]
         return st.message
     return WAITING if st.phase is Phase.PENDING and not st.history else ""
 
@@ -256,7 +260,7 @@ def status_line(obj: dict[str, Any]) -> str:
     may serve, the message, and the conditions that need attention."""
     st = _status(obj)
     line = " ".join(p for p in (st.phase.value, _position(obj, st).replace("  ", " ")) if p)
-    message = _message(st)
+    message = _message(obj, st)
     if message:
         line += f": {message}"
     issues = _issues(st)
@@ -276,7 +280,7 @@ def _header(obj: dict[str, Any], st: CanaryRuleStatus) -> Text:
         text.append(f"  {position}")
     if st.canary_revision:
         text.append(f"  revision {st.canary_revision}")
-    message = _message(st)
+    message = _message(obj, st)
     if message:
         text.append(f"\n{message}")
     for line in _issues(st):

@@ -71,3 +71,10 @@ def test_a_rollout_in_flight_shows_step_weight_message_and_attention() -> None:
                    "[JudgeAvailable: judge unavailable]"
     assert status_line(rule({"phase": "Progressing", "currentStep": 0, "weight": 5})) == \
         "Progressing step 1/3 weight 5%"
+
+
+def test_the_step_and_weight_are_not_said_twice() -> None:
+    """The controller's message starts with the step and weight the line already shows."""
+    line = status_line(rule({"phase": "Progressing", "currentStep": 0, "weight": 5,
+                             "message": "step 1/3, weight 5%: waiting for the canary"}))
+    assert line == "Progressing step 1/3 weight 5%: waiting for the canary"
