@@ -13,7 +13,7 @@ from .aggregate import aggregate, eval_lib_score, is_success, score_verdicts, so
 from .budget import Budget, BudgetExhausted
 from .cache import VerdictCache, cache_key
 from .calibration import Calibration, Confusion, calibrate, cohen_kappa, judge_trusted
-from .client import CallError, StructuredMode, extract_json, parse_retry_after
+from .client import CallError, StructuredMode, extract_json
 from .core import Judge, Judged, JudgeResult, Totals, calls_per_sample
 from .cost import HOSTED_PRICES, Price, estimate_cost, price_for
 from .interleave import interleave, interleaved_order
@@ -62,7 +62,6 @@ __all__ = [
     "judge_samples",
     "judge_samples_async",
     "judge_trusted",
-    "parse_retry_after",
     "price_for",
     "score_verdicts",
     "select",

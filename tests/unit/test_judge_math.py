@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import math
-from datetime import UTC, datetime, timedelta
 
 import pytest
 from canary_playground.scripted_judge import sample_record
@@ -21,7 +20,6 @@ from controller.judge import (
     interleave,
     interleaved_order,
     judge_trusted,
-    parse_retry_after,
     price_for,
 )
 from controller.judge.aggregate import eval_lib_exponent, eval_lib_score, soft_min_score
@@ -232,15 +230,6 @@ class TestParsingAndCost:
         assert extract_json('Sure!\n```json\n{"a": {"b": 2}}\n```') == {"a": {"b": 2}}
         with pytest.raises(ValueError, match="not valid JSON"):
             extract_json('{"a": 1')
-
-    def test_retry_after(self) -> None:
-        assert parse_retry_after({"retry-after": "2"}) == 2.0
-        assert parse_retry_after({"retry-after-ms": "250"}) == 0.25
-        assert parse_retry_after({}) is None
-        assert parse_retry_after({"retry-after": "soon"}) is None
-        when = (datetime.now(UTC) + timedelta(seconds=30)).strftime("%a, %d %b %Y %H:%M:%S GMT")
-        got = parse_retry_after({"retry-after": when})
-        assert got is not None and 25 <= got <= 31
 
     def test_prices_only_where_known(self) -> None:
         hosted = price_for("gpt-4o-mini-2024-07-18", None)  # longest prefix, OpenAI's API
