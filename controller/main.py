@@ -23,7 +23,7 @@ from collections.abc import Callable, Sequence
 from datetime import timedelta
 from pathlib import Path
 
-from controller.actuator import deployments, secrets
+from controller.actuator import deployments, judge_key
 from controller.actuator.client import Kube, connect
 from controller.actuator.cluster import KubeCluster
 from controller.actuator.errors import KubeError
@@ -154,7 +154,7 @@ def _key_reader(kube: Kube) -> KeyReader:
 
     def read(namespace: str, name: str, key: str) -> str:
         try:
-            return secrets.read_secret_key(kube, namespace, name, key)
+            return judge_key.read_secret_key(kube, namespace, name, key)
         except KubeError as exc:
             raise LookupError(f"Secret {name}/{key}: {exc.reason}: {exc.message}") from None
 

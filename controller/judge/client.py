@@ -36,10 +36,10 @@ from controller.models import JudgeUsage, UnjudgedReason
 from controller.retry_after import parse_retry_after
 from controller.scrubbing import SecretScrubber
 
+from .api_keys import NO_KEY, PLACEHOLDER_KEYS
 from .cost import estimate_cost
 from .prompts import repair_message
 from .schemas import ANSWER_MODELS, Answer, Stage, check_answer, json_schema
-from .secrets import NO_KEY, PLACEHOLDER_KEYS
 from .settings import JudgeSettings
 
 log = logging.getLogger("controller.judge")

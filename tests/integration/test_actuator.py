@@ -18,7 +18,7 @@ import pytest
 from canary_playground.kube import EmulatorHandle, running_emulator, write_kubeconfig
 
 from controller.actuator import deployments as dp
-from controller.actuator import events, rules, secrets
+from controller.actuator import events, judge_key, rules
 from controller.actuator.client import Kube, connect, path_of
 from controller.actuator.errors import (
     AlreadyExists,
@@ -459,19 +459,19 @@ def test_read_secret_key(kube: Kube, ns: str) -> None:
     kube.request("POST", path_of("v1", "secrets", ns), body={
         "metadata": {"name": "judge", "labels": {JUDGE_KEY_LABEL: "true"}},
         "data": {"api-key": base64.b64encode(b"sk-test-123").decode()}})
-    assert secrets.read_secret_key(kube, ns, "judge", "api-key") == "sk-test-123"
+    assert judge_key.read_secret_key(kube, ns, "judge", "api-key") == "sk-test-123"
     kube.request("POST", path_of("v1", "secrets", ns), body={
         "metadata": {"name": "db-password"},
         "data": {"api-key": base64.b64encode(b"hunter2-db").decode()}})
     with pytest.raises(Forbidden) as refused:  # not marked for the judge: never used
-        secrets.read_secret_key(kube, ns, "db-password", "api-key")
+        judge_key.read_secret_key(kube, ns, "db-password", "api-key")
     assert "not marked for llm-canary" in str(refused.value)
     assert "hunter2" not in str(refused.value)
     with pytest.raises(NotFound) as exc:
-        secrets.read_secret_key(kube, ns, "judge", "other")
+        judge_key.read_secret_key(kube, ns, "judge", "other")
     assert exc.value.reason == "KeyMissing" and "sk-test" not in str(exc.value)
     with pytest.raises(NotFound):
-        secrets.read_secret_key(kube, ns, "missing", "api-key")
+        judge_key.read_secret_key(kube, ns, "missing", "api-key")
 
 
 # --------------------------------------------------------------------------- errors, connect

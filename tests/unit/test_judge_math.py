@@ -10,7 +10,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from controller.judge import (
-    Confusion,
+    JudgeHumanCounts,
     Price,
     aggregate,
     calibrate,
@@ -150,18 +150,18 @@ class TestEvalLib:
 class TestCalibration:
     def test_kappa_textbook_example(self) -> None:
         # Wikipedia's worked example: 20 yes/yes, 5 yes/no, 10 no/yes, 15 no/no -> 0.4.
-        assert cohen_kappa(Confusion(tp=20, fp=5, fn=10, tn=15)) == pytest.approx(0.4)
+        assert cohen_kappa(JudgeHumanCounts(tp=20, fp=5, fn=10, tn=15)) == pytest.approx(0.4)
 
     def test_kappa_perfect_and_undefined(self) -> None:
-        assert cohen_kappa(Confusion(tp=3, tn=2)) == pytest.approx(1.0)
-        assert cohen_kappa(Confusion(tp=5)) is None  # both raters constant
-        assert cohen_kappa(Confusion()) is None
+        assert cohen_kappa(JudgeHumanCounts(tp=3, tn=2)) == pytest.approx(1.0)
+        assert cohen_kappa(JudgeHumanCounts(tp=5)) is None  # both raters constant
+        assert cohen_kappa(JudgeHumanCounts()) is None
 
     @given(st.lists(st.tuples(st.booleans(), st.booleans()), min_size=1, max_size=60))
     def test_kappa_matches_definition(self, pairs: list[tuple[bool, bool]]) -> None:
         judge = [j for j, _ in pairs]
         human = [h for _, h in pairs]
-        c = Confusion.from_pairs(judge, human)
+        c = JudgeHumanCounts.from_pairs(judge, human)
         n = len(pairs)
         po = sum(j == h for j, h in pairs) / n
         pj, ph = sum(judge) / n, sum(human) / n
@@ -179,7 +179,7 @@ class TestCalibration:
         judge_scores = [0.9, 0.8, 0.2, None, 0.5, 1.0]
         human_scores = [1.0, 0.0, 0.0, 1.0, None, 1.0]
         cal = calibrate(judge, human, judge_scores, human_scores)
-        assert cal.confusion == Confusion(tp=2, fp=1, fn=1, tn=1)
+        assert cal.confusion == JudgeHumanCounts(tp=2, fp=1, fn=1, tn=1)
         assert cal.unjudged == 1 and cal.unjudged_rate == pytest.approx(1 / 6)
         assert cal.agreement == pytest.approx(3 / 5)
         assert cal.precision == pytest.approx(2 / 3)
