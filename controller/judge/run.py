@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from controller.models import TRANSIENT_REASONS, JudgeSpec, Sample, Unjudged, UnjudgedReason
+from controller.models import TRANSIENT_REASONS, JudgeSpec, Sample, Unjudged
 
 from .api_keys import api_key_from_env
 from .budget import Budget
@@ -22,7 +22,6 @@ from .cache import VerdictCache
 from .core import Judge, Judged, JudgeResult, Totals
 from .settings import JudgeSettings
 
-FATAL_REASONS = frozenset({UnjudgedReason.AUTH, UnjudgedReason.NOT_FOUND})
 UNREACHABLE_REASONS = TRANSIENT_REASONS
 
 
