@@ -222,6 +222,40 @@ def _authenticator(args: argparse.Namespace, kube: Kube) -> Authenticator:
     return TokenReviewAuthenticator(TokenReviewer(kube))
 
 
+def _elector(args: argparse.Namespace, kube: Kube) -> LeaderElector | None:
+    """The lease elector with ``--leader-elect``; without it this replica always acts."""
+    if not args.leader_elect:
+        return None
+    return LeaderElector(kube, args.lease_namespace, args.lease_name, args.identity,
+                         lease_seconds=args.lease_seconds, renew_seconds=args.renew_seconds,
+                         retry_seconds=args.retry_seconds)
+
+
+def _housekeeping(args: argparse.Namespace, store: SampleStore, cache_path: str,
+                  stop: threading.Event) -> Callable[[], None]:
+    """The housekeeping loop, run by the supervisor until ``stop``."""
+    retention = timedelta(seconds=parse_duration(args.retention))
+
+    def housekeeping() -> None:
+        """Bounded retention: prune by age and count every few minutes until shutdown (the
+        size limit is also enforced on every insert)."""
+        while not stop.wait(HOUSEKEEPING_SECONDS):
+            try:
+                pruned = store.prune(max_age=retention,
+                                     max_rows_per_rule=args.max_samples_per_rule,
+                                     max_bytes=args.max_store_bytes or None)
+            except Exception:
+                log.exception("store pruning failed; retrying later")
+                continue
+            SUPERVISOR.beat()
+            if pruned.samples or pruned.pending_feedback:
+                log.info("pruned %d samples, %d pending feedback", pruned.samples,
+                         pruned.pending_feedback)
+            _prune_judge_cache(cache_path, args.judge_cache_max_entries)
+
+    return housekeeping
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     configure_logging(args.log_level)
@@ -233,12 +267,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     health = Health()
 
     leading = threading.Event()
-    elector: LeaderElector | None = None
-    if args.leader_elect:
-        elector = LeaderElector(kube, args.lease_namespace, args.lease_name, args.identity,
-                                lease_seconds=args.lease_seconds,
-                                renew_seconds=args.renew_seconds,
-                                retry_seconds=args.retry_seconds)
+    elector = _elector(args, kube)
 
     def is_leader() -> bool:
         """Checked before every write: a lease not renewed in time stops us at once."""
@@ -289,26 +318,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         log.info("signal %d: shutting down", signum)
         stop.set()
 
-    retention = timedelta(seconds=parse_duration(args.retention))
-
-    def housekeeping() -> None:
-        """Bounded retention: prune by age and count every few minutes until shutdown (the
-        size limit is also enforced on every insert)."""
-        while not stop.wait(HOUSEKEEPING_SECONDS):
-            try:
-                pruned = store.prune(max_age=retention,
-                                     max_rows_per_rule=args.max_samples_per_rule,
-                                     max_bytes=args.max_store_bytes or None)
-            except Exception:
-                log.exception("store pruning failed; retrying later")
-                continue
-            SUPERVISOR.beat()
-            if pruned.samples or pruned.pending_feedback:
-                log.info("pruned %d samples, %d pending feedback", pruned.samples,
-                         pruned.pending_feedback)
-            _prune_judge_cache(cache_path, args.judge_cache_max_entries)
-
-    SUPERVISOR.spawn("housekeeping", housekeeping, stop)
+    SUPERVISOR.spawn("housekeeping", _housekeeping(args, store, cache_path, stop), stop)
     signal.signal(signal.SIGTERM, shutdown)
     signal.signal(signal.SIGINT, shutdown)
     stop.wait()
