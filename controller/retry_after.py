@@ -3,7 +3,8 @@
 Both retry policies read it: the Kubernetes layer's (:mod:`controller.actuator.retry`,
 through :func:`controller.actuator.errors.from_status`) and the judge's
 (:mod:`controller.judge.client`). It lives outside both adapters so that neither imports
-the other's client library.
+the other's client library. (The SDK, :mod:`llm_canary`, keeps its own: it is stdlib-only
+and never imports the controller.)
 
 A server may say how long to wait as ``retry-after-ms`` (milliseconds, OpenAI-style) or
 ``Retry-After`` in seconds or as an HTTP date. Header names are matched case-insensitively
@@ -18,6 +19,7 @@ import email.utils
 import math
 import time
 from collections.abc import Callable
+from datetime import UTC
 from typing import Any
 
 
@@ -34,9 +36,11 @@ def parse_retry_after(headers: Any, *, now: Callable[[], float] = time.time) -> 
     if seconds is not None or not value:
         return seconds
     try:
-        when = email.utils.parsedate_to_datetime(str(value))
+        when = email.utils.parsedate_to_datetime(str(value).strip())
     except (TypeError, ValueError, IndexError):
         return None
+    if when.tzinfo is None:  # "-0000": UTC with no zone named (RFC 5322)
+        when = when.replace(tzinfo=UTC)
     return max(0.0, when.timestamp() - now())
 
 

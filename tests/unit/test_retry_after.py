@@ -57,3 +57,9 @@ def test_kubernetes_errors_carry_the_header_else_the_status_hint() -> None:
     assert from_status(429, body).retry_after == 7.0
     assert from_status(429, body, {"Retry-After": "garbage"}).retry_after == 7.0
     assert from_status(500, {"message": "boom"}).retry_after is None
+
+
+def test_a_date_without_a_zone_is_utc() -> None:
+    assert parse_retry_after({"retry-after": "Thu, 15 Jan 2027 08:00:30 -0000"},
+                             now=lambda: datetime(2027, 1, 15, 8, 0, tzinfo=UTC).timestamp()
+                             ) == 30.0
