@@ -49,6 +49,7 @@ from controller.engine import (
     template_revision,
 )
 from controller.models import CanaryRule
+from tests.support.waiting import wait_for
 
 GV = "canary.llmops.dev/v1alpha1"
 UNAVAILABLE = "emulator.llmops.dev/unavailable"
@@ -70,16 +71,6 @@ def kube(emu: EmulatorHandle) -> Iterator[Kube]:
 @pytest.fixture
 def ns() -> str:
     return f"t-{uuid.uuid4().hex[:8]}"
-
-
-def wait_for(check: Callable[[], Any], timeout: float = 5.0) -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        value = check()
-        if value:
-            return value
-        assert time.monotonic() < deadline, "condition not met in time"
-        time.sleep(0.02)
 
 
 def make_target(kube: Kube, ns: str, replicas: int = 4, name: str = "web",
