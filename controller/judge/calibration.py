@@ -1,6 +1,6 @@
 """Judge reliability: verdicts against human labels.
 
-Labeled file format (JSON Lines): each line is a sample record plus
+Labeled file format (JSON Lines): each line is a sample record (docs/schemas/) plus
 ``human_success: bool`` (the human's task-success label) and optionally
 ``human_score: float`` in [0, 1]. Success is the positive class. Unjudged samples are
 left out of every agreement figure and reported as the unjudged rate instead.

@@ -6,7 +6,7 @@ templates, runs instant queries with a timeout, and returns typed results. It ne
 raises into the caller and never turns missing data into zeros: a failed query is an
 :class:`PromError` (unreachable, timeout, bad query, server, bad response), an empty
 result is "no data". The caller maps an error to the guard outcome ERROR and no data to
-NO_DATA (DESIGN §6: neither ever promotes).
+NO_DATA (docs/design.md, Failure semantics: neither ever promotes).
 
 Template placeholders (``string.Template``): ``${cohort}``, ``${queue}``,
 ``${namespace}``, ``${rule}``, ``${interval}``. For a query over all queues ``${queue}``

@@ -354,7 +354,7 @@ def sample_record(
     rule: str = "demo",
     **fields: Any,
 ) -> dict[str, Any]:
-    """A valid sample record (DESIGN §5) whose input is ``text`` (put markers there).
+    """A valid sample record (docs/schemas/) whose input is ``text`` (put markers there).
 
     The id is deliberately not in the text: the judge must never see it."""
     record: dict[str, Any] = {
