@@ -19,18 +19,22 @@ Scenarios: A/A and "exactly at the tolerance" for every metric (the calibration
 streams), task-success drops of 3, 5, 10, 20 points (tolerance 2), policy failures
 1% → 3% (tolerance 0.5 points), a fallback spike 3% → 20% in the ``technical`` queue
 (15% of traffic; tolerance 2 points), correction burden +50% (tolerance +0.5 min),
-latency +30% (tolerance +10%), and late regressions: a change that starts with step 2
-or in the middle of it (samples after onset to rollback).
+latency +30% (tolerance +10%); task success with a drift as fast as the rollout (A/A,
+at the tolerance, −5 points; our engine variants only); and late regressions: a change
+that starts with a step or in the middle of one (samples after onset to rollback).
 
 Methods:
 
 - **ours**: the guard's tests exactly as ``controller.analysis.decide`` runs them — the
-  cumulative all-traffic test, each queue slice where the guard groups by queue, and
-  from step 2 on the step-window test — each at its share of ``alpha_budget`` of the
-  support rule, a look every interval, FAIL with the burn-in and (for proportions)
-  the expected-events rule. "ours (no windows)" drops the window tests (for the late
-  rows). "Promote" is the first look at which the guard's all-traffic test passes with
-  both cohorts at minSamplesPerCohort.
+  cumulative all-traffic test stratified by step, each queue slice (stratified) where
+  the guard groups by queue, and the change detector over the current step's start
+  times — each at its share of ``alpha_budget`` of the support rule, a look every
+  interval, FAIL with the burn-in and (for proportions) the expected-events rule
+  (``benchmarks/ours.py``). Beside it, on the same streams: "ours (stratified)" with
+  per-step window tests instead of the detector, "ours (previous)" the engine before
+  stratification (pooled comparisons, t-mixture for means, windows), and for the late
+  rows "no change tests" (neither windows nor detector). "Promote" is the first look at
+  which the guard's all-traffic test passes with both cohorts at minSamplesPerCohort.
 - **threshold** (Argo Rollouts / Flagger): each interval the canary's own rate (or
   mean) over that interval is compared with a threshold; rollback when more than
   ``failureLimit`` intervals failed.
@@ -75,27 +79,30 @@ from scipy.stats import mannwhitneyu
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from benchmarks import ours as engine  # noqa: E402
 from controller.analysis import RuleStatistics, evaluate  # noqa: E402
-from controller.analysis.decide import (  # noqa: E402
-    BURN_IN,
-    alpha_budget,
-    mixture_target,
+from controller.analysis.changes import horizon  # noqa: E402
+from controller.analysis.decide import alpha_budget, mixture_target  # noqa: E402
+from controller.models import (  # noqa: E402
+    Action,
+    Cohort,
+    RecordedVerdict,
+    Risk,
+    Sample,
+    parse_duration,
 )
-from controller.analysis.sequential import (  # noqa: E402
-    diff_means_t,
-    diff_proportions,
-    proportion_fail_ready,
-)
-from controller.models import Action, Cohort, RecordedVerdict, Risk, Sample  # noqa: E402
 from controller.sources.manifests import load_rules  # noqa: E402
 
 RULE = load_rules([str(ROOT / "rules" / "support-assistant.yaml")])[0][0].rule.spec
+STEP_INTERVALS = 15
+# the benchmark's maxDuration: 45 one-minute intervals (the change detector's K)
+RULE = RULE.model_copy(update={"analysis": RULE.analysis.model_copy(
+    update={"max_duration": f"{3 * STEP_INTERVALS}m"})})
 ALPHA = RULE.analysis.alpha
 M = RULE.analysis.min_samples_per_cohort
 TARGET = mixture_target(RULE)
 BUDGET = alpha_budget(RULE)
 WEIGHTS = [s.weight for s in RULE.steps]
-STEP_INTERVALS = 15
 REQUESTS = 400
 QUEUES = {"general": 0.50, "billing": 0.30, "technical": 0.15, "refunds": 0.05}
 FAILURE_LIMITS = (0, 1, 2, 3)
@@ -104,6 +111,10 @@ DAY = 1440  # intervals (minutes) per day
 DELAY = 5  # intervals, for half of the correction minutes
 LAT_SIGMA, LAT_MEAN = 0.6, 1500.0
 COR_SIGMA, COR_MEAN = 1.0, 2.0
+SETUP = engine.Setup(
+    steps=len(WEIGHTS), step_intervals=STEP_INTERVALS, m=M, target=TARGET,
+    looks=horizon(parse_duration(RULE.analysis.max_duration),
+                  parse_duration(RULE.analysis.interval)), delay=DELAY)
 
 
 @dataclass(frozen=True)
@@ -138,6 +149,7 @@ class Scenario:
     spike_queue: str | None = None
     onset: int = 0  # interval at which the change starts
     calibration: str | None = None  # "aa" | "tol"
+    fast_drift: bool = False  # the base rate falls 2·DRIFT over the rollout (not a day)
 
     @property
     def spec(self) -> Metric:
@@ -171,12 +183,22 @@ SCENARIOS = [
     *_calib("latency"),
     Scenario("latency +30%", "latency", 0.30),
 ]
+DRIFTING = [
+    Scenario("A/A success, fast drift", "success", 0.0, fast_drift=True),
+    Scenario("success at tolerance, fast drift", "success", -0.02, fast_drift=True),
+    Scenario("success -5 pts, fast drift", "success", -0.05, fast_drift=True),
+]
 LATE = [
+    Scenario("fallback 3% -> 15% from the start", "fallback", 0.12),
     Scenario("fallback 3% -> 15% from step 2", "fallback", 0.12, onset=STEP_INTERVALS),
     Scenario("fallback 3% -> 15% from the middle of step 2", "fallback", 0.12,
              onset=STEP_INTERVALS + 7),
+    Scenario("success -10 pts from the start", "success", -0.10),
     Scenario("success -10 pts from step 3", "success", -0.10, onset=2 * STEP_INTERVALS),
+    Scenario("success -10 pts from the middle of step 3", "success", -0.10,
+             onset=2 * STEP_INTERVALS + 7),
 ]
+LATE_REFERENCE = {"fallback": LATE[0].name, "success": LATE[3].name}
 
 
 def schedule() -> np.ndarray:
@@ -212,8 +234,11 @@ def _rates(sc: Scenario, rng: np.random.Generator, n_c: np.ndarray, q: np.ndarra
            on: np.ndarray, runs: int, out: Data, raw: bool) -> None:
     m = sc.spec
     t_max = len(n_c)
-    start = rng.uniform(0, DAY, size=runs)  # each rollout starts at its own time of day
-    wave = np.sin(2 * np.pi * (start[None, :] + np.arange(t_max)[:, None]) / DAY)
+    if sc.fast_drift:  # falls from +DRIFT to −DRIFT over the rollout, as the share grows
+        wave = np.cos(np.pi * np.arange(t_max) / t_max)[:, None] * np.ones((1, runs))
+    else:
+        start = rng.uniform(0, DAY, size=runs)  # each rollout starts at its own time of day
+        wave = np.sin(2 * np.pi * (start[None, :] + np.arange(t_max)[:, None]) / DAY)
     base = m.base + (DRIFT * wave if sc.metric == "success" else 0.0 * wave)
     shape = (t_max, runs, len(q))
     nc, nb, xc, xb = (np.zeros(shape, dtype=np.int64) for _ in range(4))
@@ -261,8 +286,7 @@ def _means(sc: Scenario, rng: np.random.Generator, n_c: np.ndarray, on: np.ndarr
     m = sc.spec
     t_max = len(n_c)
     sigma = LAT_SIGMA if sc.metric == "latency" else COR_SIGMA
-    arr = {k: np.zeros((t_max + DELAY + 1, runs)) for k in
-           ("nc", "sc", "qc", "nb", "sb", "qb")}
+    parts = {f"{k}_{p}": np.zeros((t_max, runs)) for k in engine.MEAN_KEYS for p in "ab"}
     gate = np.zeros((t_max, runs))
     p = np.ones((t_max, runs))
     for t in range(t_max):
@@ -275,115 +299,34 @@ def _means(sc: Scenario, rng: np.random.Generator, n_c: np.ndarray, on: np.ndarr
         if raw:
             p[t] = mannwhitneyu(c, b, alternative="greater", axis=1, method="asymptotic").pvalue
         for x, cohort in ((c, "c"), (b, "b")):
-            late = sc.metric == "burden"
-            half = x.shape[1] // 2 if late else x.shape[1]
-            for part, when in ((x[:, :half], t), (x[:, half:], t + DELAY)):
-                if part.shape[1] == 0:
-                    continue
-                arr["n" + cohort][when] += part.shape[1]
-                arr["s" + cohort][when] += part.sum(axis=1)
-                arr["q" + cohort][when] += (part * part).sum(axis=1)
-    for k, v in arr.items():
-        out[k] = v[:t_max].cumsum(axis=0)
+            # half of the correction minutes arrive DELAY intervals late (part b)
+            half = x.shape[1] // 2 if sc.metric == "burden" else x.shape[1]
+            for part, key in ((x[:, :half], "a"), (x[:, half:], "b")):
+                parts[f"n{cohort}_{key}"][t] = part.shape[1]
+                parts[f"s{cohort}_{key}"][t] = part.sum(axis=1)
+                parts[f"q{cohort}_{key}"][t] = (part * part).sum(axis=1)
+    out.update(parts)
     out["gate"] = gate
     out["mwu_p"] = p
 
 
-# -- ours -----------------------------------------------------------------------------------
+# -- ours ---------------------------------------------------------------------------------
 
-def _first(mask: np.ndarray) -> np.ndarray:
-    return np.where(mask.any(axis=0), mask.argmax(axis=0), -1)
-
-
-def _rate_fail(sc: Scenario, xc: np.ndarray, nc: np.ndarray, xb: np.ndarray, nb: np.ndarray,
-               alpha: float) -> np.ndarray:
-    m = sc.spec
-    burn = min(BURN_IN, M)
-    with np.errstate(divide="ignore", invalid="ignore"):
-        cs = diff_proportions(xc, np.maximum(nc, 1), xb, np.maximum(nb, 1), 1.0, alpha, TARGET)
-        ready = proportion_fail_ready(nc, nb, xb, 1.0, m.tolerance)
-    harm = cs.upper < m.tolerance if m.higher_is_better else cs.lower > m.tolerance
-    return np.asarray(harm & ready & (nc >= burn) & (nb >= burn))
+def guard_of(m: Metric) -> engine.Guard:
+    g = next(x for x in RULE.analysis.guards if x.name == m.guard)
+    return engine.Guard(m.guard, m.kind, m.tolerance, m.higher_is_better, m.relative,
+                        "queue" in g.group_by)
 
 
-def _rate_pass(sc: Scenario, d: Data) -> np.ndarray:
-    m = sc.spec
-    xc, nc, xb, nb = (d[k].sum(-1).cumsum(axis=0) for k in ("xc", "nc", "xb", "nb"))
-    with np.errstate(divide="ignore", invalid="ignore"):
-        cs = diff_proportions(xc, np.maximum(nc, 1), xb, np.maximum(nb, 1), 1.0,
-                              BUDGET[m.guard].all, TARGET)
-    safe = cs.lower >= m.tolerance if m.higher_is_better else cs.upper <= m.tolerance
-    return np.asarray(safe & (nc >= M) & (nb >= M))
+def ours(sc: Scenario, d: Data, variant: str = "ours") -> np.ndarray:
+    """First look at which the guard rolls back, per run (−1: never)."""
+    return engine.rollback_times(SETUP, guard_of(sc.spec), d, engine.VARIANTS[variant],
+                                 BUDGET[sc.spec.guard])
 
 
-def _windows(x: np.ndarray) -> list[tuple[slice, np.ndarray]]:
-    """Per step from the second: (interval slice, cumulative sums within the step)."""
-    out = []
-    for s in range(1, len(WEIGHTS)):
-        sl = slice(s * STEP_INTERVALS, (s + 1) * STEP_INTERVALS)
-        out.append((sl, x[sl].cumsum(axis=0)))
-    return out
-
-
-def ours_rates(sc: Scenario, d: Data, windows: bool = True) -> np.ndarray:
-    share = BUDGET[sc.spec.guard]
-    guard = next(g for g in RULE.analysis.guards if g.name == sc.spec.guard)
-    tot = {k: d[k].sum(-1) for k in ("xc", "nc", "xb", "nb")}
-    cum = [tot[k].cumsum(axis=0) for k in ("xc", "nc", "xb", "nb")]
-    fail = _rate_fail(sc, *cum, share.all)
-    if "queue" in guard.group_by:
-        for i in range(len(QUEUES)):
-            qc = [d[k][..., i].cumsum(axis=0) for k in ("xc", "nc", "xb", "nb")]
-            fail |= _rate_fail(sc, *qc, share.slice)
-    if windows and share.window > 0:
-        parts = [_windows(tot[k]) for k in ("xc", "nc", "xb", "nb")]
-        for (sl, a), (_, b), (_, c), (_, e) in zip(*parts, strict=True):
-            fail[sl] |= _rate_fail(sc, a, b, c, e, share.window)
-    return _first(fail)
-
-
-def _mean_cs(sc: Scenario, n_c: np.ndarray, s_c: np.ndarray, q_c: np.ndarray, n_b: np.ndarray,
-             s_b: np.ndarray, q_b: np.ndarray, alpha: float) -> tuple[Any, np.ndarray]:
-    m = sc.spec
-    k, thr = (1.0 + m.tolerance, 0.0) if m.relative else (1.0, m.tolerance)
-    with np.errstate(divide="ignore", invalid="ignore"):
-        nc, nb = np.maximum(n_c, 1), np.maximum(n_b, 1)
-        mc, mb = s_c / nc, s_b / nb
-        vc = np.maximum(q_c / nc - mc * mc, 0) * nc / np.maximum(nc - 1, 1)
-        vb = np.maximum(q_b / nb - mb * mb, 0) * nb / np.maximum(nb - 1, 1)
-        cs = diff_means_t(mc, vc, nc, mb, vb, nb, k, alpha, TARGET)
-    ok = (n_c >= min(BURN_IN, M)) & (n_b >= min(BURN_IN, M))
-    return cs, np.asarray(ok & (cs.lower > thr))
-
-
-def ours_means(sc: Scenario, d: Data, windows: bool = True) -> np.ndarray:
-    share = BUDGET[sc.spec.guard]
-    keys = ("nc", "sc", "qc", "nb", "sb", "qb")
-    _, fail = _mean_cs(sc, *(d[k] for k in keys), share.all)
-    if windows and share.window > 0:
-        inc = [np.diff(np.vstack([np.zeros((1, d[k].shape[1])), d[k]]), axis=0) for k in keys]
-        parts = [_windows(x) for x in inc]
-        for group in zip(*parts, strict=True):
-            sl = group[0][0]
-            _, f = _mean_cs(sc, *(g[1] for g in group), share.window)
-            fail[sl] |= f
-    return _first(fail)
-
-
-def _mean_pass(sc: Scenario, d: Data) -> np.ndarray:
-    m = sc.spec
-    cs, _ = _mean_cs(sc, *(d[k] for k in ("nc", "sc", "qc", "nb", "sb", "qb")),
-                     BUDGET[m.guard].all)
-    thr = 0.0 if m.relative else m.tolerance
-    return np.asarray((cs.upper <= thr) & (d["nc"] >= M) & (d["nb"] >= M))
-
-
-def ours(sc: Scenario, d: Data, windows: bool = True) -> np.ndarray:
-    return (ours_rates if sc.spec.kind == "rate" else ours_means)(sc, d, windows)
-
-
-def ours_promote(sc: Scenario, d: Data) -> np.ndarray:
-    return _first(_rate_pass(sc, d) if sc.spec.kind == "rate" else _mean_pass(sc, d))
+def ours_promote(sc: Scenario, d: Data, variant: str = "ours") -> np.ndarray:
+    return engine.promote_times(SETUP, guard_of(sc.spec), d, engine.VARIANTS[variant],
+                                BUDGET[sc.spec.guard])
 
 
 # -- gates --------------------------------------------------------------------------------
@@ -399,7 +342,7 @@ def gate_stat(sc: Scenario, d: Data, gate: str) -> tuple[np.ndarray, bool]:
 
 
 def gate_rollback(stat: np.ndarray, thr: float, limit: int) -> np.ndarray:
-    return _first(np.cumsum(stat > thr, axis=0) > limit)
+    return engine.first(np.cumsum(stat > thr, axis=0) > limit)
 
 
 def calibrate(stat: np.ndarray, limit: int, alpha: float) -> float:
@@ -478,22 +421,51 @@ def wald(sc: Scenario) -> dict[str, Any] | None:
     return {"alpha": alpha, "kl": kl, "kl_formula": what, "samples": math.log(1 / alpha) / kl}
 
 
+ENGINES = ("ours", "stratified", "previous")
+"""Variants of our engine reported beside each other (see benchmarks/ours.py)."""
+
+
 def run(runs: int, seed: int, quick: bool) -> dict[str, Any]:
     results: dict[str, Any] = {
         "runs": runs, "alpha": ALPHA, "requests_per_interval": REQUESTS, "weights": WEIGHTS,
-        "step_intervals": STEP_INTERVALS, "queues": QUEUES,
-        "budget": {k: vars(v) for k, v in BUDGET.items()}, "scenarios": [], "late": [],
-        "calibration": {}}
+        "step_intervals": STEP_INTERVALS, "queues": QUEUES, "looks": SETUP.looks,
+        "budget": {k: vars(v) for k, v in BUDGET.items()}, "scenarios": [], "drift": [],
+        "late": [], "calibration": {}}
     data: dict[str, Data] = {}
-    for i, sc in enumerate(SCENARIOS + LATE):
-        data[sc.name] = simulate(sc, runs, seed + i, raw=sc not in LATE)
-    gates = ("threshold", "mann-whitney")
-    # calibrate per metric and gate, twice
+    for i, sc in enumerate(SCENARIOS + DRIFTING + LATE):
+        data[sc.name] = simulate(sc, runs, seed + i, raw=sc in SCENARIOS)
+    calib = calibrate_gates(data, results)
+    for sc in SCENARIOS:
+        results["scenarios"].append(scenario_row(sc, data[sc.name], calib))
+    for sc in DRIFTING:
+        d = data[sc.name]
+        results["drift"].append({"scenario": sc.name, "harmful": sc.harmful, "methods": {
+            e: summarise(sc, d, ours(sc, d, e)) for e in ENGINES}})
+    for sc in LATE:
+        d = data[sc.name]
+        results["late"].append({
+            "scenario": sc.name, "metric": sc.metric, "onset_interval": sc.onset,
+            "healthy_canary_samples_before": int(d["n_canary"][:sc.onset, 0].sum()),
+            "methods": {e: summarise(sc, d, ours(sc, d, e))
+                        for e in (*ENGINES, "no change tests")}})
+    late_ratios(results)
+    results["one_batch"] = one_batch()
+    results["family_at_tolerance"] = {e: family_at_tolerance(results, e) for e in ENGINES}
+    return results
+
+
+GATES = ("threshold", "mann-whitney")
+
+
+def calibrate_gates(data: dict[str, Data], results: dict[str, Any]
+                    ) -> dict[tuple[str, str, str], tuple[float, int]]:
+    """Per metric and gate, twice (A/A and at the tolerance): the least strict setting
+    at the rule's alpha, failureLimit chosen on the metric's reference regression."""
     calib: dict[tuple[str, str, str], tuple[float, int]] = {}
     for metric in METRICS:
         cal = {s.calibration: s for s in SCENARIOS if s.metric == metric and s.calibration}
         ref = next(s for s in SCENARIOS if s.name == METRICS[metric].reference)
-        for gate in gates:
+        for gate in GATES:
             for kind in ("aa", "tol"):
                 stat, _ = gate_stat(cal[kind], data[cal[kind].name], gate)
                 ref_stat, _ = gate_stat(ref, data[ref.name], gate)
@@ -508,50 +480,78 @@ def run(runs: int, seed: int, quick: bool) -> dict[str, Any]:
                 calib[(metric, gate, kind)] = (best[1], best[2])
                 results["calibration"][f"{metric}/{gate}/{kind}"] = describe(
                     cal[kind], gate, best[1], best[2])
-    for sc in SCENARIOS:
-        d = data[sc.name]
-        row: dict[str, Any] = {"scenario": sc.name, "metric": sc.metric,
-                               "harmful": sc.harmful, "methods": {}}
-        row["methods"]["ours"] = summarise(sc, d, ours(sc, d))
-        for gate in gates:
-            stat, _ = gate_stat(sc, d, gate)
-            for kind in ("aa", "tol"):
-                thr, limit = calib[(sc.metric, gate, kind)]
-                row["methods"][f"{gate} ({kind})"] = summarise(
-                    sc, d, gate_rollback(stat, thr, limit))
-            thr, limit = uncalibrated(sc, gate)
-            row["methods"][f"{gate} (uncalibrated)"] = summarise(
+    return calib
+
+
+def scenario_row(sc: Scenario, d: Data, calib: dict[tuple[str, str, str], tuple[float, int]]
+                 ) -> dict[str, Any]:
+    row: dict[str, Any] = {"scenario": sc.name, "metric": sc.metric,
+                           "harmful": sc.harmful, "methods": {}}
+    for e in ENGINES:
+        row["methods"][e if e == "ours" else f"ours ({e})"] = summarise(sc, d, ours(sc, d, e))
+    for gate in GATES:
+        stat, _ = gate_stat(sc, d, gate)
+        for kind in ("aa", "tol"):
+            thr, limit = calib[(sc.metric, gate, kind)]
+            row["methods"][f"{gate} ({kind})"] = summarise(
                 sc, d, gate_rollback(stat, thr, limit))
-        if sc.calibration == "aa":
-            promote = ours_promote(sc, d)
-            ok = promote >= 0
-            row["promote"] = {"rate": float(ok.mean()),
-                              "median_intervals": float(np.median(promote[ok] + 1))
-                              if ok.any() else None}
-        row["wald"] = wald(sc)
-        med = row["methods"]["ours"]["median_canary_samples"]
-        row["ours_vs_wald"] = med / row["wald"]["samples"] if row["wald"] and med else None
-        results["scenarios"].append(row)
-        print(f"{sc.name:42s} ours {row['methods']['ours']['rollback_rate']:.3f} "
-              f"median {med}  wald {row['ours_vs_wald']}", flush=True)
-    for sc in LATE:
-        d = data[sc.name]
-        results["late"].append({
-            "scenario": sc.name, "onset_interval": sc.onset,
-            "healthy_canary_samples_before": int(d["n_canary"][:sc.onset, 0].sum()),
-            "ours": summarise(sc, d, ours(sc, d)),
-            "ours (no windows)": summarise(sc, d, ours(sc, d, windows=False))})
-    results["one_batch"] = one_batch()
-    results["family_at_tolerance"] = family_at_tolerance(results)
-    return results
+        thr, limit = uncalibrated(sc, gate)
+        row["methods"][f"{gate} (uncalibrated)"] = summarise(
+            sc, d, gate_rollback(stat, thr, limit))
+    if sc.calibration == "aa":
+        row["promote"] = {e: promote_summary(d, ours_promote(sc, d, e)) for e in ENGINES}
+    row["wald"] = wald(sc)
+    med = row["methods"]["ours"]["median_canary_samples"]
+    row["ours_vs_wald"] = med / row["wald"]["samples"] if row["wald"] and med else None
+    print(f"{sc.name:42s} ours {row['methods']['ours']['rollback_rate']:.4f} "
+          f"median {med}  wald {row['ours_vs_wald']}", flush=True)
+    return row
 
 
-def family_at_tolerance(results: dict[str, Any]) -> dict[str, Any]:
-    """Every guard exactly at its tolerance (independent streams): the rule's rate."""
-    rates = {r["metric"]: r["methods"]["ours"]["rollback_rate"] for r in results["scenarios"]
+def promote_summary(d: Data, promote: np.ndarray) -> dict[str, Any]:
+    """Share of healthy runs whose all-traffic test passed, and when (intervals and
+    canary samples, median)."""
+    ok = promote >= 0
+    canary = d["n_canary"].cumsum(axis=0)
+    cols = np.nonzero(ok)[0]
+    return {"rate": float(ok.mean()),
+            "median_intervals": float(np.median(promote[ok] + 1)) if ok.any() else None,
+            "median_canary_samples": float(np.median(canary[promote[ok], cols]))
+            if ok.any() else None}
+
+
+def late_ratios(results: dict[str, Any]) -> None:
+    """Samples after onset to rollback, as a multiple of the same change from the start."""
+    by_name = {r["scenario"]: r for r in results["late"]}
+    for row in results["late"]:
+        ref = by_name[LATE_REFERENCE[row["metric"]]]
+        row["vs_from_start"] = {}
+        for e, summ in row["methods"].items():
+            a, b = summ["median_canary_samples"], ref["methods"][e]["median_canary_samples"]
+            row["vs_from_start"][e] = a / b if a and b else None
+
+
+def family_at_tolerance(results: dict[str, Any], engine_name: str = "ours") -> dict[str, Any]:
+    """Every guard exactly at its tolerance (independent streams): the rule's rate, and
+    the alpha these guards were given."""
+    key = "ours" if engine_name == "ours" else f"ours ({engine_name})"
+    rates = {r["metric"]: r["methods"][key]["rollback_rate"] for r in results["scenarios"]
              if r["scenario"].endswith("at tolerance")}
     combined = 1.0 - float(np.prod([1.0 - r for r in rates.values()]))
-    return {"per_guard": rates, "combined": combined, "alpha": ALPHA, "guards": len(rates)}
+    given = {m: guard_alpha(METRICS[m].guard) for m in rates}
+    return {"per_guard": rates, "alpha_per_guard": given, "combined": combined,
+            "alpha_given": float(sum(given.values())), "alpha": ALPHA, "guards": len(rates)}
+
+
+def guard_alpha(name: str) -> float:
+    """All the alpha a guard spends (every test), from the budget."""
+    g = next(x for x in RULE.analysis.guards if x.name == name)
+    from controller.analysis.decide import group_slots
+
+    share = BUDGET[name]
+    windows = len(WEIGHTS) - 1
+    return (share.all + share.slice * group_slots(RULE, g) + share.window * windows
+            + share.change)
 
 
 def one_batch() -> dict[str, Any]:

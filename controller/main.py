@@ -18,6 +18,7 @@ import logging
 import os
 import signal
 import socket
+import sys
 import threading
 from collections.abc import Callable, Sequence
 from datetime import timedelta
@@ -259,7 +260,11 @@ def _housekeeping(args: argparse.Namespace, store: SampleStore, cache_path: str,
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     configure_logging(args.log_level)
-    kube = connect(args.kubeconfig, args.context)
+    try:
+        kube = connect(args.kubeconfig, args.context)
+    except KubeError as exc:  # no configuration: one line naming what is missing, no traceback
+        print(f"canary-controller: {exc.message}", file=sys.stderr)
+        return 2
     store = SampleStore(args.store, max_bytes=args.max_store_bytes or None,
                         max_pending_per_rule=args.max_pending_feedback_per_rule)
     cache_path = args.judge_cache or str(Path(args.store).with_name("judge-cache.sqlite"))

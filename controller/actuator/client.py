@@ -169,6 +169,17 @@ def in_cluster() -> bool:
         (SERVICE_ACCOUNT_DIR / "token").exists()
 
 
+def _no_config(path: str, *, given: bool) -> str:
+    """Why there is no configuration, in one line: the file that is missing, and that this
+    is not a pod (no in-cluster service account either)."""
+    what = "is a directory" if Path(path).is_dir() else "does not exist"
+    where = "" if given else (" (from $KUBECONFIG)" if os.environ.get("KUBECONFIG")
+                              else " (the default; set --kubeconfig or $KUBECONFIG)")
+    pod = "" if given else "; not running in a pod either (no KUBERNETES_SERVICE_HOST " \
+        "and service account token), so there is no in-cluster configuration"
+    return f"no Kubernetes configuration: kubeconfig {path}{where} {what}{pod}"
+
+
 def connect(kubeconfig: str | None = None, context: str | None = None, *,
             timeout: tuple[float, float] = (5.0, 30.0)) -> Kube:
     """A :class:`Kube` from, in order: the given kubeconfig file; the in-cluster service
@@ -186,6 +197,9 @@ def connect(kubeconfig: str | None = None, context: str | None = None, *,
             if path is None:
                 path = os.environ.get("KUBECONFIG", "").split(os.pathsep)[0] or \
                     str(Path.home() / ".kube" / "config")
+            if not Path(path).is_file():
+                raise KubeError(_no_config(path, given=kubeconfig is not None),
+                                reason="ConfigError")
             config.load_kube_config(config_file=path, context=context,
                                     client_configuration=cfg, persist_config=False)
             contexts, active = config.list_kube_config_contexts(path)

@@ -58,16 +58,21 @@ Statistics are stored per value for up to ``MAX_TRACKED`` (64, the largest
 (the merged rank order is the left order followed by the right's new values);
 values beyond that are stored pooled.
 
-Per-step window: the caller says which traffic step the rollout is at with
-:meth:`RuleStatistics.enter_step` (its index and start time). Beside the cumulative
-cells, the statistics then keep the all-traffic cells of every measure but the decision
-one over the samples of the current step only (``ts`` at or after the step's start; a
-sample without a time counts as current), and the number of samples per cohort in that
-window. A new step index clears the window. The window serves two purposes in
-:mod:`.decide`: advancing past a step needs new evidence gathered at that step's
-weight (``minSamplesPerStep``), and a regression that only appears at a higher
-weight is tested on that step's own samples, undiluted by the healthy history.
-Without ``enter_step`` there is no window and the decision is today's.
+Steps. The caller says which traffic step the rollout is at with
+:meth:`RuleStatistics.enter_step` (its index, its start time and the rollout's); the
+history is kept (:mod:`.steps`). The moments measures (rates and means) are stored per
+**stratum**: the step a sample's timestamp falls in (samples without a time count as
+current; without any step, one stratum). The pooled moments are their sum; the
+comparisons are stratified (:mod:`.strata`), so a base rate that drifts while the
+canary's share changes between steps cannot bias them. Besides, for the current step
+only: its histograms (the quantile guards' step window), the number of samples per
+cohort (``minSamplesPerStep``), and per analysis interval of the step (a **bucket**:
+``floor((ts − step start)/interval)``, the last ``MAX_STARTS`` kept) the all-traffic
+moments, the start times of the change detector (:mod:`.changes`). A new step index
+clears these. Delayed feedback swaps a contribution in its own stratum and bucket
+(the same timestamp), exactly; a bucket already forgotten is not touched. Statistics
+rebuilt in the middle of a rollout know only the current step: earlier samples share
+one ``pre`` stratum.
 
 Traffic mix: per dimension of ``analysis.trafficMix``, the samples per cohort and value
 of the current step's window (every sample when no step is known, as in a replay); a
@@ -81,7 +86,7 @@ import copy
 import json
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import Any, NamedTuple
 
 from controller.models import (
     CanaryRuleSpec,
@@ -90,17 +95,21 @@ from controller.models import (
     Metric,
     Sample,
     guard_dimensions,
+    parse_duration,
     success_threshold,
 )
 from controller.models.rule import QUANTILE_METRICS
 
+from .changes import MAX_STARTS
 from .stats import NO_TASK, Confusion, Histogram, Moments, TaskConfusions
+from .steps import NO_STEP, PRE, StepClock
 
 OTHER = "(other)"
 MAX_TRACKED = 64
 ALL = "all"
-FORMAT_VERSION = 2
+FORMAT_VERSION = 3
 COHORTS = (Cohort.BASELINE.value, Cohort.CANARY.value)
+BASE, CAN = COHORTS
 DIMENSIONS = ("queue", "risk", "task")
 DECISIONS = "decisions"
 HIST = ":hist"
@@ -331,6 +340,15 @@ def config_of(spec: CanaryRuleSpec) -> dict[str, Any]:
 
 
 Cell = Moments | Histogram | TaskConfusions
+_DECISION_METRICS = frozenset(m.value for m in Metric if m.from_decisions)
+
+
+class _Where(NamedTuple):
+    """Where one sample's moments go besides the cumulative cells."""
+
+    stratum: str  # its step (see .steps)
+    in_window: bool  # in the current step
+    bucket: int | None  # the current step's interval (change detector), if kept
 
 
 class RuleStatistics:
@@ -354,44 +372,94 @@ class RuleStatistics:
             used.add("task")
         self._used = [d for d in DIMENSIONS if d in used]
         self._kinds = {m: _kind(m) for m in self.metric_dims}
-        self.step: int | None = None
-        self.step_started: datetime | None = None
+        self.clock = StepClock(parse_duration(spec.analysis.interval))
+        # moments measures: step key → measure → slice → cohort (the strata)
+        self.strata: dict[str, dict[str, dict[str, dict[str, Moments]]]] = {}
+        # the current step: histograms of its own samples (the quantile window), and
+        # per interval bucket the all-traffic moments (the change detector's starts)
         self.window: dict[str, dict[str, Cell]] = {}
         self.window_samples: dict[str, int] = {c: 0 for c in COHORTS}
+        self.buckets: dict[int, dict[str, dict[str, Moments]]] = {}
+
+    @property
+    def step(self) -> int | None:
+        """The current step (0-based), None when never told."""
+        return self.clock.step
+
+    @property
+    def step_started(self) -> datetime | None:
+        return self.clock.started
 
     # ---- traffic steps ----------------------------------------------------------------
-    def enter_step(self, index: int, started_at: datetime | None = None) -> bool:
-        """The rollout is at step ``index`` (0-based) since ``started_at``; a new index
-        starts a fresh window (and fresh traffic-mix counts). Idempotent: call it every
-        analysis with the status's current step. Returns True when a new window began."""
+    def enter_step(self, index: int, started_at: datetime | None = None, *,
+                   rollout_started_at: datetime | None = None) -> bool:
+        """The rollout is at step ``index`` (0-based) since ``started_at`` (the rollout
+        itself since ``rollout_started_at``); a new index starts a fresh window, fresh
+        change-detector buckets and fresh traffic-mix counts, and opens a new stratum.
+        Idempotent: call it every analysis with the status's current step. Returns True
+        when a new window began."""
         if index < 0:
             raise ValueError("step index must be >= 0")
-        if index == self.step:
+        if not self.clock.enter(index, started_at, rollout_started_at):
             return False
-        self.step, self.step_started = index, started_at
         self.window = {}
         self.window_samples = {c: 0 for c in COHORTS}
+        self.buckets = {}
         self.reset_mix()
         return True
 
     def _in_window(self, s: Sample) -> bool:
-        if self.step is None:
-            return False
-        return self.step_started is None or s.ts is None or s.ts >= self.step_started
+        return self.clock.in_current(s.ts)
 
     def window_moments(self, metric: Metric | str, cohort: Cohort | str) -> Moments:
         """All-traffic moments of a metric over the current step's samples."""
-        cell = self.window.get(self._measure(metric), {}).get(str(cohort))
-        return cell if isinstance(cell, Moments) else Moments()
+        if self.step is None:
+            return Moments()
+        cell = self.strata.get(str(self.step), {}).get(self._measure(metric), {}).get(
+            ALL, {}).get(str(cohort))
+        return cell if cell is not None else Moments()
 
     def window_statistics(self) -> RuleStatistics:
-        """The current step's window as statistics of its own (all-traffic cells only),
-        so the same tests run on it."""
+        """The current step's own samples as statistics of their own (all-traffic cells
+        only), so the same tests run on them."""
         out = RuleStatistics(self.spec)
         for measure, by_cohort in self.window.items():
             out.cells[measure] = {ALL: {c: _merge_cells(_kind(measure)(), cell)
                                         for c, cell in by_cohort.items()}}
+        if self.step is not None:
+            own = self.strata.get(str(self.step), {})
+            out.strata = {NO_STEP: {m: {ALL: {c: Moments().merge(cell)
+                                              for c, cell in bk.get(ALL, {}).items()}}
+                                    for m, bk in own.items()}}
         out.n_samples = dict(self.window_samples)
+        return out
+
+    def strata_moments(self, metric: Metric | str, key: str) -> list[tuple[Moments, Moments]]:
+        """(canary, baseline) moments of one tested slice per stratum (step), in step
+        order, for the strata where both cohorts have observations."""
+        measure = self._measure(metric)
+        out = []
+        for sk in self._strata_order():
+            c = self._moments_view(self.strata[sk].get(measure, {}), key, CAN)
+            b = self._moments_view(self.strata[sk].get(measure, {}), key, BASE)
+            if c.n and b.n:
+                out.append((c, b))
+        return out
+
+    def _strata_order(self) -> list[str]:
+        order = [PRE, NO_STEP] + [str(i) for i, _ in self.clock.history]
+        seen = [k for k in dict.fromkeys(order) if k in self.strata]
+        return seen + sorted(k for k in self.strata if k not in seen)
+
+    def change_buckets(self, metric: Metric | str) -> list[tuple[int, int, Moments, Moments]]:
+        """The current step's buckets for a moments measure: (bucket, slot, canary,
+        baseline) moments of all traffic, oldest first (the detector's start times)."""
+        measure = self._measure(metric)
+        out = []
+        for b in sorted(self.buckets):
+            cells = self.buckets[b].get(measure, {})
+            out.append((b, self.clock.slot(b), cells.get(CAN, Moments()),
+                        cells.get(BASE, Moments())))
         return out
 
     # ---- samples -------------------------------------------------------------------
@@ -429,20 +497,36 @@ class RuleStatistics:
         for dim in self._used:
             v = _sample_dim_value(s, dim)
             slots[dim] = None if v is None else self._slot(dim, v, assign=sign > 0)
+        where = _Where(self.clock.stratum(s.ts), in_window,
+                       self._bucket_for(s.ts, sign) if in_window else None)
         for measure, dims in self.metric_dims.items():
             keys = [ALL] + [slice_key(d, slots[d]) for d in dims if slots[d] is not None]
-            self._apply_measure(measure, keys, cohort, s, slots["task"], sign, in_window)
+            self._apply_measure(measure, keys, cohort, s, slots["task"], sign, where)
         if mix and self.mix_on and (self.step is None or in_window):
             self._apply_mix(slots, cohort, sign)
         self.n_samples[cohort] += sign
         if in_window:
             self.window_samples[cohort] += sign
 
+    def _bucket_for(self, ts: datetime | None, sign: int) -> int | None:
+        """The detector bucket of a current-step sample (creating it for a new sample,
+        forgetting buckets older than :data:`.changes.MAX_STARTS`); None when the
+        bucket was already forgotten."""
+        b = self.clock.bucket(ts)
+        if b is None:  # no time: the latest bucket
+            b = max(self.buckets, default=0)
+        newest = max(self.buckets, default=b)
+        if b < newest - MAX_STARTS + 1 or (sign < 0 and b not in self.buckets):
+            return None
+        if b > newest:
+            for old in [k for k in self.buckets if k < b - MAX_STARTS + 1]:
+                del self.buckets[old]
+        self.buckets.setdefault(b, {})
+        return b
+
     def _apply_measure(self, measure: str, keys: list[str], cohort: str, s: Sample,
-                       task: str | None, sign: int, in_window: bool = False) -> None:
+                       task: str | None, sign: int, where: _Where) -> None:
         kind = self._kinds[measure]
-        if in_window and kind is not TaskConfusions:
-            self._window_apply(measure, cohort, s, sign)
         if kind is TaskConfusions:
             pair = f1_pair(s)
             if pair is None:
@@ -457,50 +541,49 @@ class RuleStatistics:
             x = s.latency_ms if measure.startswith(_LATENCY) else s.cost_usd
             if x is None:  # unknown cost
                 return
-            for key in keys:
-                h = self._cell(measure, key, cohort, Histogram)
+            cells = [self._cell(measure, key, cohort, Histogram) for key in keys]
+            if where.in_window:
+                cells.append(self.window.setdefault(measure, {}).setdefault(cohort, Histogram()))
+            for h in cells:
                 assert isinstance(h, Histogram)
                 (h.add if sign > 0 else h.remove)(x)
             return
         got = measure_value(self.spec, measure, s)
         if got is None:
             return
-        for key in keys:
-            mom = self._cell(measure, key, cohort, Moments)
-            assert isinstance(mom, Moments)
+        by_key = self.strata.setdefault(where.stratum, {}).setdefault(measure, {})
+        moms = [by_key.setdefault(key, {}).setdefault(cohort, Moments()) for key in keys]
+        if where.bucket is not None:
+            moms.append(self.buckets[where.bucket].setdefault(measure, {}).setdefault(
+                cohort, Moments()))
+        for mom in moms:
             (mom.add if sign > 0 else mom.remove)(*got)
 
-    def _window_apply(self, measure: str, cohort: str, s: Sample, sign: int) -> None:
-        """The step window's all-traffic cell of one measure (no slices)."""
-        kind = self._kinds[measure]
-        if kind is Histogram:
-            x = s.latency_ms if measure.startswith(_LATENCY) else s.cost_usd
-            got: tuple[float, float, bool] | None = None if x is None else (x, 1.0, False)
-        else:
-            got = measure_value(self.spec, measure, s)
-        if got is None:
-            return
-        cell = self.window.setdefault(measure, {}).get(cohort)
-        if cell is None:
-            cell = self.window[measure][cohort] = kind()
-        if isinstance(cell, Histogram):
-            (cell.add if sign > 0 else cell.remove)(got[0])
-        elif isinstance(cell, Moments):
-            (cell.add if sign > 0 else cell.remove)(*got)
-
-    def fold(self, cohort: Cohort | str, n_samples: int, cells: dict[str, Cell]) -> None:
+    def fold(self, cohort: Cohort | str, n_samples: int, cells: dict[str, Cell],
+             at: datetime | None = None) -> None:
         """Add pre-aggregated all-traffic statistics of ``n_samples`` samples of one
-        cohort, keyed by measure (planning and simulation: the same decision without
-        building samples). Only the ``all`` slice and the step window receive them."""
+        cohort stamped ``at``, keyed by measure (planning and simulation: the same
+        decision without building samples). Only the ``all`` slice, the stratum and,
+        in the current step, the window and the detector bucket receive them."""
         c = str(cohort)
+        current = self.step is not None and self.clock.in_current(at)
+        bucket = self._bucket_for(at, +1) if current else None
         for measure, cell in cells.items():
-            mine = self._cell(measure, ALL, c, type(cell))
-            self.cells[measure][ALL][c] = _merge_cells(mine, cell)
-            if self.step is not None and not isinstance(cell, TaskConfusions):
+            if isinstance(cell, Moments):
+                by_key = self.strata.setdefault(self.clock.stratum(at), {}).setdefault(
+                    measure, {}).setdefault(ALL, {})
+                by_key[c] = by_key[c].merge(cell) if c in by_key else Moments().merge(cell)
+                if bucket is not None:
+                    mine = self.buckets[bucket].setdefault(measure, {})
+                    mine[c] = mine[c].merge(cell) if c in mine else Moments().merge(cell)
+                continue
+            old = self._cell(measure, ALL, c, type(cell))
+            self.cells[measure][ALL][c] = _merge_cells(old, cell)
+            if current and isinstance(cell, Histogram):
                 win = self.window.setdefault(measure, {}).get(c)
                 self.window[measure][c] = cell if win is None else _merge_cells(win, cell)
         self.n_samples[c] += n_samples
-        if self.step is not None:
+        if current:
             self.window_samples[c] += n_samples
 
     def _apply_mix(self, slots: dict[str, str | None], cohort: str, sign: int) -> None:
@@ -579,9 +662,7 @@ class RuleStatistics:
     # ---- queries ------------------------------------------------------------------------
     def _measure(self, metric: Metric | str) -> str:
         name = str(metric)
-        if name in {m.value for m in Metric} and Metric(name).from_decisions:
-            return DECISIONS
-        return name
+        return DECISIONS if name in _DECISION_METRICS else name
 
     def _task_groups(self) -> dict[str, str]:
         """Task slot → tested task group (ranked after maxGroups → ``(other)``)."""
@@ -590,7 +671,14 @@ class RuleStatistics:
     def _view(self, measure: str, key: str, cohort: str) -> Cell | None:
         """A slice as tested: a named value, or ``(other)`` = every value ranked after
         ``maxGroups`` plus the stored pool. Task slices come from the all-traffic
-        per-task matrices; per-task matrices are pooled the same way."""
+        per-task matrices; per-task matrices are pooled the same way. Moments are the
+        sum over the strata."""
+        if self._kinds.get(measure) is Moments:
+            out_m = Moments()
+            for by_measure in self.strata.values():
+                out_m = out_m.merge(self._moments_view(by_measure.get(measure, {}), key,
+                                                       cohort))
+            return out_m if out_m.n else None
         by_key = self.cells.get(measure, {})
         dim, value = parse_slice(key)
         if measure == DECISIONS and dim == "task":
@@ -599,23 +687,32 @@ class RuleStatistics:
                 return None
             one = cell.regrouped(self._task_groups()).tasks.get(str(value))
             return None if one is None else TaskConfusions({str(value): one})
-        out: Cell | None
-        if dim is None or value != OTHER:
-            out = by_key.get(key, {}).get(cohort)
-        else:
-            out = None
-            parts = [by_key.get(slice_key(dim, v), {}).get(cohort)
-                     for v in self.groups.get(dim, [])[self.max_groups:]]
-            parts.append(by_key.get(key, {}).get(cohort))
-            for part in parts:
-                if part is not None:
-                    out = part if out is None else _merge_cells(out, part)
+        out = self._pooled(by_key, key, cohort)
         if isinstance(out, TaskConfusions):
             return out.regrouped(self._task_groups())
         return out
 
+    def _pooled(self, by_key: dict[str, Any], key: str, cohort: str) -> Any:
+        """The stored cell of a slice, with ``(other)`` pooling every value ranked after
+        ``maxGroups`` and the stored pool."""
+        dim, value = parse_slice(key)
+        if dim is None or value != OTHER:
+            return by_key.get(key, {}).get(cohort)
+        out = None
+        parts = [by_key.get(slice_key(dim, v), {}).get(cohort)
+                 for v in self.groups.get(dim, [])[self.max_groups:]]
+        parts.append(by_key.get(key, {}).get(cohort))
+        for part in parts:
+            if part is not None:
+                out = part if out is None else _merge_cells(out, part)
+        return out
+
+    def _moments_view(self, by_key: dict[str, Any], key: str, cohort: str) -> Moments:
+        got = self._pooled(by_key, key, cohort)
+        return Moments().merge(got) if isinstance(got, Moments) else Moments()
+
     def moments(self, metric: Metric | str, key: str, cohort: Cohort | str) -> Moments:
-        """Moments of one tested slice (empty when there is no data)."""
+        """Moments of one tested slice, all strata pooled (empty when there is no data)."""
         cell = self._view(self._measure(metric), key, str(cohort))
         return cell if isinstance(cell, Moments) else Moments()
 
@@ -636,6 +733,9 @@ class RuleStatistics:
         dimension's named values in rank order, then its ``(other)`` pool."""
         measure = self._measure(metric)
         have = set(self.cells.get(measure, {}))
+        for by_measure in self.strata.values():
+            have |= {k for k, bc in by_measure.get(measure, {}).items()
+                     if any(c.n for c in bc.values())}
         if measure == DECISIONS:
             for cell in self.cells.get(measure, {}).get(ALL, {}).values():
                 assert isinstance(cell, TaskConfusions)
@@ -663,16 +763,25 @@ class RuleStatistics:
             remap[gdim] = {OTHER: OTHER, NO_TASK: NO_TASK}
             for v in values:
                 remap[gdim][v] = out._slot(gdim, v, assign=True)
+        def new_key(key: str) -> str:
+            sdim, value = parse_slice(key)
+            return key if sdim is None else slice_key(
+                sdim, remap.get(sdim, {}).get(str(value), OTHER))
+
         for measure, by_key in other.cells.items():
             for key, by_cohort in by_key.items():
-                sdim, value = parse_slice(key)
-                new_key = (key if sdim is None
-                           else slice_key(sdim, remap.get(sdim, {}).get(str(value), OTHER)))
                 for cohort, cell in by_cohort.items():
                     if isinstance(cell, TaskConfusions):
                         cell = cell.regrouped(remap.get("task", {}))
-                    mine = out._cell(measure, new_key, cohort, type(cell))
-                    out.cells[measure][new_key][cohort] = _merge_cells(mine, cell)
+                    mine = out._cell(measure, new_key(key), cohort, type(cell))
+                    out.cells[measure][new_key(key)][cohort] = _merge_cells(mine, cell)
+        for sk, by_measure in other.strata.items():
+            for measure, by_key_m in by_measure.items():
+                for key, by_cohort_m in by_key_m.items():
+                    dest = out.strata.setdefault(sk, {}).setdefault(measure, {}).setdefault(
+                        new_key(key), {})
+                    for cohort, mom in by_cohort_m.items():
+                        dest[cohort] = (dest[cohort] if cohort in dest else Moments()).merge(mom)
         for dim, rows in other.mix.items():
             for value, (nb, nc) in rows.items():
                 slot = value if dim == TOTAL else remap.get(dim, {}).get(value, OTHER)
@@ -685,10 +794,17 @@ class RuleStatistics:
             for wmeasure, wcells in other.window.items():
                 for wcohort, wcell in wcells.items():
                     mine_w = out.window.setdefault(wmeasure, {}).get(wcohort)
-                    out.window[wmeasure][wcohort] = (
-                        wcell if mine_w is None else _merge_cells(mine_w, wcell))
+                    out.window[wmeasure][wcohort] = _merge_cells(
+                        type(wcell)() if mine_w is None else mine_w, wcell)
             for c in COHORTS:
                 out.window_samples[c] += other.window_samples[c]
+            if other.step_started == out.step_started:
+                for b, by_measure_b in other.buckets.items():
+                    for measure, cells_b in by_measure_b.items():
+                        dest_b = out.buckets.setdefault(b, {}).setdefault(measure, {})
+                        for cohort, mom in cells_b.items():
+                            dest_b[cohort] = (dest_b[cohort] if cohort in dest_b
+                                              else Moments()).merge(mom)
         for g, cnt in other.counts.items():
             mine_c = out.counts.get(g)
             if mine_c is None:
@@ -710,13 +826,17 @@ class RuleStatistics:
             },
             "counts": {g: c.to_dict() for g, c in self.counts.items()},
             "mix": {d: {v: list(bc) for v, bc in rows.items()} for d, rows in self.mix.items()},
+            "strata": {sk: {m: {k: {c: mom.to_dict() for c, mom in bc.items()}
+                                for k, bc in bk.items()} for m, bk in bm.items()}
+                       for sk, bm in self.strata.items()},
+            "clock": self.clock.to_dict(),
             **({} if self.step is None else {"step": {
-                "index": self.step,
-                "startedAt": None if self.step_started is None
-                else self.step_started.isoformat(),
                 "samples": dict(self.window_samples),
                 "cells": {m: {c: cell.to_dict() for c, cell in bc.items()}
                           for m, bc in self.window.items()},
+                "buckets": {str(b): {m: {c: mom.to_dict() for c, mom in bc.items()}
+                                     for m, bc in bm.items()}
+                            for b, bm in self.buckets.items()},
             }}),
         }
 
@@ -738,14 +858,21 @@ class RuleStatistics:
                 for c, cell in bc.items():
                     out.cells.setdefault(m, {}).setdefault(k, {})[c] = kind.from_dict(cell)
         out.counts = {g: Counts.from_dict(c) for g, c in data.get("counts", {}).items()}
+        out.strata = {str(sk): {str(m): {str(k): {str(c): Moments.from_dict(v)
+                                                  for c, v in bc.items()}
+                                          for k, bc in bk.items()} for m, bk in bm.items()}
+                      for sk, bm in data.get("strata", {}).items()}
+        out.clock = StepClock.from_dict(out.clock.interval_s, data.get("clock", {}))
         step = data.get("step")
-        if step is not None:
-            started = step.get("startedAt")
-            out.enter_step(int(step["index"]),
-                           None if started is None else datetime.fromisoformat(started))
+        if step is not None and out.step is not None:
             out.window_samples = {c: int(step.get("samples", {}).get(c, 0)) for c in COHORTS}
             out.window = {m: {c: _kind(m).from_dict(v) for c, v in bc.items()}
                           for m, bc in step.get("cells", {}).items()}
+            if data.get("clock", {}).get("intervalS") == out.clock.interval_s:
+                out.buckets = {int(b): {str(m): {str(c): Moments.from_dict(v)
+                                                 for c, v in bc.items()}
+                                        for m, bc in bm.items()}
+                               for b, bm in step.get("buckets", {}).items()}
         out.mix = {str(d): {str(v): [int(bc[0]), int(bc[1])] for v, bc in rows.items()}
                    for d, rows in data.get("mix", {}).items()}
         return out

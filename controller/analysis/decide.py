@@ -8,9 +8,11 @@ exclude the truth, so a union bound over the tests controls it (:func:`alpha_bud
   (default 3 for trusted completion, 2 for task success, 1 otherwise: the guard the
   rollout exists for decides fastest; an equal split made it pay for every latency and
   cost guard), each floor or ceiling ``alpha/W`` (weight 1), ``W`` the sum of all weights;
-- a guard tested on samples (not the decision metrics, not Prometheus) in a rule of S ≥ 2
-  steps puts ``WINDOW_SHARE`` (1/5) of its alpha on per-step windows, ``1/(S−1)`` for each
-  of steps 2..S (the first step's window is the cumulative test itself);
+- a guard on a rate or a mean of samples puts ``WINDOW_SHARE`` (1/5) of its alpha on its
+  change detector (:mod:`.changes`: one Shiryaev–Roberts e-detector over every start
+  time of the rollout, whose own accounting keeps it within that share); a quantile
+  guard in a rule of S ≥ 2 steps puts the same share on per-step windows, ``1/(S−1)``
+  for each of steps 2..S (the first step's window is the cumulative test itself);
 - of the rest, an ungrouped guard spends all on the all-traffic slice; a grouped guard
   (any ``groupBy``, and the decision metrics which are always also tested per task kind)
   spends ``ALL_TRAFFIC_SHARE`` (2/3) on the all-traffic slice and splits the other third
@@ -29,12 +31,15 @@ rollout is at (:meth:`RuleStatistics.enter_step`):
   Evidence collected at 5% says little about behaviour under 50% of the load (queues,
   caches, rate limits); without this one batch at the first step carried a rule
   through every later step in one tick.
-- From the second step on, each sample guard is also tested on the step's own samples
-  (all traffic, same test, its window alpha). A regression that starts with the step
-  (load-dependent) is then judged on fresh evidence, not diluted by the healthy
-  history of the earlier steps. A window can only roll back; it never holds.
-- A failure is still decided at any moment from all of the revision's evidence (the
-  cumulative tests are unchanged).
+- Each rate or mean guard is also watched by its change detector: the samples since
+  every start time of the current step (its own start, and each analysis interval of
+  it), tested at once. A regression that starts with the step (load-dependent) or in
+  the middle of it is judged on the samples since it began, not diluted by the healthy
+  history. Quantile guards keep the step window (the step's own samples, from the
+  second step on). Neither can hold; they only roll back.
+- The cumulative comparisons are stratified by step (:mod:`.strata`): each step's
+  canary is compared with that step's baseline and the differences combined, so a
+  base rate that drifts while the canary's share grows cannot bias them.
 
 Mixture tuning: every CS is tuned to be tightest at :func:`mixture_target`
 (``4 × minSamplesPerCohort``); PASS still needs ``minSamplesPerCohort`` per cohort.
@@ -44,8 +49,9 @@ Slice outcome (contrast ``θ = μ_c − k·μ_b``, see :mod:`.sequential`):
 - NO_DATA when a cohort has no observation for the metric;
 - FAIL when the bound on the harmful side lies beyond the tolerance, once each cohort
   has ``min(20, minSamplesPerCohort)`` observations (a burn-in for the plug-in
-  variance; quantile and Prometheus event-count tests are exact and need none) and, for
-  a proportion, the canary expects 5 events at the boundary
+  variance; quantile and Prometheus event-count tests are exact and need none; a mean
+  needs :data:`MEAN_BURN_IN`, 200, so its variance has seen a skewed metric's tail)
+  and, for a proportion, the canary expects 5 events at the boundary
   (:func:`.sequential.proportion_fail_ready`);
 - PASS when the other bound lies within the tolerance AND both cohorts have
   ``minSamplesPerCohort`` observations;
@@ -107,32 +113,49 @@ from controller.models import (
     Outcome,
     Risk,
     guard_dimensions,
+    parse_duration,
 )
 
 from . import classification as clf
 from .accumulator import ALL, DECISIONS, HIST, RuleStatistics, measure_of, parse_slice
+from .changes import (
+    detector_log_r,
+    horizon,
+    mean_log_e,
+    proportion_log_e,
+    slot_weight,
+    step_start_weight,
+    total_weight,
+)
 from .mix import mix_check, share_check
 from .onesample import mean_cs, proportion_cs, proportion_normal_cs
 from .quantiles import combine_quantile_bounds, histogram_quantile_cs, quantile_difference
 from .sequential import (
     CS,
     diff_means_normal,
-    diff_means_t,
     diff_proportions,
     proportion_fail_ready,
     rate_ratio_cs,
 )
-from .stats import FloatArray
+from .stats import FloatArray, Moments
+from .strata import proportions_log_e, stratified_means, stratified_proportions
 
 BURN_IN = 20
+MEAN_BURN_IN = 200
+"""Observations per cohort before a mean may FAIL. The plug-in variance of a skewed
+metric needs enough samples to see its tail: with 10% cache hits at zero latency, 20
+canary samples miss them all one time in eight, and such a cohort's tiny variance made
+the comparison fail a canary exactly at the tolerance in 15% of runs at alpha 5% (2.4%
+with 200; tests/unit/test_analysis_simulation.py)."""
 PROPORTIONS = frozenset(
     {Metric.TRUSTED_COMPLETION, Metric.TASK_SUCCESS, Metric.FALLBACK_RATE,
      Metric.POLICY_FAILURE_RATE}
 )
 CONTINUOUS = frozenset({Metric.CORRECTION_BURDEN, Metric.LATENCY, Metric.COST})
 TEST_NAMES = {
-    "proportion": "normal-mixture CS, Bernoulli (mSPRT)",
-    "t": "anytime-valid t-test CS (Lindon et al. 2022)",
+    "proportion": "normal-mixture CS, Bernoulli score (mSPRT), stratified by step",
+    "mean": "normal-mixture CS, plug-in variance, stratified by step",
+    "change": "e-detector: Shiryaev-Roberts over start times (Shin et al. 2023)",
     "f1": "normal-mixture CS, per-task delta method",
     "rate": "beta-binomial mixture, event-rate ratio",
     "rate-diff": "normal-mixture CS, event rate per request",
@@ -170,8 +193,9 @@ class AlphaShare:
 
     all: float  # the all-traffic slice, all of the revision's evidence
     slice: float  # each group slot (queue / risk / task)
-    window: float  # each step window (steps 2..S), all traffic
+    window: float  # each step window (steps 2..S), all traffic (quantile guards)
     bound: float = 0.0  # each floor or ceiling of the guard
+    change: float = 0.0  # the change detector, over the whole rollout (moment guards)
 
 
 def guard_alpha_weight(guard: Guard) -> float:
@@ -185,6 +209,12 @@ def has_window(guard: Guard) -> bool:
     """Guards tested on each step's own samples (sample metrics other than the decision
     metrics, whose per-task matrices are not windowed)."""
     return guard.metric is not Metric.PROMETHEUS and not guard.metric.from_decisions
+
+
+def has_detector(guard: Guard) -> bool:
+    """Guards watched by the change detector: the moment measures (rates and means);
+    quantile guards keep the per-step window test."""
+    return has_window(guard) and not measure_of(guard).endswith(HIST)
 
 
 def group_slots(spec: CanaryRuleSpec, guard: Guard) -> int:
@@ -215,15 +245,18 @@ def alpha_budget(spec: CanaryRuleSpec) -> dict[str, AlphaShare]:
     out: dict[str, AlphaShare] = {}
     for g in a.guards:
         per_guard = a.alpha * guard_alpha_weight(g) / total_w
-        window_total = WINDOW_SHARE * per_guard if windows > 0 and has_window(g) else 0.0
-        rest = per_guard - window_total
+        change = WINDOW_SHARE * per_guard if has_detector(g) else 0.0
+        window_total = (WINDOW_SHARE * per_guard
+                        if windows > 0 and has_window(g) and not change else 0.0)
+        rest = per_guard - window_total - change
         window = window_total / windows if window_total else 0.0
         slots = group_slots(spec, g)
         if not slots:
-            out[g.name] = AlphaShare(rest, 0.0, window, bound)
+            out[g.name] = AlphaShare(rest, 0.0, window, bound, change)
         else:
             out[g.name] = AlphaShare(rest * ALL_TRAFFIC_SHARE,
-                                     rest * (1.0 - ALL_TRAFFIC_SHARE) / slots, window, bound)
+                                     rest * (1.0 - ALL_TRAFFIC_SHARE) / slots, window, bound,
+                                     change)
     return out
 
 
@@ -293,6 +326,8 @@ class _Contrast:
     exact: bool = False  # no burn-in needed
     min_n: bool = True  # PASS needs minSamplesPerCohort
     fail_ready: bool = True  # enough expected events for a proportion's FAIL
+    burn: int | None = None  # observations per cohort before a FAIL (default BURN_IN)
+    verdict: tuple[bool, bool] | None = None  # (harmful, safe) from tests, not from bounds
     delta: float | None = None
     lower: float | None = None
     upper: float | None = None
@@ -318,9 +353,10 @@ def evaluate(
     ``errors`` maps guard names whose source failed to a message (outcome ERROR).
     ``expected_share`` is the canary's expected share of samples at the current step
     (canary pods / all pods); without it the share check is skipped (the mix check
-    needs no share). ``estimate_needed=False`` skips the samples-needed estimates
-    (simulations that only want the decision; the decision is the same). Pure: same
-    inputs, same decision.
+    needs no share). ``estimate_needed=False`` skips the samples-needed estimates and
+    the confidence bounds of rate comparisons, deciding those by their tests at the
+    tolerance (simulations that only want the decision; the decision is the same).
+    Pure: same inputs, same decision.
     """
     errors = dict(errors or {})
     budget = alpha_budget(spec)
@@ -331,9 +367,12 @@ def evaluate(
     for g in spec.analysis.guards:
         share = budget[g.name]
         rows = _evaluate_guard(spec, stats, g, share, errors.get(g.name), estimate_needed)
-        if window is not None and share.window > 0 and errors.get(g.name) is None:
-            rows = _with_window(rows, _window_result(spec, window, g, share.window,
-                                                     stats.step))
+        if errors.get(g.name) is None:
+            if window is not None and share.window > 0:
+                rows = _with_window(rows, _window_result(spec, window, g, share.window,
+                                                         stats.step))
+            if share.change > 0 and stats.step is not None:
+                rows = _with_window(rows, change_result(spec, stats, g, share.change))
         overall[g.name] = rows[0]
         required.extend(r for r in rows[1:] if r.required)
         results.extend(rows)
@@ -378,6 +417,101 @@ def _with_window(results: list[GuardResult], win: GuardResult) -> list[GuardResu
     return [head, *results[1:], win]
 
 
+def change_result(spec: CanaryRuleSpec, stats: RuleStatistics, g: Guard,
+                  alpha: float) -> GuardResult:
+    """The change detector's row for a moment guard in the current step (see
+    :mod:`.changes`): FAIL when ``R = Σ_j w_j·Λ_j ≥ W/α`` over the start times j."""
+    a = spec.analysis
+    k_looks = horizon(parse_duration(a.max_duration), parse_duration(a.interval))
+    total = total_weight(k_looks, len(spec.steps))
+    step = stats.step if stats.step is not None else 0
+    terms = _change_terms(stats, g, step, k_looks)
+    base = GuardResult(name=g.name, metric=g.metric.value, outcome=Outcome.PASS,
+                       step=step + 1, check="change", tolerance=g.tolerance,
+                       relative=g.relative, alpha=alpha, statistic=g.stat,
+                       test=TEST_NAMES["change"])
+    log_e = _change_log_e(spec, g, terms, alpha / total)
+    if log_e is None:
+        return base.model_copy(update={"reason": "too few samples in this step to test "
+                                                 "for a change yet"})
+    weights = np.array([w for _, w, _, _ in terms])
+    log_r = float(detector_log_r(log_e, weights, np.isfinite(log_e)))
+    limit = math.log(total / alpha)
+    with np.errstate(divide="ignore"):
+        best = int(np.argmax(log_e + np.log(weights)))
+    since, _, c, b = terms[best]
+    what = "the step's start" if since == 0 else f"interval {since + 1} of the step"
+    if log_r >= limit:
+        return base.model_copy(update={
+            "outcome": Outcome.FAIL, "n_canary": c.n, "n_baseline": b.n,
+            "canary": c.mean, "baseline": b.mean,
+            "reason": f"change since {what}: log R {log_r:.2f} ≥ log(W/α) {limit:.2f} "
+                      f"(canary {c.mean:.4g} vs baseline {b.mean:.4g} on {c.n} canary and "
+                      f"{b.n} baseline samples)"})
+    return base.model_copy(update={
+        "n_canary": c.n, "n_baseline": b.n,
+        "reason": f"no change detected (log R {log_r:.2f} < {limit:.2f}; "
+                  f"{len(terms)} start times)"})
+
+
+def _change_log_e(spec: CanaryRuleSpec, g: Guard,
+                  terms: list[tuple[int, float, Moments, Moments]],
+                  tune: float) -> FloatArray | None:
+    """log Λ per start time (−inf for a start past which too few samples came: burn-in,
+    expected events, and :data:`MEAN_BURN_IN` for a mean); None when no start is ready."""
+    if not terms:
+        return None
+    a = spec.analysis
+    k, thr = (1.0 + g.tolerance, 0.0) if g.relative else (1.0, g.tolerance)
+    c_cols = {f: np.array([float(getattr(t[2], f)) for t in terms])
+              for f in ("total", "n_eff", "mean", "variance", "n")}
+    b_cols = {f: np.array([float(getattr(t[3], f)) for t in terms])
+              for f in ("total", "n_eff", "mean", "variance", "n")}
+    burn = min(BURN_IN, a.min_samples_per_cohort)
+    ready = (c_cols["n"] >= burn) & (b_cols["n"] >= burn)
+    prop = g.metric in PROPORTIONS
+    with np.errstate(divide="ignore", invalid="ignore"):
+        if prop:
+            ready &= proportion_fail_ready(c_cols["n_eff"], b_cols["n_eff"], b_cols["total"],
+                                           k, thr)
+        else:
+            ready &= (np.isfinite(c_cols["variance"]) & np.isfinite(b_cols["variance"])
+                      & (np.minimum(c_cols["n"], b_cols["n"]) >= MEAN_BURN_IN))
+        if not ready.any():
+            return None
+        c = {f: v[ready] for f, v in c_cols.items()}
+        b = {f: v[ready] for f, v in b_cols.items()}
+        upper = not g.higher_is_better
+        if prop:
+            got = proportion_log_e(c["total"], c["n_eff"], b["total"], b["n_eff"], k, thr,
+                                   tune, mixture_target(spec), upper=upper)
+        else:
+            got = mean_log_e(c["mean"], c["variance"], c["n_eff"], b["mean"], b["variance"],
+                             b["n_eff"], k, thr, tune, mixture_target(spec), upper=upper)
+    out = np.full(len(terms), -np.inf)
+    out[ready] = got
+    return out
+
+
+def _change_terms(stats: RuleStatistics, g: Guard, step: int,
+                  k_looks: int) -> list[tuple[int, float, Moments, Moments]]:
+    """(bucket, weight, canary, baseline) per start time of the current step: the step's
+    own start (all of its samples), then each kept later bucket (its samples onward)."""
+    measure = measure_of(g)
+    out: list[tuple[int, float, Moments, Moments]] = []
+    start_c, start_b = stats.window_moments(measure, CAN), stats.window_moments(measure, BASE)
+    if start_c.n and start_b.n:
+        out.append((0, step_start_weight(k_looks, len(stats.spec.steps)) if step > 0 else 0.0,
+                    start_c, start_b))
+    run_c, run_b = Moments(), Moments()
+    later = []
+    for bucket, slot, c, b in reversed(stats.change_buckets(measure)):
+        run_c, run_b = run_c.merge(c), run_b.merge(b)
+        if bucket > 0 and run_c.n and run_b.n:
+            later.append((bucket, slot_weight(slot, k_looks), run_c, run_b))
+    return out + later[::-1]
+
+
 def guard_outcomes(decision: Decision) -> dict[str, Outcome]:
     """Overall outcome per guard (the all-traffic entries of a decision)."""
     out: dict[str, Outcome] = {}
@@ -404,7 +538,8 @@ def _evaluate_guard(
         return [_slice_result(spec, stats, g, ALL, share.all)]
     keys = stats.slices(measure_of(g), guard_dimensions(g))
     rows = [_slice_result(spec, stats, g, key, share.all if key == ALL else share.slice,
-                          needed=estimate_needed and (key == ALL or _required_key(g, key)))
+                          needed=estimate_needed and (key == ALL or _required_key(g, key)),
+                          bounds=estimate_needed)
             for key in keys]
     rows = _mark_required(g, rows, share.slice)
     bounds = [_bound_result(spec, stats, g, kind, value, share.bound, estimate_needed)
@@ -469,10 +604,12 @@ def _mark_required(g: Guard, rows: list[GuardResult], alpha: float) -> list[Guar
 
 def _slice_result(
     spec: CanaryRuleSpec, stats: RuleStatistics, g: Guard, key: str, alpha: float,
-    needed: bool = True,
+    needed: bool = True, bounds: bool = True,
 ) -> GuardResult:
     """One slice's row; ``needed``: also estimate the samples it needs to pass (only
-    where that can hold promotion: all traffic and required slices)."""
+    where that can hold promotion: all traffic and required slices); ``bounds``: report
+    the confidence bounds of a rate comparison (else decide it by its tests at the
+    tolerance alone: the same outcome, cheaper, for simulations)."""
     dim, value = parse_slice(key)
     queue = value if dim == "queue" else None
     risk = value if dim == "risk" else None
@@ -487,7 +624,7 @@ def _slice_result(
         if isinstance(con, GuardResult):
             return con.model_copy(update={"tolerance": tol, "alpha": alpha})
     else:
-        con = _sample_contrast(stats, g, key, tol, alpha, mixture_target(spec))
+        con = _sample_contrast(stats, g, key, tol, alpha, mixture_target(spec), bounds)
     return base.model_copy(update=_result_fields(con, tol, m, g.higher_is_better, g.relative,
                                                  needed=needed))
 
@@ -510,7 +647,8 @@ def _result_fields(con: _Contrast, tol: float, m: int, hib: bool, relative: bool
 
 
 def _sample_contrast(
-    stats: RuleStatistics, g: Guard, key: str, tol: float, alpha: float, m: float
+    stats: RuleStatistics, g: Guard, key: str, tol: float, alpha: float, m: float,
+    bounds: bool = True,
 ) -> _Contrast:
     """One slice's contrast; ``m`` is where the mixtures are tuned (not the PASS minimum)."""
     k, thr = (1.0 + tol, 0.0) if g.relative else (1.0, tol)
@@ -522,26 +660,49 @@ def _sample_contrast(
     mc, mb = stats.moments(measure, key, CAN), stats.moments(measure, key, BASE)
     is_prop = g.metric in PROPORTIONS
     con = _Contrast(None, mc.n, mb.n, mc.mean if mc.n else None, mb.mean if mb.n else None,
-                    k, thr, TEST_NAMES["proportion" if is_prop else "t"],
+                    k, thr, TEST_NAMES["proportion" if is_prop else "mean"],
                     clipped_c=mc.clipped, clipped_b=mb.clipped)
-    if mc.n == 0 or mb.n == 0:
+    strata = stats.strata_moments(measure, key)
+    if mc.n == 0 or mb.n == 0 or not strata:
         return con
+    if len(strata) > 1:
+        con.note = f"stratified by step ({len(strata)} steps)"
     if is_prop:
-        xc, nc, xb, nb = mc.total, mc.n_eff, mb.total, mb.n_eff
-        con.cs_at = lambda f: diff_proportions(xc * f, nc * f, xb * f, nb * f, k, alpha, m)
-        con.cs = diff_proportions(xc, nc, xb, nb, k, alpha, m)
-        con.fail_ready = bool(proportion_fail_ready(nc, nb, xb, k, thr))
+        xc, nc, xb, nb = (np.array([[getattr(p[i], a)] for p in strata])
+                          for i, a in ((0, "total"), (0, "n_eff"), (1, "total"), (1, "n_eff")))
+        con.cs_at = lambda f: stratified_proportions(xc * f, nc * f, xb * f, nb * f, k, alpha,
+                                                     m)
+        con.fail_ready = bool(proportion_fail_ready(mc.n_eff, mb.n_eff, mb.total, k, thr))
+        if bounds:
+            con.cs = _scalar(stratified_proportions(xc, nc, xb, nb, k, alpha, m))
+            return con
+        # the CS excludes the tolerance on a side iff that side's test at it rejects
+        limit = math.log(1.0 / alpha)
+        above, below = (
+            float(np.asarray(proportions_log_e(xc, nc, xb, nb, k, thr, alpha, m, upper=u))
+                  .reshape(-1)[0]) >= limit for u in (True, False))
+        con.verdict = (below, above) if g.higher_is_better else (above, below)
+        nan = np.asarray(np.nan)
+        con.cs = CS(np.asarray(mc.mean - k * mb.mean), nan, nan)
         return con
-    args = (mc.mean, mc.variance, mc.n_eff, mb.mean, mb.variance, mb.n_eff)
-    if not all(math.isfinite(x) for x in args):
+    cols = [np.array([[float(getattr(p[i], a))] for p in strata])
+            for i in (0, 1) for a in ("mean", "variance", "n_eff")]
+    if not all(np.isfinite(c).all() for c in cols):
         con.note = ("values too large to average (set analysis.plausibilityCap, or compare "
                     "a quantile)")
         con.cs = CS(np.asarray(np.nan), np.asarray(-np.inf), np.asarray(np.inf))
         return con
-    con.cs_at = lambda f: diff_means_t(args[0], args[1], args[2] * f, args[3], args[4],
-                                       args[5] * f, k, alpha, m)
-    con.cs = diff_means_t(*args, k, alpha, m)
+    mean_c, var_c, n_c, mean_b, var_b, n_b = cols
+    con.burn = MEAN_BURN_IN
+    con.cs_at = lambda f: stratified_means(mean_c, var_c, n_c * f, mean_b, var_b, n_b * f, k,
+                                           alpha, m)
+    con.cs = _scalar(stratified_means(mean_c, var_c, n_c, mean_b, var_b, n_b, k, alpha, m))
     return con
+
+
+def _scalar(cs: CS) -> CS:
+    """A CS computed on a one-element axis, as 0-d arrays."""
+    return CS(*(np.asarray(np.asarray(v).reshape(-1)[0]) for v in cs))
 
 
 def _class_contrast(stats: RuleStatistics, g: Guard, key: str, k: float, thr: float,
@@ -701,7 +862,9 @@ def _classify_slice(con: _Contrast, tol: float, m: int, *, hib: bool, relative: 
     thr = con.threshold
     harmful = (hi < thr) if hib else (lo > thr)
     safe = (lo >= thr) if hib else (hi <= thr)
-    burn = min(BURN_IN, m)
+    if con.verdict is not None:
+        harmful, safe = con.verdict
+    burn = con.burn if con.burn is not None else min(BURN_IN, m)
     n_b = con.n_c if con.one_sample else con.n_b
     enough_fail = con.exact or (con.n_c >= burn and n_b >= burn and con.fail_ready)
     enough_pass = (not con.min_n) or (con.n_c >= m and n_b >= m)

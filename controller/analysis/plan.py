@@ -26,6 +26,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
 
 import numpy as np
 
@@ -64,6 +65,9 @@ JUDGED = frozenset({Metric.TASK_SUCCESS, Metric.TRUSTED_COMPLETION, Metric.F1,
 RATES = frozenset({Metric.TASK_SUCCESS, Metric.TRUSTED_COMPLETION, Metric.FALLBACK_RATE,
                    Metric.POLICY_FAILURE_RATE})
 F1_CLASSES = 3
+ORIGIN = datetime(2000, 1, 1, tzinfo=UTC)
+"""Simulated rollouts start here (the statistics place samples in steps and intervals by
+time)."""
 
 
 class PlanInputError(ValueError):
@@ -213,10 +217,7 @@ def _lognormal_histogram(rng: np.random.Generator, n: int, mean: float, sd: floa
     """n lognormal draws with this mean and sd, binned as a quantile guard keeps them."""
     sigma2 = float(np.log1p((sd / mean) ** 2))
     values = rng.lognormal(np.log(mean) - sigma2 / 2.0, np.sqrt(sigma2), size=n)
-    h = Histogram()
-    for x in values:
-        h.add(float(x))
-    return h
+    return Histogram.of(values)
 
 
 def _binary(x: int, n: int) -> Moments:
@@ -273,7 +274,7 @@ def simulate_rollout(spec: CanaryRuleSpec, rate: float, base: dict[str, float],
     prom = [g for g in spec.analysis.guards if g.metric is Metric.PROMETHEUS]
     stats = RuleStatistics(spec)
     step, step_start, canary_total = 0, 0.0, 0
-    stats.enter_step(0)
+    stats.enter_step(0, ORIGIN, rollout_started_at=ORIGIN)
     step_minutes: list[float] = []
     step_samples: list[int] = []
     events = {g.name: [0.0, 0.0, 0.0, 0.0] for g in prom}
@@ -282,8 +283,9 @@ def simulate_rollout(spec: CanaryRuleSpec, rate: float, base: dict[str, float],
         weight = spec.steps[step].weight
         n_c, n_b = _split(rate, interval, weight, rng)
         jc, jb = _judged(limit, n_c, n_b)
+        at = ORIGIN + timedelta(minutes=(look - 0.5) * interval)  # inside the interval
         for cohort, n, j in ((Cohort.CANARY, n_c, jc), (Cohort.BASELINE, n_b, jb)):
-            stats.fold(cohort, n, world.cells(cohort, n, j))
+            stats.fold(cohort, n, world.cells(cohort, n, j), at=at)
         canary_total += n_c
         for g in prom:
             e = events[g.name]
@@ -307,7 +309,7 @@ def simulate_rollout(spec: CanaryRuleSpec, rate: float, base: dict[str, float],
             if step + 1 == len(spec.steps):
                 return _Run(Action.PROMOTE, now, canary_total, step_minutes, step_samples, [])
             step, step_start = step + 1, now
-            stats.enter_step(step)
+            stats.enter_step(step, ORIGIN + timedelta(minutes=now))
             events = {g.name: [0.0, 0.0, 0.0, 0.0] for g in prom}
             stats.clear_counts()
     assert decision is not None

@@ -69,6 +69,15 @@ def rank_bound(t: FloatArray, p: float, alpha: float, target_n: float) -> FloatA
     thresh = math.log(1.0 / alpha)
     lo = np.floor(p * t)  # M < 1 at or below the null mean: never rejected there
     hi = t + 1.0
+    # a first guess a few standard deviations above the mean narrows the bracket (the
+    # answer is the same, found in fewer steps)
+    sd = np.sqrt(np.maximum(t * p * (1.0 - p), 1.0))
+    for z in (2.0 * math.sqrt(thresh), 4.0 * math.sqrt(thresh)):
+        guess = np.minimum(np.floor(p * t + z * sd), t)
+        inside = (guess > lo) & (guess < hi)
+        ok = log_e_at_most(guess, t, p, a, b) >= thresh
+        hi = np.where(inside & ok, guess, hi)
+        lo = np.where(inside & ~ok, guess, lo)
     # invariant: log M(lo) < thresh, and hi is either t+1 or has log M(hi) >= thresh
     for _ in range(64):
         if not np.any(hi - lo > 1):

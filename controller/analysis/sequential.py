@@ -35,7 +35,7 @@ Difference of proportions (score form)
     data would have IF ``θ`` were the truth (a score test, as in Wilson's interval):
     ``V(θ) = p_c(θ)(1−p_c(θ))/n_c + k²·p̃_b(1−p̃_b)/n_b`` with ``p_c(θ) = k·p̃_b + θ``
     and ``p̃_b = (x_b+1)/(n_b+2)`` (Agresti–Caffo pseudo-counts keep it inside (0, 1)),
-    and the CS is ``{θ: |θ̂ − θ| < radius(V(θ))}``, found by bisection on each side.
+    and the CS is ``{θ: |θ̂ − θ| < radius(V(θ))}``, its edges found by regula falsi.
     A decision only ever asks "is θ beyond the tolerance?", i.e. tests the point
     ``θ = tolerance``, so the variance that matters is the one at the tolerance
     boundary. The plug-in (Wald) form used the canary's own variance, which under a
@@ -153,7 +153,10 @@ def normal_mixture_radius(variance: ArrayLike, tau2: ArrayLike, alpha: float) ->
         lphi = log_ndtr(u)
         g = 0.5 * u * u + lphi - c
         dg = u + np.exp(-0.5 * u * u - 0.5 * np.log(2.0 * np.pi) - lphi)
-        u = np.maximum(u - g / dg, 0.0)
+        step = g / dg
+        u = np.maximum(u - step, 0.0)
+        if not np.any(np.abs(step) > 1e-13 * np.maximum(u, 1.0)):
+            break  # converged (quadratically, in about five steps)
     return np.asarray(np.where(pos, u * np.sqrt(vs) * np.sqrt(1.0 + vs / ts), 0.0))
 
 
@@ -174,12 +177,6 @@ def normal_mixture_cs(
 MIN_EXPECTED_EVENTS = 5.0
 
 
-def _score_rate(pb: FloatArray, k: float, theta: FloatArray, n: FloatArray) -> FloatArray:
-    """Canary rate implied by the contrast value θ, kept half a count inside (0, 1)."""
-    eps = 0.5 / (n + 1.0)
-    return np.asarray(np.clip(k * pb + theta, eps, 1.0 - eps))
-
-
 def diff_proportions(
     x_canary: ArrayLike,
     n_canary: ArrayLike,
@@ -190,40 +187,15 @@ def diff_proportions(
     target_n: float,
 ) -> CS:
     """CS for ``p_c − k·p_b`` from success counts: normal mixture, score variance
-    (the variance at each tested value of θ; see the module docstring).
+    (the variance at each tested value of θ; see the module docstring). One stratum of
+    :func:`.strata.stratified_proportions`, which finds each bound as the edge of
+    ``{θ: |θ̂ − θ| < radius(V(θ))}`` by regula falsi."""
+    from .strata import stratified_proportions  # strata builds on this module
 
-    With ``q = k·p̃_b + θ`` and ``z²`` the squared mixture radius per unit standard
-    error, a bound solves ``(q − q̂)² = z²·(q(1−q)/n_c + B)`` (``B`` the baseline's
-    term), a quadratic in q (Wilson's form); ``z`` depends on ``V(θ)`` only through a
-    logarithm, so three fixed-point rounds of "z at the current bound, solve" converge.
-    """
     xc, nc, xb, nb = np.broadcast_arrays(
         _arr(x_canary), _arr(n_canary), _arr(x_baseline), _arr(n_baseline))
-    with np.errstate(divide="ignore", invalid="ignore"):
-        est = xc / nc - k * xb / nb
-        pb = (xb + 1.0) / (nb + 2.0)
-        ub = k * k * pb * (1.0 - pb)
-        a, b = 1.0 / nc, ub / nb
-        finite = np.isfinite(est) & (nc > 0) & (nb > 0)
-        e = np.where(finite, est, 0.0)
-        qhat = e + k * pb
-        bounds = []
-        for side in (-1.0, 1.0):
-            q = qhat.copy()
-            for _ in range(3):
-                qc = _score_rate(np.zeros_like(q), 1.0, q, nc)
-                uc = qc * (1.0 - qc)
-                v = uc * a + b
-                rad = normal_mixture_radius(v, mixture_tau2(uc + ub, target_n, alpha), alpha)
-                z2 = np.where(v > 0, rad * rad / np.where(v > 0, v, 1.0), 0.0)
-                qa = 1.0 + z2 * a
-                qb = 2.0 * qhat + z2 * a
-                qq = qhat * qhat - z2 * b
-                disc = np.sqrt(np.maximum(qb * qb - 4.0 * qa * qq, 0.0))
-                q = (qb + side * disc) / (2.0 * qa)
-            bounds.append(np.clip(q - k * pb, -k, 1.0))
-    nan = np.full_like(e, np.nan)
-    return CS(est, np.where(finite, bounds[0], nan), np.where(finite, bounds[1], nan))
+    cs = stratified_proportions(xc[None], nc[None], xb[None], nb[None], k, alpha, target_n)
+    return CS(*(np.asarray(v).reshape(xc.shape) for v in cs))
 
 
 def proportion_fail_ready(

@@ -433,6 +433,17 @@ class Histogram:
         b = bin_of(float(x))
         self.bins[b] = self.bins.get(b, 0) + 1
 
+    @classmethod
+    def of(cls, values: FloatArray) -> Histogram:
+        """A histogram of many values at once (simulations), binned like :meth:`add`."""
+        v = np.asarray(values, float).ravel()
+        low = ~(v >= TINY)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            b = np.floor(np.log(np.minimum(np.where(low, 1.0, v), 1.7976931348623157e308))
+                         / LOG_GAMMA).astype(np.int64)
+        keys, counts = np.unique(np.where(low, ZERO_BIN, b), return_counts=True)
+        return cls({int(k): int(c) for k, c in zip(keys, counts, strict=True)})
+
     def remove(self, x: float) -> None:
         b = bin_of(float(x))
         left = self.bins.get(b, 0) - 1

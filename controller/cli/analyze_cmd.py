@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from typing import Any
 
 import click
@@ -47,6 +48,25 @@ def _needs(g: GuardResult) -> str:
     return f"{base}+{g.needed_canary}"
 
 
+_OVERALL = re.compile(r"^fails on .+?; all traffic: (\w+)")
+
+
+def row_outcome(g: GuardResult) -> Outcome:
+    """The outcome of the test this row shows. A guard's all-traffic entry carries the
+    guard's overall outcome (``fail`` when any of its slices fails, as the decision
+    needs); its reason keeps the all-traffic test's own (``fails on queue=refunds; all
+    traffic: inconclusive (...)``). The table shows the row's own test, so an ``all`` row
+    never says ``fail`` beside bounds that straddle the tolerance; the failing slice has
+    its own row and the decision names it."""
+    own = _OVERALL.match(g.reason) if g.outcome is Outcome.FAIL else None
+    if own is None:
+        return g.outcome
+    try:
+        return Outcome(own.group(1))
+    except ValueError:
+        return g.outcome
+
+
 def guards_table(guards: list[GuardResult], title: str | None = None) -> Table:
     """One row per guard and slice: outcome, n per cohort, estimates, delta and bounds,
     and for undecided rows the extra samples they need to pass. Required slices are
@@ -66,7 +86,7 @@ def guards_table(guards: list[GuardResult], title: str | None = None) -> Table:
             g.name,
             g.slice_label + (" *" if g.required else ""),
             g.statistic or "-",
-            f"[{OUTCOME_STYLE[g.outcome]}]{g.outcome.value}[/]",
+            f"[{OUTCOME_STYLE[row_outcome(g)]}]{row_outcome(g).value}[/]",
             counts,
             _num(g.baseline),
             _num(g.canary),
@@ -251,10 +271,11 @@ def _judge_first(
 
 
 def _print_input_problems(reports: list[LoadReport], result: ReplayResult) -> None:
-    """Every skipped line with file:line and field, on stderr (also in JSON mode)."""
+    """Every skipped line with file:line and field, and every line out of time order (kept),
+    on stderr (also in JSON mode): an input with only out-of-order lines is still reported."""
     err = console(stderr=True)
     for report in reports:
-        if not report.ok:
+        if not report.ok or report.out_of_order:
             err.print(f"[yellow]input[/] {report.summary()}", highlight=False)
             for message in report.messages:
                 err.print(f"  {message}", highlight=False, markup=False)

@@ -41,6 +41,7 @@ from controller.conventions import (
 )
 from controller.engine import ALLOWED, ManualAction, ratio_warnings
 from controller.models import CanaryRule, CanaryRuleStatus, Condition, GuardResult, Phase
+from controller.models.manifest import ManifestWarning
 from controller.sources.manifests import load_rules
 
 from .analyze_cmd import guards_table
@@ -65,6 +66,8 @@ def cluster(kubeconfig: str | None, context: str | None) -> Iterator[Kube]:
     """A connection, with every cluster error turned into one line and an exit code."""
     try:
         kube = connect(kubeconfig, context)
+    except KubeError as exc:
+        fail(exc.message, EXIT_UNREACHABLE)
     except Exception as exc:
         fail(f"no cluster configuration: {exc}", EXIT_UNREACHABLE)
     try:
@@ -139,7 +142,10 @@ output_option = click.option("-o", "--output", type=click.Choice(["table", "json
 def apply(files: tuple[str, ...], namespace: str, kubeconfig: str | None,
           context: str | None) -> None:
     """Validate, then server-side apply. On any invalid input nothing is applied."""
-    loaded, errors = load_rules(files)
+    skipped: list[ManifestWarning] = []
+    loaded, errors = load_rules(files, skipped)
+    for s in skipped:
+        echo_err(f"skip {s}")
     if errors:
         for e in errors:
             echo_err(f"error {e}")
@@ -224,17 +230,59 @@ def _weight(st: CanaryRuleStatus) -> str:
     return text
 
 
+FINISHED = (Phase.SUCCEEDED, Phase.ROLLED_BACK)
+"""Phases after which no canary serves: their step and weight are history, not state (a
+promoted rule's last weight of 50% would read as half the traffic on the canary)."""
+
+WAITING = "waiting for the controller to pick the rule up"
+
+
+def _position(obj: dict[str, Any], st: CanaryRuleStatus) -> str:
+    """``step 2/3  weight 20%`` while a canary may serve, nothing once the rollout ended."""
+    if st.phase in FINISHED:
+        return ""
+    return f"step {st.current_step + 1}/{_steps(obj)}  {_weight(st)}"
+
+
+def _message(obj: dict[str, Any], st: CanaryRuleStatus) -> str:
+    """The controller's message, without the step and weight it starts with when they are
+    shown beside it; a rule it has not written a status for yet says so."""
+    if st.message:
+        said = f"step {st.current_step + 1}/{_steps(obj)}, weight {st.weight}%: "
+        if _position(obj, st) and st.message.startswith(said):
+            return st.message[len(said):]
+        return st.message
+    return WAITING if st.phase is Phase.PENDING and not st.history else ""
+
+
+def status_line(obj: dict[str, Any]) -> str:
+    """One line for ``watch --no-tty`` and the demo: phase, step and weight while a canary
+    may serve, the message, and the conditions that need attention."""
+    st = _status(obj)
+    line = " ".join(p for p in (st.phase.value, _position(obj, st).replace("  ", " ")) if p)
+    message = _message(obj, st)
+    if message:
+        line += f": {message}"
+    issues = _issues(st)
+    if issues:
+        line += " [" + "; ".join(issues) + "]"
+    return line
+
+
 def _header(obj: dict[str, Any], st: CanaryRuleStatus) -> Text:
     meta = obj.get("metadata") or {}
     text = Text()
     text.append(f"{meta.get('namespace')}/{meta.get('name')}", style="bold")
     text.append("  phase ")
     text.append(st.phase.value, style="bold")
-    text.append(f"  step {st.current_step + 1}/{_steps(obj)}  {_weight(st)}")
+    position = _position(obj, st)
+    if position:
+        text.append(f"  {position}")
     if st.canary_revision:
         text.append(f"  revision {st.canary_revision}")
-    if st.message:
-        text.append(f"\n{st.message}")
+    message = _message(obj, st)
+    if message:
+        text.append(f"\n{message}")
     for line in _issues(st):
         text.append(f"\n! {line}", style="yellow")
     return text
@@ -309,12 +357,20 @@ def history(name: str, output: str, namespace: str, kubeconfig: str | None,
 
 # -- watch ---------------------------------------------------------------------------------
 
-def watch_view(obj: dict[str, Any]) -> Group:
-    st = _status(obj)
+def _progress(obj: dict[str, Any], st: CanaryRuleStatus) -> Table:
+    """The bar over the steps, in a grid row of its own: a bare ProgressBar ends without a
+    newline, so the next table's top border used to be drawn on the bar's line."""
     steps = _steps(obj)
     done = steps if st.phase is Phase.SUCCEEDED else st.current_step
-    bar = ProgressBar(total=steps, completed=done, width=40)
-    parts: list[Any] = [_header(obj, st), bar]
+    grid = Table.grid(padding=(0, 1))
+    grid.add_row(ProgressBar(total=steps, completed=done, width=40),
+                 f"{done}/{steps} steps done")
+    return grid
+
+
+def watch_view(obj: dict[str, Any]) -> Group:
+    st = _status(obj)
+    parts: list[Any] = [_header(obj, st), _progress(obj, st)]
     if st.guards:
         parts.append(guards_table(st.guards))
     if st.history:
@@ -348,7 +404,7 @@ def watch(name: str, timeout: float | None, interval: float, no_tty: bool, outpu
     elif st.phase.terminal:
         console().print(watch_view(obj))
     if not st.phase.terminal:
-        fail(f"timed out: {name} still {st.phase.value}", 4)
+        fail(f"timed out after {timeout:g}s: {status_line(obj)}", 4)
     raise SystemExit(final_code(st.phase))
 
 
@@ -365,11 +421,7 @@ def watch_until_terminal(kube: Kube, namespace: str, name: str, interval: float,
             if view is not None:
                 view.update(watch_view(obj))
             else:
-                line = f"{st.phase.value} step {st.current_step + 1}/{_steps(obj)} " \
-                       f"{_weight(st)}: {st.message}"
-                issues = _issues(st)
-                if issues:
-                    line += " [" + "; ".join(issues) + "]"
+                line = status_line(obj)
                 if line != last_line:
                     click.echo(line, err=True)
                     last_line = line

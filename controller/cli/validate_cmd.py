@@ -20,7 +20,8 @@ from .output import echo_err, echo_warnings
     "files",
     multiple=True,
     required=True,
-    help="Manifest file or directory (repeatable; '-' reads stdin).",
+    help="Manifest file or directory (repeatable; '-' reads stdin). A directory's other "
+         "Kubernetes objects are skipped.",
 )
 @click.option("-o", "--output", type=click.Choice(["text", "json"]), default="text")
 @click.option("--replicas", type=click.IntRange(min=1), default=None,
@@ -34,7 +35,8 @@ def validate(files: tuple[str, ...], output: str, replicas: int | None,
     Warnings (a valid setting that weakens a guard, e.g. trusted completion without a
     latency budget; with --replicas, a step that replica ratio cannot honour) are printed
     but never change the exit code."""
-    rules, errors = load_rules(files)
+    skipped: list[ManifestWarning] = []
+    rules, errors = load_rules(files, skipped)
     warnings = [w for r in rules for w in r.warnings]
     ratio = [ManifestWarning(r.file, r.doc, f"spec.steps[{i}].weight", text)
              for r in rules if replicas
@@ -58,6 +60,8 @@ def validate(files: tuple[str, ...], output: str, replicas: int | None,
                         }
                         for e in errors
                     ],
+                    "skipped": [{"file": s.file, "doc": s.doc, "reason": s.reason}
+                                for s in skipped],
                     "warnings": [
                         {"file": w.file, "doc": w.doc, "path": w.path, "reason": w.reason}
                         for w in [*warnings, *ratio]
@@ -69,6 +73,8 @@ def validate(files: tuple[str, ...], output: str, replicas: int | None,
     else:
         for r in rules:
             click.echo(f"ok   {r.file}[{r.doc}]: CanaryRule {r.rule.metadata.name}")
+        for s in skipped:
+            click.echo(f"skip {s}")
         echo_warnings(warnings)
         for w in ratio:
             echo_err(f"WARNING {w}")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Callable, Sequence
 from typing import Annotated, Any
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, WithJsonSchema
@@ -68,10 +69,40 @@ class FieldError(ValueError):
     loader can join the model's location with ``path`` and name the exact field.
     """
 
-    def __init__(self, path: str, reason: str) -> None:
+    def __init__(self, path: str, reason: str, *, also: Sequence[FieldError] = ()) -> None:
         super().__init__(f"{path}: {reason}" if path else reason)
         self.path = path
         self.reason = reason
+        self.also = tuple(also)
+        """Further independent errors of the same model, reported with this one."""
+
+    def issues(self) -> list[FieldError]:
+        """This error and every one it carries (see :class:`FieldChecks`)."""
+        return [self, *(e for more in self.also for e in more.issues())]
+
+
+class FieldChecks:
+    """Runs a model's independent cross-field checks and raises every failure at once.
+
+    Pydantic stops a model validator at its first exception, so a rule with three
+    mistakes used to show one, then the next after each fix. Each check here is a
+    callable that raises :class:`FieldError`; all of them run, and the errors come out
+    together (one pydantic error whose :meth:`FieldError.issues` the formatter expands).
+    """
+
+    def __init__(self) -> None:
+        self.found: list[FieldError] = []
+
+    def run(self, check: Callable[..., object], *args: object) -> None:
+        try:
+            check(*args)
+        except FieldError as exc:
+            self.found.extend(exc.issues())
+
+    def raise_any(self) -> None:
+        if self.found:
+            first, *rest = self.found
+            raise FieldError(first.path, first.reason, also=rest)
 
 
 class KubeModel(BaseModel):

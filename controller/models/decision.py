@@ -32,7 +32,9 @@ class GuardResult(OpenModel):
     ``check`` says what the row tests: ``compare`` (canary against baseline, the usual
     guard), ``minimum`` / ``maximum`` (an absolute floor or ceiling on the canary alone,
     on all traffic), or ``mix`` / ``share`` (the traffic-mix check, rows named
-    ``traffic-mix:<dimension>`` and ``traffic-mix:share``; they hold, never roll back).
+    ``traffic-mix:<dimension>`` and ``traffic-mix:share``; they hold, never roll back), or
+    ``change`` (the change detector of the current step: a regression that started at
+    some point of the step; it can only roll back).
     """
 
     name: str
@@ -56,7 +58,8 @@ class GuardResult(OpenModel):
     alpha: float = Field(default=0.0, description="Share of the family-wise alpha spent here.")
     test: str = ""
     reason: str = ""
-    check: str = Field(default="compare", description="compare, minimum, maximum, mix, share.")
+    check: str = Field(default="compare",
+                       description="compare, minimum, maximum, mix, share, change.")
     statistic: str | None = Field(default=None, description="mean, p50, p95, ... when relevant.")
     required: bool = Field(default=False, description="This slice must pass to promote.")
     needed_canary: int | None = Field(
@@ -82,10 +85,11 @@ class GuardResult(OpenModel):
         elif self.task is not None:
             label = f"task={self.task}"
         elif self.step is not None:
-            label = f"step {self.step} window"
+            label = f"step {self.step} {'change' if self.check == 'change' else 'window'}"
         else:
             label = "all"
-        return label if self.check in ("compare", "mix", "share") else f"{label} {self.check}"
+        return label if self.check in ("compare", "mix", "share", "change") \
+            else f"{label} {self.check}"
 
 
 class Decision(OpenModel):

@@ -35,6 +35,15 @@ def join_path(loc: Iterable[str | int]) -> str:
     return out
 
 
+def _join(path: str, relative: str) -> str:
+    """A model's location and a path relative to it (``[1].weight`` joins without a dot)."""
+    if not relative:
+        return path
+    if not path:
+        return relative
+    return path + relative if relative.startswith("[") else f"{path}.{relative}"
+
+
 def field_errors(exc: ValidationError) -> list[tuple[str, str]]:
     """(field path, one-line reason) for each error, cross-field paths joined."""
     found: list[tuple[str, str]] = []
@@ -42,10 +51,13 @@ def field_errors(exc: ValidationError) -> list[tuple[str, str]]:
         path = join_path(err["loc"])
         original = (err.get("ctx") or {}).get("error")
         if isinstance(original, FieldError):
-            if original.path:
-                path = f"{path}.{original.path}" if path else original.path
-            reason = original.reason
-        elif err["type"] == "extra_forbidden":
+            for issue in original.issues():  # a model's independent checks, all of them
+                where = _join(path, issue.path)
+                item = (where, issue.reason.splitlines()[0] if issue.reason else issue.reason)
+                if item not in found:
+                    found.append(item)
+            continue
+        if err["type"] == "extra_forbidden":
             reason = ("unknown field (check the spelling and the case: CanaryRule fields are "
                       "camelCase, sample and feedback fields snake_case)")
         elif err["type"] == "missing":

@@ -19,7 +19,14 @@ from pydantic import Field, field_validator, model_validator
 
 from controller.conventions import RESERVED_ENV, RESERVED_PREFIX, WORKLOAD_SUFFIX_MAX
 
-from .base import Duration, FieldError, IntervalDuration, KubeModel, parse_duration
+from .base import (
+    Duration,
+    FieldChecks,
+    FieldError,
+    IntervalDuration,
+    KubeModel,
+    parse_duration,
+)
 from .names import (
     env_name_error,
     label_value_error,
@@ -155,14 +162,16 @@ class CanarySpec(KubeModel):
             )
         names = [e.name for e in self.env]
         dup = sorted({n for n in names if names.count(n) > 1})
+        checks = FieldChecks()
         if dup:
-            raise FieldError("env", f"names must be unique, repeated: {', '.join(dup)}")
-        _check_metadata("podLabels", self.pod_labels, values_are_labels=True)
-        _check_metadata("podAnnotations", self.pod_annotations, values_are_labels=False)
+            checks.run(_fail, "env", f"names must be unique, repeated: {', '.join(dup)}")
+        checks.run(_check_metadata, "podLabels", self.pod_labels, True)
+        checks.run(_check_metadata, "podAnnotations", self.pod_annotations, False)
+        checks.raise_any()
         return self
 
 
-def _check_metadata(field: str, items: dict[str, str], *, values_are_labels: bool) -> None:
+def _check_metadata(field: str, items: dict[str, str], values_are_labels: bool) -> None:
     """Keys are qualified names outside the controller's prefix; label values are label
     values (what the API server checks on the canary Deployment, checked here first)."""
     for key, value in items.items():
@@ -261,6 +270,19 @@ class Guard(KubeModel):
         description="Share of the rule's alpha relative to the other guards (default 3 for "
                     "trustedCompletion, 2 for taskSuccess, 1 otherwise).",
     )
+
+    @model_validator(mode="after")
+    def _consistent(self) -> Guard:
+        """The checks that need only this guard, here rather than on the spec, so they
+        run (and are reported) even when another part of the rule is invalid."""
+        checks = FieldChecks()
+        checks.run(_check_tolerance, "", self)
+        checks.run(_check_query_field, "", self)
+        checks.run(_check_guard_variant, "", self)
+        checks.run(_check_bounds, "", self)
+        checks.run(_check_must_pass, "", self)
+        checks.raise_any()
+        return self
 
     @property
     def higher_is_better(self) -> bool:
@@ -453,12 +475,17 @@ class AnalysisSpec(KubeModel):
     traffic_mix: TrafficMixSpec = Field(default_factory=TrafficMixSpec)
     guards: list[Guard] = Field(min_length=1)
 
-    @model_validator(mode="after")
-    def _check(self) -> AnalysisSpec:
-        names = [g.name for g in self.guards]
+    @field_validator("guards")
+    @classmethod
+    def _unique_names(cls, guards: list[Guard]) -> list[Guard]:
+        names = [g.name for g in guards]
         dup = sorted({n for n in names if names.count(n) > 1})
         if dup:
-            raise FieldError("guards", f"names must be unique, repeated: {', '.join(dup)}")
+            raise ValueError(f"names must be unique, repeated: {', '.join(dup)}")
+        return guards
+
+    @model_validator(mode="after")
+    def _check(self) -> AnalysisSpec:
         if parse_duration(self.max_duration) < parse_duration(self.interval):
             raise FieldError("maxDuration", "must be at least one interval")
         return self
@@ -805,48 +832,25 @@ class CanaryRuleSpec(KubeModel):
                 return prices[name]
         return None
 
+    @field_validator("steps")
+    @classmethod
+    def _weights_increase(cls, steps: list[Step]) -> list[Step]:
+        checks = FieldChecks()
+        for i in range(1, len(steps)):
+            checks.run(_check_step_order, i, steps[i - 1].weight, steps[i].weight)
+        checks.raise_any()
+        return steps
+
     @model_validator(mode="after")
     def _cross_field(self) -> CanaryRuleSpec:
+        """Checks across sections; each guard checks itself (:meth:`Guard._consistent`)."""
+        checks = FieldChecks()
         if self.client_verdicts and self.judge is not None:
-            raise FieldError("verdicts", "'client' takes the verdicts the samples carry: "
-                                         "remove spec.judge, or use verdicts: judge")
-        weights = [s.weight for s in self.steps]
-        for i in range(1, len(weights)):
-            if weights[i] <= weights[i - 1]:
-                raise FieldError(
-                    f"steps[{i}].weight",
-                    f"{weights[i]} must be greater than the previous step's {weights[i - 1]}: "
-                    "weights must increase",
-                )
-        query_names = {q.name for q in self.metrics.queries}
+            checks.run(_fail, "verdicts", "'client' takes the verdicts the samples carry: "
+                                          "remove spec.judge, or use verdicts: judge")
         for i, g in enumerate(self.analysis.guards):
-            where = f"analysis.guards[{i}]"
-            _check_tolerance_sign(where + ".tolerance", g.tolerance, g.higher_is_better)
-            check_tolerance_range(where + ".tolerance", g.tolerance, g.metric, g.relative)
-            for j, o in enumerate(g.overrides):
-                _check_tolerance_sign(
-                    f"{where}.overrides[{j}].tolerance", o.tolerance, g.higher_is_better
-                )
-                check_tolerance_range(f"{where}.overrides[{j}].tolerance", o.tolerance,
-                                      g.metric, g.relative)
-            if g.metric is Metric.PROMETHEUS:
-                if not g.query:
-                    raise FieldError(f"{where}.query", "is required for metric 'prometheus'")
-                if g.query not in query_names:
-                    raise FieldError(
-                        f"{where}.query",
-                        f"{g.query!r} names no metrics.queries entry"
-                        f" (have: {', '.join(sorted(query_names)) or 'none'})",
-                    )
-                if not self.metrics.prometheus_url:
-                    raise FieldError(
-                        "metrics.prometheusUrl", f"is required: guard {g.name!r} reads Prometheus"
-                    )
-            elif g.query:
-                raise FieldError(f"{where}.query", "is only for metric 'prometheus'")
-            _check_guard_variant(where, g)
-            _check_bounds(where, g)
-            _check_must_pass(where, g)
+            checks.run(_check_query_ref, f"analysis.guards[{i}]", g, self.metrics)
+        checks.raise_any()
         return self
 
 
@@ -864,44 +868,93 @@ def guard_dimensions(guard: Guard) -> list[str]:
     return [*dims, "task"] if guard.metric.from_decisions else dims
 
 
+def _at(where: str, name: str) -> str:
+    """``where.name``, or ``name`` when the check runs on the guard itself."""
+    return f"{where}.{name}" if where else name
+
+
+def _fail(path: str, reason: str) -> None:
+    raise FieldError(path, reason)
+
+
+def _check_step_order(i: int, previous: int, weight: int) -> None:
+    if weight <= previous:
+        raise FieldError(f"[{i}].weight", f"{weight} must be greater than the previous "
+                                          f"step's {previous}: weights must increase")
+
+
+def _check_tolerance(where: str, g: Guard) -> None:
+    checks = FieldChecks()
+    checks.run(_check_tolerance_sign, _at(where, "tolerance"), g.tolerance, g.higher_is_better)
+    checks.run(check_tolerance_range, _at(where, "tolerance"), g.tolerance, g.metric,
+               g.relative)
+    for j, o in enumerate(g.overrides):
+        path = _at(where, f"overrides[{j}].tolerance")
+        checks.run(_check_tolerance_sign, path, o.tolerance, g.higher_is_better)
+        checks.run(check_tolerance_range, path, o.tolerance, g.metric, g.relative)
+    checks.raise_any()
+
+
+def _check_query_field(where: str, g: Guard) -> None:
+    if g.metric is Metric.PROMETHEUS and not g.query:
+        raise FieldError(_at(where, "query"), "is required for metric 'prometheus'")
+    if g.metric is not Metric.PROMETHEUS and g.query:
+        raise FieldError(_at(where, "query"), "is only for metric 'prometheus'")
+
+
+def _check_query_ref(where: str, g: Guard, metrics: MetricsSpec) -> None:
+    """A prometheus guard's query names a metrics.queries entry, and Prometheus is set."""
+    if g.metric is not Metric.PROMETHEUS or not g.query:
+        return
+    query_names = {q.name for q in metrics.queries}
+    checks = FieldChecks()
+    if g.query not in query_names:
+        checks.run(_fail, f"{where}.query", f"{g.query!r} names no metrics.queries entry"
+                   f" (have: {', '.join(sorted(query_names)) or 'none'})")
+    if not metrics.prometheus_url:
+        checks.run(_fail, "metrics.prometheusUrl",
+                   f"is required: guard {g.name!r} reads Prometheus")
+    checks.raise_any()
+
+
 def _check_guard_variant(where: str, g: Guard) -> None:
     """Fields that only make sense for some metrics."""
     if g.statistic is not None and g.statistic != "mean" and g.metric not in QUANTILE_METRICS:
-        raise FieldError(f"{where}.statistic", "quantiles are for metrics latency and cost")
+        raise FieldError(_at(where, "statistic"), "quantiles are for metrics latency and cost")
     if g.statistic is not None and g.metric not in QUANTILE_METRICS | {Metric.CORRECTION_BURDEN}:
-        raise FieldError(f"{where}.statistic", f"is not used by metric {g.metric.value!r}")
+        raise FieldError(_at(where, "statistic"), f"is not used by metric {g.metric.value!r}")
     if not g.metric.from_decisions:
         for name, value in (("label", g.label), ("acrossTasks", g.across_tasks != "mean")):
             if value:
-                raise FieldError(f"{where}.{name}",
+                raise FieldError(_at(where, name),
                                  "is only for metrics f1, precision, recall and fbeta")
     if g.metric is Metric.FBETA and g.beta is None:
-        raise FieldError(f"{where}.beta", "is required for metric 'fbeta'")
+        raise FieldError(_at(where, "beta"), "is required for metric 'fbeta'")
     if g.beta is not None and g.metric is not Metric.FBETA:
-        raise FieldError(f"{where}.beta", "is only for metric 'fbeta'")
+        raise FieldError(_at(where, "beta"), "is only for metric 'fbeta'")
     if g.per != "output" and g.metric is not Metric.CORRECTION_BURDEN:
-        raise FieldError(f"{where}.per", "is only for metric 'correctionBurden'")
+        raise FieldError(_at(where, "per"), "is only for metric 'correctionBurden'")
 
 
 def _check_bounds(where: str, g: Guard) -> None:
     if not g.bounds:
         return
     if g.metric is Metric.PROMETHEUS:
-        raise FieldError(f"{where}.minimum", "absolute bounds need samples, not event counts")
+        raise FieldError(_at(where, "minimum"), "absolute bounds need samples, not event counts")
     for name, value in g.bounds:
         if g.metric in PROPORTION_METRICS and not 0.0 <= value <= 1.0:
-            raise FieldError(f"{where}.{name}", f"{value} is not a rate between 0 and 1")
+            raise FieldError(_at(where, name), f"{value} is not a rate between 0 and 1")
         if g.metric not in PROPORTION_METRICS and value < 0:
-            raise FieldError(f"{where}.{name}", f"{value} must be >= 0")
+            raise FieldError(_at(where, name), f"{value} must be >= 0")
     if g.minimum is not None and g.maximum is not None and g.minimum > g.maximum:
-        raise FieldError(f"{where}.maximum", f"{g.maximum} is below minimum {g.minimum}")
+        raise FieldError(_at(where, "maximum"), f"{g.maximum} is below minimum {g.minimum}")
 
 
 def _check_must_pass(where: str, g: Guard) -> None:
     dims = guard_dimensions(g)
     for i, sel in enumerate(g.must_pass):
         dim, eq, value = sel.partition("=")
-        path = f"{where}.mustPass[{i}]"
+        path = _at(where, f"mustPass[{i}]")
         if dim not in dims:
             have = ", ".join(dims) or "none: add groupBy"
             raise FieldError(path, f"{sel!r}: {dim!r} is not a slicing dimension of this "
@@ -955,15 +1008,23 @@ class CanaryRule(KubeModel):
         """The rule's identity (namespace ``default`` when the manifest names none)."""
         return RuleKey(self.metadata.namespace or DEFAULT_NAMESPACE, self.metadata.name)
 
-    @model_validator(mode="after")
-    def _api_version(self) -> CanaryRule:
+    # Field validators, not one model validator: each runs (and is reported) even when
+    # the spec is invalid, so one pass names every mistake.
+    @field_validator("api_version")
+    @classmethod
+    def _api_version(cls, api_version: str) -> str:
         from controller import API_GROUP, API_VERSION
 
         want = f"{API_GROUP}/{API_VERSION}"
-        if self.api_version != want:
-            raise FieldError("apiVersion", f"must be {want!r}, got {self.api_version!r}")
-        if len(self.metadata.name) > RULE_NAME_MAX:
+        if api_version != want:
+            raise ValueError(f"must be {want!r}, got {api_version!r}")
+        return api_version
+
+    @field_validator("metadata")
+    @classmethod
+    def _name_fits_a_label(cls, metadata: ObjectMeta) -> ObjectMeta:
+        if len(metadata.name) > RULE_NAME_MAX:
             raise FieldError(
-                "metadata.name", f"must be no more than {RULE_NAME_MAX} characters (has "
-                f"{len(self.metadata.name)}): it is the value of a label on the canary")
-        return self
+                "name", f"must be no more than {RULE_NAME_MAX} characters (has "
+                f"{len(metadata.name)}): it is the value of a label on the canary")
+        return metadata

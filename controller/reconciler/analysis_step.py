@@ -361,8 +361,10 @@ def analyse(
     """Collect → fold → count events → evaluate, from the status just read. Never raises
     for a failed source: it becomes the guard's ERROR outcome."""
     stats, resumed = load_statistics(rule, status)
-    # the step's own window starts when its pods were all available (engine.evidence)
-    stats.enter_step(evidence.step, started_at=evidence.step_since)
+    # the step's own window starts when its pods were all available (engine.evidence);
+    # the rollout's start anchors the change detector's time slots
+    stats.enter_step(evidence.step, started_at=evidence.step_since,
+                     rollout_started_at=evidence.since)
     cursor = start_cursor(samples, rule, status, evidence, resumed=resumed)
     got = collect(samples, rule, cursor, judged.upto)
     new = fold(stats, got.changes, evidence, client_verdicts=rule.spec.client_verdicts)

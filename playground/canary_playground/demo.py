@@ -217,12 +217,16 @@ class DemoResult:
     prometheus: bool
     samples_sent: int
     seconds: float
+    """Wall time in all, start-up (emulator, judge, Prometheus, controller) included."""
+    rollout_seconds: float
+    """From the rule's apply to the end: what ``timeout`` limits."""
 
 
 def run_demo(scenario: str, *, on_update: Callable[[dict[str, Any]], None] | None = None,
              timeout: float = 120.0, keep: Path | None = None,
              say: Callable[[str], None] = print) -> DemoResult:
-    """Run one scenario to a terminal phase (or ``timeout``); everything is stopped after."""
+    """Run one scenario to a terminal phase (or ``timeout`` seconds after the rule is
+    applied: start-up is not counted); everything is stopped after."""
     behaviours(scenario)  # validate early
     started = time.monotonic()
     with ExitStack() as cleanup:
@@ -275,7 +279,8 @@ def run_demo(scenario: str, *, on_update: Callable[[dict[str, Any]], None] | Non
                           token=token)
         traffic.start()
         cleanup.callback(traffic.join)
-        deadline = time.monotonic() + timeout
+        rollout_started = time.monotonic()
+        deadline = rollout_started + timeout
         while True:
             current = rules.get_rule(kube, NS, NAME)
             pods["share"] = _canary_share(kube)
@@ -289,8 +294,9 @@ def run_demo(scenario: str, *, on_update: Callable[[dict[str, Any]], None] | Non
         # let the controller finish converging (the canary scaled to zero)
         time.sleep(1.0)
         current = rules.get_rule(kube, NS, NAME)
+        ended = time.monotonic()
         return DemoResult(_phase(current), current.get("status") or {}, prom_url is not None,
-                          traffic.sent, time.monotonic() - started)
+                          traffic.sent, ended - started, ended - rollout_started)
 
 
 def _phase(obj: dict[str, Any]) -> Phase:

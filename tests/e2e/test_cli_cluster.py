@@ -131,7 +131,9 @@ def test_watch_times_out_with_exit_4(kube: Kube, emu: EmulatorHandle) -> None:
     set_status(kube, phase="Progressing")
     code, _, err = run(emu, "watch", "faq-bot", "--no-tty", "--timeout", "0.5",
                        "--interval", "0.1")
-    assert code == 4 and "timed out" in err
+    assert code == 4
+    assert err.splitlines()[-1] == "canaryctl: timed out after 0.5s: Progressing step 1/2 " \
+                                  "weight 0%"
 
 
 def test_not_found_is_exit_6(kube: Kube, emu: EmulatorHandle) -> None:
@@ -165,7 +167,8 @@ def test_unreachable_cluster_is_exit_5(tmp_path: Path) -> None:
 
 def test_missing_kubeconfig_is_exit_5(tmp_path: Path) -> None:
     code, _, err = run(None, "get", kubeconfig=str(tmp_path / "missing"))
-    assert code == 5 and "no cluster configuration" in err
+    assert code == 5 and "no Kubernetes configuration" in err
+    assert f"kubeconfig {tmp_path / 'missing'} does not exist" in err
 
 
 def test_apply_warns_about_steps_replica_ratio_cannot_honour(kube: Kube, emu: EmulatorHandle,

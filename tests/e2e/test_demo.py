@@ -28,3 +28,19 @@ def test_demo_reaches_its_terminal_phase(scenario: str, code: int, phase: str) -
     else:
         assert "promote" in actions and actions[-1] == "promoted"
     assert "Traceback" not in run.stderr
+
+
+def test_demo_timeout_says_once_what_it_timed() -> None:
+    """``--timeout`` counts from the rule's apply; it used to print "timed out after 3s"
+    and then "Progressing after 11s" as if that were a result."""
+    run = subprocess.run(
+        [sys.executable, "-m", "controller.cli", "demo", "--no-tty", "--timeout", "1"],
+        capture_output=True, text=True, timeout=240,
+    )
+    assert run.returncode == 4, run.stderr[-3000:]
+    last = run.stderr.strip().splitlines()[-1]
+    assert last.startswith("canaryctl: timed out: still ")
+    assert "after the rule was applied (--timeout 1;" in last and "start-up included" in last
+    assert " after " not in run.stdout  # no final "<phase> after Ns" summary
+    assert "weight 0%: \n" not in run.stderr and not any(
+        line.endswith(": ") for line in run.stderr.splitlines())

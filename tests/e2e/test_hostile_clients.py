@@ -101,7 +101,7 @@ def apply_rule(kube: Kube, judge: ScriptedJudge, *, name: str = "bot",
             "canary": {"container": "app", "image": "bot:2"},
             "steps": [{"weight": 50}],
             "analysis": {"interval": "1m", "minSamplesPerCohort": 60, "maxDuration": "1h",
-                         "guards": guards, **extra_guards},
+                         "settle": "1s", "guards": guards, **extra_guards},
             "judge": judge_spec or {
                 "model": "judge-model", "baseUrl": judge.base_url,
                 "apiKeySecretRef": {"name": "judge-key", "key": "api-key"},
@@ -112,10 +112,13 @@ def apply_rule(kube: Kube, judge: ScriptedJudge, *, name: str = "bot",
 
 def progressing(kube: Kube, judge: ScriptedJudge, controllers: Callable[..., Controller],
                 **rule: Any) -> Controller:
-    """The rule applied, the controller started, the rollout at its first step."""
+    """The rule applied, the controller started, the rollout at its first step with all
+    its pods available (the step's evidence counts from then)."""
     apply_rule(kube, judge, **rule)
     c = controllers(name="c")
-    wait_for("progressing", lambda: phase(kube) == "Progressing", c)
+    wait_for("the first step's pods available", lambda: phase(kube) == "Progressing"
+             and bool(status_of(kube).get("stepReadyAt")), c)
+    time.sleep(1.5)  # the rule's settle time: canary samples count from then
     return c
 
 
@@ -136,7 +139,14 @@ def status_of(kube: Kube, name: str = "bot") -> dict[str, Any]:
 
 def wait_for(what: str, check: Callable[[], bool], c: Controller, timeout: float = 60.0
              ) -> None:
-    waiting.wait_for(check, timeout, what, every=0.2, logs=c.logs)
+    waiting.wait_for(check, timeout, what, every=0.2, logs=lambda: _tail(c))
+
+
+def _tail(c: Controller) -> str:
+    """The controller's log without the HTTP client's debug chatter."""
+    lines = [x for x in c.logs().splitlines()
+             if '"logger": "httpcore' not in x and '"logger": "httpx' not in x]
+    return "\n".join(lines[-40:])
 
 
 def phase(kube: Kube, name: str = "bot") -> str | None:
@@ -312,9 +322,9 @@ def test_a_rule_cannot_send_a_secret_where_it_likes(
     c = progressing(kube, judge, controllers, judge_spec=spec)
     assert c.post_samples(records(80, prefix="k")).status_code == 200
     wait_for("judge condition", lambda: any(
-        x["type"] == "JudgeReady" and x["status"] == "False"
+        x["type"] == "JudgeAvailable" and x["status"] == "False"
         for x in status_of(kube).get("conditions", [])), c)
-    cond = next(x for x in status_of(kube)["conditions"] if x["type"] == "JudgeReady")
+    cond = next(x for x in status_of(kube)["conditions"] if x["type"] == "JudgeAvailable")
     expected = "not marked for llm-canary" if case == "unmarked-secret" else "allow-list"
     assert expected in cond["message"]
     assert "JudgeUnavailable" in reasons(kube)

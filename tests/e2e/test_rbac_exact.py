@@ -76,7 +76,9 @@ def test_the_chart_grants_exactly_what_the_controller_calls(
                                 "minReplicas": 1, "maxReplicas": 2}})
     setup(kube, judge.base_url, steps=[{"weight": 50}])
     mark = emu.mark()
-    c = controllers(leader_elect=True)
+    # ingestion authenticated as in a cluster: the target's pods' token, checked by TokenReview
+    token = emu.issue_token(service_account=f"{NS}/default", audiences=["llm-canary"])
+    c = controllers(leader_elect=True, insecure=False, token=token)
     revision = wait_for("analysable", lambda: status_of(kube).get("canaryReadyAt")
                         and canary_revision(kube), c)
     # an unknown action is reported at every reconcile: the repeats patch one Event's count
@@ -85,7 +87,7 @@ def test_the_chart_grants_exactly_what_the_controller_calls(
     wait_for("a repeated Event", lambda: any(
         r["method"] == "PATCH" and "/events/" in r["path"] for r in emu.requests(mark)), c)
     rules.set_annotations(kube, NS, "bot", {ACTION_ANNOTATION: None, ACTION_ID_ANNOTATION: None})
-    c.post_samples(records(150, revision=revision))
+    assert c.post_samples(records(150, revision=revision)).status_code == 200
     wait_for("promoted and finalizer released", lambda: phase(kube) == "Succeeded" and not
              rules.get_rule(kube, NS, "bot")["metadata"].get("finalizers"), c)
     c.stop()

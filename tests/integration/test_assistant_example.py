@@ -53,8 +53,11 @@ def test_manifests_pass_strict_kubernetes_validation(version: str) -> None:
         kubernetes_validate.validate(doc, version, strict=True)
 
 
-def test_the_deployment_is_the_rules_target_and_mounts_what_the_sdk_reads() -> None:
-    rule = yaml.safe_load((ROOT / "rules" / "support-assistant.yaml").read_text())
+@pytest.mark.parametrize("rule_file", ["rules/support-assistant.yaml",
+                                       "examples/assistant/canaryrule.yaml"])
+def test_the_deployment_is_the_rules_target_and_mounts_what_the_sdk_reads(
+        rule_file: str) -> None:
+    rule = yaml.safe_load((ROOT / rule_file).read_text())
     docs = manifests()
     dep, svc, sa, cm = (docs[k] for k in ("Deployment", "Service", "ServiceAccount",
                                          "ConfigMap"))
@@ -83,6 +86,33 @@ def test_the_deployment_is_the_rules_target_and_mounts_what_the_sdk_reads() -> N
     labels = dep["spec"]["template"]["metadata"]["labels"]
     assert svc["spec"]["selector"].items() <= labels.items()
     assert dep["spec"]["selector"]["matchLabels"].items() <= labels.items()
+
+
+def test_the_install_paths_rule_needs_only_what_the_readme_creates() -> None:
+    """examples/assistant/canaryrule.yaml is what the README's install path applies: valid
+    with no warning, no Prometheus (the path installs none), the judge key in the Secret
+    the README creates and labels, and steps that 10 replicas honour exactly."""
+    from click.testing import CliRunner
+
+    from controller.cli import cli
+
+    path = ROOT / "examples" / "assistant" / "canaryrule.yaml"
+    result = CliRunner().invoke(cli, ["validate", "-f", str(path), "--replicas", "10"])
+    assert result.exit_code == 0, result.output
+    assert "WARNING" not in result.stderr
+    rule = yaml.safe_load(path.read_text())
+    spec = rule["spec"]
+    assert "metrics" not in spec
+    assert all(g["metric"] != "prometheus" for g in spec["analysis"]["guards"])
+    assert spec["judge"]["apiKeySecretRef"] == {"name": "judge-openai", "key": "api-key"}
+    assert spec["judge"]["baseUrl"] == "https://api.openai.com/v1"  # what the README's sed swaps
+    assert spec["judge"]["model"] == "gpt-4.1-mini"
+    readme = (ROOT / "README.md").read_text()
+    for line in ("kubectl -n default create secret generic judge-openai",
+                 "kubectl -n default label secret judge-openai canary.llmops.dev/judge-key=true",
+                 "kubectl apply -f examples/assistant/k8s/",
+                 "examples/assistant/canaryrule.yaml"):
+        assert line in readme, line
 
 
 # -- the app, run as its pod runs it ---------------------------------------------------------

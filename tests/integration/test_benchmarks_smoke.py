@@ -20,8 +20,8 @@ def test_decision_quality_quick(tmp_path: Path) -> None:
     run("decision_quality.py", "--quick", "--runs", "40", "--out", str(tmp_path))
     data = json.loads((tmp_path / "decision_quality.json").read_text())
     assert (tmp_path / "decision_quality.png").stat().st_size > 0
-    methods = {"ours"} | {f"{g} ({k})" for g in ("threshold", "mann-whitney")
-                          for k in ("aa", "tol", "uncalibrated")}
+    methods = {"ours", "ours (stratified)", "ours (previous)"} | {
+        f"{g} ({k})" for g in ("threshold", "mann-whitney") for k in ("aa", "tol", "uncalibrated")}
     assert len(data["scenarios"]) == 18
     for row in data["scenarios"]:
         assert set(row["methods"]) == methods
@@ -31,7 +31,10 @@ def test_decision_quality_quick(tmp_path: Path) -> None:
         if row["harmful"]:
             assert {"alpha", "kl", "samples"} <= set(row["wald"])
     assert len(data["calibration"]) == 5 * 2 * 2
-    assert len(data["late"]) == 3
+    assert len(data["late"]) == 6
+    assert {r["scenario"] for r in data["drift"]} == {
+        "A/A success, fast drift", "success at tolerance, fast drift", "success -5 pts, fast drift"}
+    assert set(data["family_at_tolerance"]) == {"ours", "stratified", "previous"}
     assert data["one_batch"]["with step windows"]["promoted"] is False
 
 

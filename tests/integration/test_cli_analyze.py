@@ -65,7 +65,7 @@ def test_healthy_example_promotes() -> None:
          "2026-11-02T09:10:00+00:00", 600),
         ("fallback-spike-refunds", "fallback", "queue=refunds",
          "2026-11-02T09:23:00+00:00", 1380),
-        ("correction-burden", "correction-burden", None, "2026-11-02T09:19:00+00:00", 1140),
+        ("correction-burden", "correction-burden", None, "2026-11-02T09:18:00+00:00", 1080),
     ],
 )
 def test_regression_examples_roll_back_naming_guard_and_queue(
@@ -94,6 +94,23 @@ def test_fallback_spike_is_invisible_overall_but_caught_in_its_queue() -> None:
                    and g["queue"] == "refunds")
     assert refunds["outcome"] == "fail"
     assert refunds["lower"] > refunds["tolerance"]
+
+
+def test_the_all_traffic_row_shows_its_own_outcome_beside_its_bounds() -> None:
+    """The guard fails (on queue=refunds); its all-traffic test is inconclusive. The table's
+    ``all`` row used to say ``fail`` while the reason said ``all traffic: inconclusive``."""
+    code, out, _ = run(str(RULE), "--samples", str(EXAMPLES / "fallback-spike-refunds.jsonl"))
+    assert code == 3
+    rows = [line.split("│") for line in out.splitlines() if line.startswith("│ fallback")]
+    cells = {row[2].strip(): row[4].strip() for row in rows}
+    assert cells["all"] == "inconclusive"
+    assert cells["queue=refunds"] == "fail"
+    assert "all traffic: inconclusive" in out
+    # the JSON keeps the guard's overall outcome on its first entry (what decided)
+    _, report = analyze_json(EXAMPLES / "fallback-spike-refunds.jsonl")
+    overall = next(g for g in report["guards"] if g["name"] == "fallback")
+    assert overall["outcome"] == "fail"
+    assert overall["reason"].startswith("fails on queue=refunds; all traffic: inconclusive")
 
 
 def test_table_output_has_a_row_per_guard_and_slice_and_the_decision() -> None:
@@ -159,6 +176,21 @@ def test_bad_lines_are_reported_with_file_line_and_field_and_the_rest_analysed(
     assert "mixed.jsonl:1004: expected a JSON object" in err
     assert "mixed.jsonl:1005: duplicate id" in err
     assert "Traceback" not in err
+
+
+def test_out_of_order_lines_alone_are_reported_on_stderr(tmp_path: Path) -> None:
+    """An input whose only problem is a line out of time order is still reported (it used
+    to be printed only when another line was also skipped)."""
+    good = (EXAMPLES / "correction-burden.jsonl").read_text().splitlines()
+    path = tmp_path / "late.jsonl"
+    path.write_text("\n".join([*good[:50], record(id="early", ts="2026-11-02T08:00:00Z"),
+                               *good[50:]]) + "\n")
+    code, out, err = run(str(RULE), "--samples", str(path), "-o", "json")
+    assert code == 3
+    (inp,) = json.loads(out)["inputs"]
+    assert inp["skipped"] == {} and inp["out_of_order"] == 1
+    assert "1 out of time order (kept)" in err
+    assert "late.jsonl:51: ts 2026-11-02T08:00:00+00:00 is earlier than line 50" in err
 
 
 def test_duplicates_across_files_are_dropped(tmp_path: Path) -> None:

@@ -21,14 +21,28 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from controller.analysis import RuleStatistics, alpha_split, evaluate, guard_dimensions
-from controller.analysis.decide import BURN_IN, TARGET_FACTOR, alpha_budget, group_slots
+from controller.analysis.changes import (
+    MAX_STARTS,
+    detector_log_r,
+    slot_weight,
+    step_start_weight,
+    total_weight,
+)
+from controller.analysis.changes import proportion_log_e as change_log_e
+from controller.analysis.decide import (
+    BURN_IN,
+    MEAN_BURN_IN,
+    TARGET_FACTOR,
+    alpha_budget,
+    group_slots,
+)
 from controller.analysis.sequential import (
-    diff_means_t,
     diff_proportions,
     f1_difference,
     proportion_fail_ready,
     rate_ratio_cs,
 )
+from controller.analysis.strata import proportions_log_e, stratified_means
 from controller.models import Action, CanaryRuleSpec, Cohort, RecordedVerdict, Risk, Sample
 from controller.sources.manifests import load_rules
 
@@ -85,48 +99,52 @@ def test_proportions_aa_at_the_tolerance_boundary(p: float, share: float, alpha:
 
 
 @SIM
-@given(sigma=st.sampled_from([0.3, 0.8]), share=st.sampled_from([0.05, 0.5]),
+@given(dist=st.sampled_from(["lognormal 0.3", "lognormal 1.0", "normal", "cache hits"]),
        relative=st.booleans(), alpha=st.sampled_from([0.05, 0.01]),
        seed=st.integers(0, 2**31 - 1))
-def test_t_test_aa_for_skewed_continuous_metrics(sigma: float, share: float, relative: bool,
-                                                 alpha: float, seed: int) -> None:
-    """Latency-like lognormal data; the canary sits exactly at the tolerance (absolute
-    +0.5 units, or +10% with a relative tolerance); FAIL iff lower > threshold."""
+def test_means_at_the_boundary_with_drift_and_changing_shares(dist: str, relative: bool,
+                                                              alpha: float, seed: int) -> None:
+    """The stratified mean comparison decide.py runs (burn-in MEAN_BURN_IN), a look every
+    interval through 5% → 20% → 50% while the level drifts ±20% over the rollout in both
+    cohorts, the canary exactly at the tolerance (+0.1 units, or ×1.1 with a relative
+    tolerance): skewed both ways (lognormal; 10% cache hits at zero), and symmetric."""
     rng = np.random.default_rng(seed)
-    nc, nb = cohort_counts(rng, share)
-    n_max = LOOK_EVERY * LOOKS
-    base = rng.lognormal(0.0, sigma, size=(n_max, RUNS))
-    canary = rng.lognormal(0.0, sigma, size=(n_max, RUNS))
-    mean = math.exp(sigma**2 / 2)
-    if relative:
-        k, thr = 1.1, 0.0
-        canary *= 1.1
-    else:
-        k, thr = 1.0, 0.5 * mean
-        canary += 0.5 * mean
-    cols = np.arange(RUNS)
-    sums = {id(x): (x.cumsum(axis=0), (x * x).cumsum(axis=0)) for x in (base, canary)}
-
-    def moments(x: np.ndarray, n: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        s1, s2 = sums[id(x)]
-        idx = np.maximum(n - 1, 0)
-        a, b = s1[idx, cols], s2[idx, cols]
-        nn = np.maximum(n, 1)
-        mu = a / nn
-        var = np.maximum(b / nn - mu * mu, 0.0) * nn / np.maximum(nn - 1, 1)
-        return mu, var
-
-    crossed = np.zeros(RUNS, dtype=bool)
-    for look in range(LOOKS):
-        c, b = nc[look], nb[look]
-        mc, vc = moments(canary, c)
-        mb, vb = moments(base, b)
+    per_step, per_look, runs = 15, 200, RUNS
+    looks = 3 * per_step
+    n_c = np.round(per_look * np.repeat([0.05, 0.2, 0.5], per_step)).astype(int)
+    acc = np.zeros((6, 3, runs))  # n, Σx, Σx² of canary then baseline, per step
+    k, thr = (1.1, 0.0) if relative else (1.0, 0.1)
+    crossed = np.zeros(runs, dtype=bool)
+    for t in range(looks):
+        level = 1.0 + 0.2 * math.cos(math.pi * t / looks)
+        for i, n in ((0, int(n_c[t])), (1, per_look - int(n_c[t]))):
+            x = level * _draw_metric(rng, dist, (runs, n))
+            if i == 0:
+                x = x * k if relative else x + thr
+            s = t // per_step
+            acc[3 * i, s] += n
+            acc[3 * i + 1, s] += x.sum(axis=1)
+            acc[3 * i + 2, s] += (x * x).sum(axis=1)
+        n1, s1, q1, n2, s2, q2 = acc
         with np.errstate(divide="ignore", invalid="ignore"):
-            cs = diff_means_t(mc, vc, c, mb, vb, b, k, alpha, M)
-        ok = (c >= min(BURN_IN, M)) & (b >= min(BURN_IN, M))
+            m1, m2 = s1 / np.maximum(n1, 1), s2 / np.maximum(n2, 1)
+            v1 = np.maximum(q1 / np.maximum(n1, 1) - m1 * m1, 0) * n1 / np.maximum(n1 - 1, 1)
+            v2 = np.maximum(q2 / np.maximum(n2, 1) - m2 * m2, 0) * n2 / np.maximum(n2 - 1, 1)
+            cs = stratified_means(m1, v1, n1, m2, v2, n2, k, alpha, TARGET)
+        ok = (n1.sum(0) >= MEAN_BURN_IN) & (n2.sum(0) >= MEAN_BURN_IN)
         crossed |= ok & (cs.lower > thr)
     rate = float(crossed.mean())
     assert rate <= slack(alpha), f"false rollback rate {rate:.4f} > alpha {alpha}"
+
+
+def _draw_metric(rng: np.random.Generator, dist: str, shape: tuple[int, int]) -> np.ndarray:
+    """Positive values with mean about 1."""
+    if dist.startswith("lognormal"):
+        sigma = float(dist.split()[1])
+        return rng.lognormal(-sigma * sigma / 2, sigma, size=shape)
+    if dist == "normal":
+        return rng.normal(1.0, 0.3, size=shape)
+    return np.where(rng.random(shape) < 0.1, 0.0, rng.normal(1.1, 0.1, size=shape))
 
 
 @SIM
@@ -283,42 +301,78 @@ def test_alpha_split_never_exceeds_the_rules_alpha(n_guards: int, max_groups: in
     assert total <= alpha * (1 + 1e-9)
 
 
-def test_grouped_guard_with_windows_at_the_tolerance_boundary() -> None:
+def _per_step(x: np.ndarray, per_step: int, steps: int) -> np.ndarray:
+    """(S, T, ...) cumulative counts of each step's own samples at each look."""
+    out = np.zeros((steps, *x.shape))
+    for s in range(steps):
+        part = np.zeros(x.shape)
+        part[s * per_step:(s + 1) * per_step] = x[s * per_step:(s + 1) * per_step]
+        out[s] = part.cumsum(axis=0)
+    return out
+
+
+def test_grouped_guard_with_its_change_detector_at_the_boundary_under_fast_drift() -> None:
     """Every test the trusted-completion guard of the support rule runs — all traffic
-    (cumulative), each of 4 unequal queues, the windows of steps 2 and 3 — with the
-    canary exactly at the tolerance in every queue, a look every interval through
-    5% → 20% → 50%: the guard's false-rollback rate stays within its alpha."""
+    (stratified by step), each of 4 unequal queues (stratified), the change detector
+    over every interval of every step — with the canary exactly at the tolerance in
+    every queue while the base rate falls from 0.93 to 0.87 during the rollout (as fast
+    as the rollout itself), a look every interval through 5% → 20% → 50%: the guard's
+    false-rollback rate stays within its alpha. The pooled comparison the engine made
+    before rolls back most of these canaries (Simpson's paradox)."""
     guard = next(g for g in SUPPORT_RULE.analysis.guards if g.name == "trusted-completion")
     share = alpha_budget(SUPPORT_RULE)[guard.name]
-    spent = share.all + share.slice * group_slots(SUPPORT_RULE, guard) + 2 * share.window
-    runs, per_step, requests, p, tol = 2000, 12, 400, 0.9, -0.02
+    spent = share.all + share.slice * group_slots(SUPPORT_RULE, guard) + share.change
+    runs, per_step, requests, tol, steps = 2000, 15, 400, -0.02, 3
+    looks = per_step * steps
     rng = np.random.default_rng(7)
     weights = np.repeat([0.05, 0.2, 0.5], per_step)
+    base = 0.90 + 0.03 * np.cos(np.pi * np.arange(looks) / looks)
     q_share = np.array([0.47, 0.25, 0.2, 0.08])
     n_can = np.round(requests * weights).astype(int)
     nc = np.stack([rng.multinomial(n, q_share, size=runs) for n in n_can])
     nb = np.stack([rng.multinomial(requests - n, q_share, size=runs) for n in n_can])
-    xc, xb = rng.binomial(nc, p + tol), rng.binomial(nb, p)
+    xc = rng.binomial(nc, (base + tol)[:, None, None])
+    xb = rng.binomial(nb, base[:, None, None])
     target = TARGET_FACTOR * SUPPORT_RULE.analysis.min_samples_per_cohort
     burn = min(BURN_IN, SUPPORT_RULE.analysis.min_samples_per_cohort)
 
     def fails(c: np.ndarray, n_c: np.ndarray, b: np.ndarray, n_b: np.ndarray,
               alpha: float) -> np.ndarray:
+        """Per-stratum counts (S, T, runs): FAIL per look and run."""
+        le = proportions_log_e(c, n_c, b, n_b, 1.0, tol, alpha, target, upper=False)
         with np.errstate(divide="ignore", invalid="ignore"):
-            cs = diff_proportions(c, n_c, b, n_b, 1.0, alpha, target)
-            ready = proportion_fail_ready(n_c, n_b, b, 1.0, tol)
-        return np.asarray((cs.upper < tol) & ready & (n_c >= burn) & (n_b >= burn))
+            ready = proportion_fail_ready(n_c.sum(0), n_b.sum(0), b.sum(0), 1.0, tol)
+        return np.asarray((le >= math.log(1 / alpha)) & ready & (n_c.sum(0) >= burn)
+                          & (n_b.sum(0) >= burn))
 
-    cum = [a.cumsum(axis=0) for a in (xc, nc, xb, nb)]
-    crossed = fails(*(a.sum(-1) for a in cum), share.all)
+    totals = [a.sum(-1) for a in (xc, nc, xb, nb)]
+    pooled = fails(*(a.cumsum(axis=0)[None] for a in totals), share.all)
+    assert pooled.any(axis=0).mean() > 10 * share.all  # the problem this test is about
+    crossed = fails(*(_per_step(a, per_step, steps) for a in totals), share.all)
     for q in range(len(q_share)):
-        crossed |= fails(*(a[..., q] for a in cum), share.slice)
-    for step in (1, 2):
-        sl = slice(step * per_step, (step + 1) * per_step)
-        win = [a[sl].sum(-1).cumsum(axis=0) for a in (xc, nc, xb, nb)]
-        crossed[sl] |= fails(*win, share.window)
+        crossed |= fails(*(_per_step(a[..., q], per_step, steps) for a in (xc, nc, xb, nb)),
+                         share.slice)
+    crossed |= _detector_alarms(totals, per_step, steps, tol, share.change, target, burn)
     rate = float(crossed.any(axis=0).mean())
     assert rate <= slack(spent, runs), f"{rate:.4f} > the guard's alpha {spent:.4f}"
+
+
+def _detector_alarms(totals: list[np.ndarray], per_step: int, steps: int, tol: float,
+                     alpha: float, target: float, burn: int) -> np.ndarray:
+    """The change detector as decide.py runs it, per look (a start per interval)."""
+    looks = per_step * steps
+    total = total_weight(looks, steps)
+    out = np.zeros(totals[0].shape, dtype=bool)
+    for t in range(looks):
+        s0 = (t // per_step) * per_step
+        starts = [0, *range(max(1, t - s0 - MAX_STARTS + 1), t - s0 + 1)]
+        w = [step_start_weight(looks, steps) if s0 else 0.0]
+        w += [slot_weight(s0 + b, looks) for b in starts[1:]]
+        xc, nc, xb, nb = (np.stack([a[s0 + j:t + 1].sum(0) for j in starts]) for a in totals)
+        le = change_log_e(xc, nc, xb, nb, 1.0, tol, alpha / total, target, upper=False)
+        ready = proportion_fail_ready(nc, nb, xb, 1.0, tol) & (nc >= burn) & (nb >= burn)
+        out[t] = detector_log_r(le, np.asarray(w)[:, None], ready) >= math.log(total / alpha)
+    return out
 
 
 # -- power ---------------------------------------------------------------------------------

@@ -90,10 +90,10 @@ def test_window_survives_the_status_round_trip_and_merge() -> None:
     assert "step" not in old and RuleStatistics.from_dict(spec, old).step is None
 
 
-def test_a_regression_that_starts_with_a_step_fails_on_the_window() -> None:
+def test_a_regression_that_starts_with_a_step_fails_on_the_step_start() -> None:
     """800 healthy pairs at step 1, then 150 at 0.55 success against 0.9: the
-    cumulative drop (about 6 points) is still within the 10-point tolerance, the step
-    window's is not."""
+    cumulative drop (stratified by step) is still inconclusive at the 10-point
+    tolerance; the change detector's term for the step's own start is not."""
     spec = three_steps()
     stats = RuleStatistics(spec)
     stats.enter_step(0, TS)
@@ -108,8 +108,9 @@ def test_a_regression_that_starts_with_a_step_fails_on_the_window() -> None:
     d = evaluate(spec, stats)
     assert d.action is Action.ROLLBACK
     success = [r for r in d.guards if r.name == "success"]
-    assert success[0].outcome is Outcome.FAIL and "step 2 window" in success[0].reason
+    assert success[0].outcome is Outcome.FAIL and "step 2 change" in success[0].reason
     assert success[-1].step == 2 and success[-1].outcome is Outcome.FAIL
+    assert success[-1].check == "change" and "since the step's start" in success[-1].reason
 
 
 def test_step_minimum_precedence() -> None:
@@ -141,5 +142,6 @@ def test_budget_with_weights_and_windows_stays_within_alpha(
     total = 0.0
     for g in spec.analysis.guards:
         share = alpha_budget(spec)[g.name]
-        total += share.all + share.slice * group_slots(spec, g) + share.window * (n_steps - 1)
+        total += (share.all + share.slice * group_slots(spec, g)
+                  + share.window * (n_steps - 1) + share.change)
     assert total == pytest.approx(alpha, rel=1e-9)

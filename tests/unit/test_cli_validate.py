@@ -160,3 +160,31 @@ def test_weak_trusted_completion_warns_loudly_but_validates(tmp_path: Path) -> N
     assert "spec.analysis.guards[0] (trusted)" in lines[0]
     report = json.loads(canaryctl("validate", "-f", str(path), "-o", "json").stdout)
     assert len(report["warnings"]) == 4 and report["errors"] == []
+
+
+def test_every_independent_error_is_listed_in_one_pass(tmp_path: Path) -> None:
+    """Field errors used to hide the cross-field checks (a model validator runs only once
+    its fields are valid, and stops at its first error): a wrong-sign tolerance showed up
+    only after two other mistakes were fixed. One pass now names all of them."""
+    doc = _minimal()
+    doc["apiVersion"] = "canary.llmops.dev/v1"                       # 1: field of the object
+    spec = doc["spec"]
+    assert isinstance(spec, dict)
+    spec["steps"] = [{"weight": 50}, {"weight": 20}]                 # 2: steps, cross-item
+    spec["analysis"]["interval"] = "soon"                            # 3: a field of analysis
+    spec["analysis"]["guards"] = [
+        {"name": "fallback", "metric": "fallbackRate", "tolerance": -0.02},   # 4: sign
+        {"name": "completion", "metric": "trustedCompletion", "tolerance": 0.02,  # 5: sign
+         "beta": 2},                                                           # 6: variant
+    ]
+    path = tmp_path / "three.yaml"
+    path.write_text(yaml.safe_dump(doc))
+    result = canaryctl("validate", "-f", str(path), "-o", "json")
+    assert result.returncode == 2
+    paths = [e["path"] for e in json.loads(result.stdout)["errors"]]
+    assert sorted(paths) == sorted([
+        "apiVersion", "spec.steps[1].weight", "spec.analysis.interval",
+        "spec.analysis.guards[0].tolerance", "spec.analysis.guards[1].tolerance",
+        "spec.analysis.guards[1].beta"]), paths
+    text = canaryctl("validate", "-f", str(path))
+    assert "6 error(s)" in text.stderr and "wrong sign" in text.stderr
