@@ -22,7 +22,6 @@ from __future__ import annotations
 import argparse
 import json
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -37,18 +36,13 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from canary_playground.kube import running_emulator  # noqa: E402
+from canary_playground.net import free_port  # noqa: E402
 
 from controller.actuator import deployments, rules  # noqa: E402
 from controller.actuator.client import Kube, connect  # noqa: E402
 from controller.actuator.errors import NotFound  # noqa: E402
 
 NS = "default"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def create(kube: Kube, i: int) -> None:

@@ -40,9 +40,10 @@ import yaml
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from canary_playground.kube_emulator import EmulatorHandle, running_emulator  # noqa: E402
+from canary_playground.kube import EmulatorHandle, running_emulator  # noqa: E402
+from canary_playground.net import free_port  # noqa: E402
 
-from benchmarks.controller_ticks import free_port, histogram  # noqa: E402
+from benchmarks.controller_ticks import histogram  # noqa: E402
 from controller.actuator import rules  # noqa: E402
 from controller.actuator.client import Kube, connect  # noqa: E402
 from controller.main import parse_size  # noqa: E402

@@ -24,7 +24,7 @@ from collections.abc import Callable, Sequence
 from datetime import timedelta
 from pathlib import Path
 
-from controller.actuator import deployments, secrets
+from controller.actuator import deployments, judge_key
 from controller.actuator.client import Kube, connect
 from controller.actuator.cluster import KubeCluster
 from controller.actuator.errors import KubeError
@@ -155,7 +155,7 @@ def _key_reader(kube: Kube) -> KeyReader:
 
     def read(namespace: str, name: str, key: str) -> str:
         try:
-            return secrets.read_secret_key(kube, namespace, name, key)
+            return judge_key.read_secret_key(kube, namespace, name, key)
         except KubeError as exc:
             raise LookupError(f"Secret {name}/{key}: {exc.reason}: {exc.message}") from None
 
@@ -223,6 +223,40 @@ def _authenticator(args: argparse.Namespace, kube: Kube) -> Authenticator:
     return TokenReviewAuthenticator(TokenReviewer(kube))
 
 
+def _elector(args: argparse.Namespace, kube: Kube) -> LeaderElector | None:
+    """The lease elector with ``--leader-elect``; without it this replica always acts."""
+    if not args.leader_elect:
+        return None
+    return LeaderElector(kube, args.lease_namespace, args.lease_name, args.identity,
+                         lease_seconds=args.lease_seconds, renew_seconds=args.renew_seconds,
+                         retry_seconds=args.retry_seconds)
+
+
+def _housekeeping(args: argparse.Namespace, store: SampleStore, cache_path: str,
+                  stop: threading.Event) -> Callable[[], None]:
+    """The housekeeping loop, run by the supervisor until ``stop``."""
+    retention = timedelta(seconds=parse_duration(args.retention))
+
+    def housekeeping() -> None:
+        """Bounded retention: prune by age and count every few minutes until shutdown (the
+        size limit is also enforced on every insert)."""
+        while not stop.wait(HOUSEKEEPING_SECONDS):
+            try:
+                pruned = store.prune(max_age=retention,
+                                     max_rows_per_rule=args.max_samples_per_rule,
+                                     max_bytes=args.max_store_bytes or None)
+            except Exception:
+                log.exception("store pruning failed; retrying later")
+                continue
+            SUPERVISOR.beat()
+            if pruned.samples or pruned.pending_feedback:
+                log.info("pruned %d samples, %d pending feedback", pruned.samples,
+                         pruned.pending_feedback)
+            _prune_judge_cache(cache_path, args.judge_cache_max_entries)
+
+    return housekeeping
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     configure_logging(args.log_level)
@@ -238,12 +272,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     health = Health()
 
     leading = threading.Event()
-    elector: LeaderElector | None = None
-    if args.leader_elect:
-        elector = LeaderElector(kube, args.lease_namespace, args.lease_name, args.identity,
-                                lease_seconds=args.lease_seconds,
-                                renew_seconds=args.renew_seconds,
-                                retry_seconds=args.retry_seconds)
+    elector = _elector(args, kube)
 
     def is_leader() -> bool:
         """Checked before every write: a lease not renewed in time stops us at once."""
@@ -294,26 +323,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         log.info("signal %d: shutting down", signum)
         stop.set()
 
-    retention = timedelta(seconds=parse_duration(args.retention))
-
-    def housekeeping() -> None:
-        """Bounded retention: prune by age and count every few minutes until shutdown (the
-        size limit is also enforced on every insert)."""
-        while not stop.wait(HOUSEKEEPING_SECONDS):
-            try:
-                pruned = store.prune(max_age=retention,
-                                     max_rows_per_rule=args.max_samples_per_rule,
-                                     max_bytes=args.max_store_bytes or None)
-            except Exception:
-                log.exception("store pruning failed; retrying later")
-                continue
-            SUPERVISOR.beat()
-            if pruned.samples or pruned.pending_feedback:
-                log.info("pruned %d samples, %d pending feedback", pruned.samples,
-                         pruned.pending_feedback)
-            _prune_judge_cache(cache_path, args.judge_cache_max_entries)
-
-    SUPERVISOR.spawn("housekeeping", housekeeping, stop)
+    SUPERVISOR.spawn("housekeeping", _housekeeping(args, store, cache_path, stop), stop)
     signal.signal(signal.SIGTERM, shutdown)
     signal.signal(signal.SIGINT, shutdown)
     stop.wait()

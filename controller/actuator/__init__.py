@@ -8,5 +8,5 @@
 - :mod:`.deployments`: observe, ensure canary, set weight, promote, scale down;
 - :mod:`.events`: Kubernetes Events about a rule;
 - :mod:`.lease`: ``LeaderElector`` on a coordination.k8s.io Lease;
-- :mod:`.secrets`: one key of a Secret.
+- :mod:`.judge_key`: the judge's API key from a Secret marked for llm-canary.
 """

@@ -16,7 +16,7 @@ from __future__ import annotations
 import json
 import os
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote
@@ -43,38 +43,11 @@ SERVICE_ACCOUNT_DIR = Path("/var/run/secrets/kubernetes.io/serviceaccount")
 
 @dataclass
 class Kube:
-    """An API connection: the ApiClient, typed APIs, default namespace and timeouts."""
+    """An API connection: the ApiClient, default namespace and timeouts."""
 
     api: client.ApiClient
     namespace: str = "default"
     timeout: tuple[float, float] = (5.0, 30.0)  # (connect, read) seconds
-    _typed: dict[str, Any] = field(default_factory=dict, repr=False)
-
-    # -- typed APIs (not used by the actuator itself) --------------------------------
-
-    def _api(self, cls: Any) -> Any:
-        name = cls.__name__
-        if name not in self._typed:
-            self._typed[name] = cls(self.api)
-        return self._typed[name]
-
-    @property
-    def core(self) -> client.CoreV1Api:
-        return self._api(client.CoreV1Api)
-
-    @property
-    def apps(self) -> client.AppsV1Api:
-        return self._api(client.AppsV1Api)
-
-    @property
-    def custom(self) -> client.CustomObjectsApi:
-        return self._api(client.CustomObjectsApi)
-
-    @property
-    def coordination(self) -> client.CoordinationV1Api:
-        return self._api(client.CoordinationV1Api)
-
-    # -- raw JSON requests -----------------------------------------------------------
 
     def _serialize(self, method: str, path: str, query: dict[str, str] | None,
                    body: Any, content_type: str | None) -> tuple[str, str, Any, Any]:

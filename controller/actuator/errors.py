@@ -21,6 +21,8 @@ from typing import Any
 import urllib3
 from kubernetes.client.exceptions import ApiException
 
+from controller.retry_after import parse_retry_after
+
 
 class KubeError(Exception):
     """Base of every error the actuator raises.
@@ -88,15 +90,9 @@ def from_status(code: int, body: Any, headers: Any = None) -> KubeError:
     details = status.get("details") or {}
     causes = [(str(c.get("field", "")), str(c.get("message", "")))
               for c in details.get("causes") or [] if isinstance(c, dict)]
-    retry_after: float | None = None
-    raw_retry = (headers or {}).get("Retry-After") if headers is not None else None
-    if raw_retry is None and isinstance(details.get("retryAfterSeconds"), int | float):
-        raw_retry = details["retryAfterSeconds"]
-    if raw_retry is not None:
-        try:
-            retry_after = float(raw_retry)
-        except (TypeError, ValueError):
-            retry_after = None
+    retry_after = parse_retry_after(headers)
+    if retry_after is None:  # the Status body's hint, when no header says it
+        retry_after = parse_retry_after({"retry-after": details.get("retryAfterSeconds")})
     kwargs: dict[str, Any] = {"reason": reason, "status": code, "causes": causes,
                               "retry_after": retry_after}
     if code == 404:

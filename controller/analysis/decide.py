@@ -640,7 +640,7 @@ def _result_fields(con: _Contrast, tol: float, m: int, hib: bool, relative: bool
         missing = [c for c, n in ((CAN, con.n_c), (BASE, con.n_b)) if n == 0]
         upd["reason"] = con.note or f"no {' or '.join(missing)} observations yet"
         return upd
-    upd |= _judge(con, tol, m, hib=hib, relative=relative, limit=limit)
+    upd |= _classify_slice(con, tol, m, hib=hib, relative=relative, limit=limit)
     if needed and upd["outcome"] is Outcome.INCONCLUSIVE:
         upd |= _needed(con, m, hib)
     return upd
@@ -852,10 +852,10 @@ def _bound_result(spec: CanaryRuleSpec, stats: RuleStatistics, g: Guard, kind: s
     return base.model_copy(update=upd)
 
 
-# ---- judging one slice -----------------------------------------------------------------
+# ---- classifying one slice ------------------------------------------------------------
 
-def _judge(con: _Contrast, tol: float, m: int, *, hib: bool, relative: bool,
-           limit: str = "tolerance") -> dict[str, object]:
+def _classify_slice(con: _Contrast, tol: float, m: int, *, hib: bool, relative: bool,
+                    limit: str = "tolerance") -> dict[str, object]:
     """Outcome, reported delta/bounds and the reason for one slice (or floor)."""
     assert con.cs is not None
     est, lo, hi = (float(np.asarray(v)) for v in con.cs)

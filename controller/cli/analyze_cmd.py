@@ -12,6 +12,7 @@ from rich.table import Table
 from controller.judge import JudgeSettings, MissingApiKey, api_key_from_env, judge_samples
 from controller.models import (
     Action,
+    CanaryRule,
     CanaryRuleSpec,
     GuardResult,
     Outcome,
@@ -170,36 +171,12 @@ def analyze(
     those the judge cannot score stay unjudged, never counted as successes.
     Exit codes: 0 promote, 3 rollback, 4 continue, 2 bad input.
     """
-    rules, errors = load_rules([rule_file])
-    for e in errors:
-        echo_err(f"error {e}")
-    if errors:
-        fail(f"{rule_file} is not a valid CanaryRule manifest", 2)
-    if name:
-        rules = [r for r in rules if r.rule.metadata.name == name]
-    if len(rules) != 1:
-        fail(f"{rule_file} holds {len(rules)} matching rules; choose one with --name", 2)
-    rule = rules[0].rule
+    rule = _one_rule(rule_file, name)
     try:
         interval_s = parse_duration(interval) if interval else None
     except ValueError as exc:
         fail(f"--interval: {exc}", 2)
-
-    samples = []
-    reports = []
-    for path in sample_files:
-        got, report = load_samples(path)
-        samples.extend(got)
-        reports.append(report)
-    seen_ids: set[str] = set()
-    unique = []
-    cross_file_dups = 0
-    for s in samples:
-        if s.id in seen_ids:
-            cross_file_dups += 1
-            continue
-        seen_ids.add(s.id)
-        unique.append(s)
+    unique, reports, cross_file_dups = _load_samples_once(sample_files)
 
     if judge_url:
         unique = _judge_first(rule.spec, unique, judge_url, model, mode, api_key_env,
@@ -218,6 +195,42 @@ def analyze(
     else:
         _print_table(rule.metadata.name, result)
     raise SystemExit(EXIT_CODES[result.decision.action])
+
+
+def _one_rule(rule_file: str, name: str | None) -> CanaryRule:
+    """The one CanaryRule of ``rule_file`` (the one named ``name``); exit 2 otherwise."""
+    rules, errors = load_rules([rule_file])
+    for e in errors:
+        echo_err(f"error {e}")
+    if errors:
+        fail(f"{rule_file} is not a valid CanaryRule manifest", 2)
+    if name:
+        rules = [r for r in rules if r.rule.metadata.name == name]
+    if len(rules) != 1:
+        fail(f"{rule_file} holds {len(rules)} matching rules; choose one with --name", 2)
+    return rules[0].rule
+
+
+def _load_samples_once(sample_files: tuple[str, ...]
+                       ) -> tuple[list[Sample], list[LoadReport], int]:
+    """The samples of every file, each id once (the first wins), the files' reports and
+    how many repeated an id seen in an earlier file."""
+    samples = []
+    reports = []
+    for path in sample_files:
+        got, report = load_samples(path)
+        samples.extend(got)
+        reports.append(report)
+    seen_ids: set[str] = set()
+    unique = []
+    cross_file_dups = 0
+    for s in samples:
+        if s.id in seen_ids:
+            cross_file_dups += 1
+            continue
+        seen_ids.add(s.id)
+        unique.append(s)
+    return unique, reports, cross_file_dups
 
 
 def _judge_first(

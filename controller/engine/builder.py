@@ -10,6 +10,7 @@ from controller.models import (
     CanaryRuleStatus,
     Condition,
     DecisionRecord,
+    HistoryAction,
     Phase,
     parse_duration,
 )
@@ -34,7 +35,7 @@ class StatusWriter:
     def event(self, type_: str, reason: str, message: str) -> None:
         self.events.append(Event(type_, reason, message))
 
-    def record(self, action: str, reason: str, *, manual: bool = False,
+    def record(self, action: HistoryAction, reason: str, *, manual: bool = False,
                failing: list[str] | None = None) -> None:
         history = self.status.history
         if action == "hold" and history and history[-1].action == "hold":

@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
-from controller.models import Phase
+from controller.models import HistoryAction, Phase
 from controller.models.base import JSON
 
 from .builder import Builder
 from .templates import TemplateError, canary_template, template_revision
 
 
-def start(b: Builder, stable: JSON, revision: str, *, cause: str, action: str,
+def start(b: Builder, stable: JSON, revision: str, *, cause: str, action: HistoryAction,
           manual: bool = False) -> None:
     """A (re)start at step 1 with fresh evidence: the canary runs ``revision`` (built from
     ``stable`` plus ``spec.canary``), compared with ``stable`` as it runs in the target."""
@@ -44,7 +44,7 @@ def start(b: Builder, stable: JSON, revision: str, *, cause: str, action: str,
     b.transition(Phase.PROGRESSING, "RolloutRestarted" if restarted else "RolloutStarted", why)
 
 
-def restart_on(b: Builder, stable: JSON, *, cause: str, action: str,
+def restart_on(b: Builder, stable: JSON, *, cause: str, action: HistoryAction,
                manual: bool = False) -> None:
     """Restart against ``stable`` (the target as it runs now): a fresh rollout, nothing
     to do when the canary equals it, a rollback when ``spec.canary`` does not fit it."""

@@ -10,10 +10,11 @@ why a sample is unjudged: :class:`controller.models.UnjudgedReason`.
 """
 
 from .aggregate import aggregate, eval_lib_score, is_success, score_verdicts, soft_min_score
+from .api_keys import DEFAULT_KEY_ENV, MissingApiKey, api_key_from_env
 from .budget import Budget, BudgetExhausted
 from .cache import VerdictCache, cache_key
-from .calibration import Calibration, Confusion, calibrate, cohen_kappa, judge_trusted
-from .client import CallError, StructuredMode, extract_json, parse_retry_after
+from .calibration import Calibration, JudgeHumanCounts, calibrate, cohen_kappa, judge_trusted
+from .client import CallError, StructuredMode, extract_json
 from .core import Judge, Judged, JudgeResult, Totals, calls_per_sample
 from .cost import HOSTED_PRICES, Price, estimate_cost, price_for
 from .interleave import interleave, interleaved_order
@@ -21,7 +22,6 @@ from .prompts import PROMPT_VERSION
 from .redaction import ContentRedactor
 from .run import JudgeRun, judge_samples, judge_samples_async, with_result
 from .sampling import Chosen, interval_seed, select, select_samples
-from .secrets import DEFAULT_KEY_ENV, MissingApiKey, api_key_from_env
 from .settings import JudgeSettings, Mode
 
 __all__ = [
@@ -33,9 +33,9 @@ __all__ = [
     "Calibration",
     "CallError",
     "Chosen",
-    "Confusion",
     "ContentRedactor",
     "Judge",
+    "JudgeHumanCounts",
     "JudgeResult",
     "JudgeRun",
     "JudgeSettings",
@@ -62,7 +62,6 @@ __all__ = [
     "judge_samples",
     "judge_samples_async",
     "judge_trusted",
-    "parse_retry_after",
     "price_for",
     "score_verdicts",
     "select",

@@ -33,10 +33,6 @@ class Budget:
         self.cost_usd = 0.0
         self._reserved = 0
 
-    @property
-    def unlimited(self) -> bool:
-        return self.max_calls is None and self.max_cost_usd is None
-
     def _roll(self) -> None:
         now = self._clock()
         if now - self._window_start >= self.interval_seconds:

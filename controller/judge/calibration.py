@@ -20,8 +20,10 @@ from controller.models import JudgeSpec
 
 
 @dataclass(frozen=True)
-class Confusion:
-    """Judge (rows) against human (columns), success = positive."""
+class JudgeHumanCounts:
+    """The 2×2 agreement table of two raters, judge (rows) against human (columns),
+    success = positive. Not :class:`controller.analysis.stats.Confusion`, which counts a
+    classifier's (weighted) decisions per ground-truth label for the F1 guard."""
 
     tp: int = 0
     fp: int = 0
@@ -33,7 +35,7 @@ class Confusion:
         return self.tp + self.fp + self.fn + self.tn
 
     @classmethod
-    def from_pairs(cls, judge: Sequence[bool], human: Sequence[bool]) -> Confusion:
+    def from_pairs(cls, judge: Sequence[bool], human: Sequence[bool]) -> JudgeHumanCounts:
         if len(judge) != len(human):
             raise ValueError("judge and human labels differ in length")
         pairs = list(zip(judge, human, strict=True))
@@ -45,7 +47,7 @@ class Confusion:
         )
 
 
-def cohen_kappa(c: Confusion) -> float | None:
+def cohen_kappa(c: JudgeHumanCounts) -> float | None:
     """Cohen's kappa for two raters and two classes; None when undefined."""
     if c.n == 0:
         return None
@@ -72,7 +74,7 @@ class Calibration:
     precision: float | None
     recall: float | None
     f1: float | None
-    confusion: Confusion
+    confusion: JudgeHumanCounts
     score_mae: float | None = None
     """Mean absolute difference judge score - human score, where both exist."""
 
@@ -90,7 +92,7 @@ def calibrate(
     if len(judge_success) != len(human_success):
         raise ValueError("judge and human labels differ in length")
     kept = [(j, h) for j, h in zip(judge_success, human_success, strict=True) if j is not None]
-    c = Confusion.from_pairs([j for j, _ in kept], [h for _, h in kept])
+    c = JudgeHumanCounts.from_pairs([j for j, _ in kept], [h for _, h in kept])
     precision, recall = _ratio(c.tp, c.tp + c.fp), _ratio(c.tp, c.tp + c.fn)
     f1 = _ratio(2 * c.tp, 2 * c.tp + c.fp + c.fn)
     mae = None

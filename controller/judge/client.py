@@ -21,12 +21,10 @@
 from __future__ import annotations
 
 import asyncio
-import email.utils
 import json
 import logging
 import random
 import re
-import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Literal, TypeVar
@@ -35,12 +33,13 @@ import openai
 from pydantic import BaseModel, ValidationError
 
 from controller.models import JudgeUsage, UnjudgedReason
+from controller.retry_after import parse_retry_after
 from controller.scrubbing import SecretScrubber
 
+from .api_keys import NO_KEY, PLACEHOLDER_KEYS
 from .cost import estimate_cost
 from .prompts import repair_message
 from .schemas import ANSWER_MODELS, Answer, Stage, check_answer, json_schema
-from .secrets import NO_KEY, PLACEHOLDER_KEYS
 from .settings import JudgeSettings
 
 log = logging.getLogger("controller.judge")
@@ -100,30 +99,6 @@ class UsageMeter:
 
 OnCall = Callable[[float], None]
 """Called once per HTTP attempt with its cost, 0 when unpriced or failed (for the budget)."""
-
-
-def parse_retry_after(headers: Any) -> float | None:
-    """Seconds from ``retry-after-ms`` or ``Retry-After`` (seconds or an HTTP date)."""
-    if headers is None:
-        return None
-    ms = headers.get("retry-after-ms")
-    if ms:
-        try:
-            return max(0.0, float(ms) / 1000.0)
-        except ValueError:
-            pass
-    value = headers.get("retry-after")
-    if not value:
-        return None
-    try:
-        return max(0.0, float(value))
-    except ValueError:
-        pass
-    try:
-        when = email.utils.parsedate_to_datetime(value)
-    except (TypeError, ValueError):
-        return None
-    return max(0.0, when.timestamp() - time.time())
 
 
 def extract_json(text: str) -> Any:

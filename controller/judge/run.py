@@ -14,15 +14,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from controller.models import TRANSIENT_REASONS, JudgeSpec, Sample, Unjudged, UnjudgedReason
+from controller.models import TRANSIENT_REASONS, JudgeSpec, Sample, Unjudged
 
+from .api_keys import api_key_from_env
 from .budget import Budget
 from .cache import VerdictCache
 from .core import Judge, Judged, JudgeResult, Totals
-from .secrets import api_key_from_env
 from .settings import JudgeSettings
 
-FATAL_REASONS = frozenset({UnjudgedReason.AUTH, UnjudgedReason.NOT_FOUND})
 UNREACHABLE_REASONS = TRANSIENT_REASONS
 
 
@@ -88,7 +87,7 @@ async def judge_samples_async(
 ) -> JudgeRun:
     """Judge the samples that lack a verdict. ``overrides`` replace settings fields.
 
-    The key is ``api_key`` if given, else the environment (see :mod:`.secrets`).
+    The key is ``api_key`` if given, else the environment (see :mod:`.api_keys`).
     """
     settings = _settings(spec_or_settings, overrides)
     key = api_key if api_key is not None else api_key_from_env(api_key_env)

@@ -41,10 +41,10 @@ from controller.observability import (
     register_secret,
 )
 
+from .api_keys import NO_KEY
 from .budget import Budget
 from .core import Judged
 from .run import judge_samples
-from .secrets import NO_KEY
 from .settings import JudgeSettings
 
 OPENAI_BASE_URL = "https://api.openai.com/v1"

@@ -1,7 +1,7 @@
 """Judge settings: what a rule's ``spec.judge`` says plus the knobs only operators touch.
 
 The API key is deliberately *not* a setting: settings are logged, printed and compared,
-the key must never be. It travels separately (see :mod:`controller.judge.secrets`).
+the key must never be. It travels separately (see :mod:`controller.judge.api_keys`).
 """
 
 from __future__ import annotations

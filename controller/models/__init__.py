@@ -22,7 +22,14 @@ from .rule import (
     success_threshold,
 )
 from .sample import DEFAULT_NAMESPACE, Cohort, Feedback, Risk, RuleKey, Sample, Turn
-from .status import HISTORY_LIMIT, CanaryRuleStatus, Condition, DecisionRecord, Phase
+from .status import (
+    HISTORY_LIMIT,
+    CanaryRuleStatus,
+    Condition,
+    DecisionRecord,
+    HistoryAction,
+    Phase,
+)
 from .verdict import (
     DEFAULT_THRESHOLD,
     LEVEL_SCORES,
@@ -62,6 +69,7 @@ __all__ = [
     "Guard",
     "GuardOverride",
     "GuardResult",
+    "HistoryAction",
     "JudgeSpec",
     "JudgeUsage",
     "Level",

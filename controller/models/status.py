@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import datetime
 from enum import StrEnum
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 
 from pydantic import Field
 
@@ -44,11 +44,23 @@ class Condition(OpenModel):
     last_transition_time: datetime | None = None
 
 
+HistoryAction = Literal[
+    "start", "restart", "retry", "advance", "hold", "pause", "resume", "promote", "promoted",
+    "bake", "baked", "rollback", "rolled-back", "undo", "fail", "abort", "no-op",
+]
+"""Every action the controller records in ``status.history`` (the engine may write no
+other: ``Builder.record`` takes this type)."""
+
+
 class DecisionRecord(OpenModel):
     """One entry in the decision history: what was done, when, and why."""
 
     time: datetime
-    action: str = Field(description="advance, promote, rollback, hold, pause, resume, ...")
+    # One of HistoryAction when this controller wrote it, but read as any string: an entry
+    # written by another version must not make the whole status unreadable (an unreadable
+    # status starts the rollout over).
+    action: str = Field(description="What was done: " + ", ".join(get_args(HistoryAction))
+                        + ".")
     reason: str
     step: int | None = None
     weight: int | None = None

@@ -413,21 +413,21 @@ def load_samples(
     path: str | Path, *, max_messages: int = MAX_MESSAGES
 ) -> tuple[list[Sample], LoadReport]:
     """Samples from a file; an unreadable file is a report, not an exception."""
-    data, name, error = _read(path)
-    if data is None:
-        report = LoadReport(source=name, empty=True, max_messages=max_messages)
-        report.note(error or f"{name}: cannot read")
-        return [], report
-    return parse_samples(data, name, max_messages=max_messages)
+    return _load(path, parse_samples, max_messages)
 
 
 def load_feedback(
     path: str | Path, *, max_messages: int = MAX_MESSAGES
 ) -> tuple[list[Feedback], LoadReport]:
     """Feedback from a file; an unreadable file is a report, not an exception."""
+    return _load(path, parse_feedback, max_messages)
+
+
+def _load(path: str | Path, parse: Callable[..., tuple[list[M], LoadReport]],
+          max_messages: int) -> tuple[list[M], LoadReport]:
     data, name, error = _read(path)
     if data is None:
         report = LoadReport(source=name, empty=True, max_messages=max_messages)
         report.note(error or f"{name}: cannot read")
         return [], report
-    return parse_feedback(data, name, max_messages=max_messages)
+    return parse(data, name, max_messages=max_messages)

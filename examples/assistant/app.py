@@ -116,57 +116,71 @@ def _estimate_tokens(value: Any) -> int:
     return max(1, math.ceil(len(json.dumps(value)) / 4))
 
 
+def _declared_length(value: str | None) -> int:
+    """The request's Content-Length; -1 (refused) when it is not a number."""
+    try:
+        return int(value or 0)
+    except ValueError:
+        return -1
+
+
+class _Handler(BaseHTTPRequestHandler):
+    """The assistant's HTTP API; :func:`make_handler` binds it to one assistant."""
+
+    protocol_version = "HTTP/1.1"
+    assistant: Assistant
+
+    def log_message(self, format: str, *args: Any) -> None:
+        log.debug(format, *args)
+
+    def send_json(self, code: int, payload: dict[str, Any],
+                  headers: dict[str, str] | None = None) -> None:
+        body = json.dumps(payload).encode()
+        self.send_response(code)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(body)))
+        for key, value in (headers or {}).items():
+            self.send_header(key, value)
+        self.end_headers()
+        self.wfile.write(body)
+
+    def do_GET(self) -> None:
+        if self.path == "/healthz":
+            self.send_json(200, {"status": "ok", "model": self.assistant.model})
+        else:
+            self.send_json(404, {"error": "not found"})
+
+    def do_POST(self) -> None:
+        length = _declared_length(self.headers.get("Content-Length"))
+        if not 0 <= length <= MAX_BODY:
+            self.close_connection = True
+            self.send_json(413, {"error": f"Content-Length must be 0..{MAX_BODY}"})
+            return
+        try:
+            request = json.loads(self.rfile.read(length) or b"{}")
+            if not isinstance(request, dict):
+                raise ValueError("expected a JSON object")
+            self.post_json(request)
+        except ValueError as exc:
+            self.send_json(400, {"error": str(exc)})
+
+    def post_json(self, request: dict[str, Any]) -> None:
+        """A chat completion (reported as a canary sample) or feedback on one."""
+        if self.path == "/v1/chat/completions":
+            answer, sample_id = self.assistant.answer(request)
+            self.send_json(200, answer, {"X-Canary-Sample-Id": sample_id})
+        elif self.path == "/v1/feedback":
+            self.assistant.reporter.feedback(
+                str(request.get("id", "")), request.get("correction_minutes"),
+                request.get("label"), request.get("accepted"))
+            self.send_json(202, {"queued": True})
+        else:
+            self.send_json(404, {"error": "not found"})
+
+
 def make_handler(assistant: Assistant) -> type[BaseHTTPRequestHandler]:
-    class Handler(BaseHTTPRequestHandler):
-        protocol_version = "HTTP/1.1"
-
-        def log_message(self, format: str, *args: Any) -> None:
-            log.debug(format, *args)
-
-        def send_json(self, code: int, payload: dict[str, Any],
-                      headers: dict[str, str] | None = None) -> None:
-            body = json.dumps(payload).encode()
-            self.send_response(code)
-            self.send_header("Content-Type", "application/json")
-            self.send_header("Content-Length", str(len(body)))
-            for key, value in (headers or {}).items():
-                self.send_header(key, value)
-            self.end_headers()
-            self.wfile.write(body)
-
-        def do_GET(self) -> None:
-            if self.path == "/healthz":
-                self.send_json(200, {"status": "ok", "model": assistant.model})
-            else:
-                self.send_json(404, {"error": "not found"})
-
-        def do_POST(self) -> None:
-            try:
-                length = int(self.headers.get("Content-Length") or 0)
-            except ValueError:
-                length = -1
-            if not 0 <= length <= MAX_BODY:
-                self.close_connection = True
-                self.send_json(413, {"error": f"Content-Length must be 0..{MAX_BODY}"})
-                return
-            try:
-                request = json.loads(self.rfile.read(length) or b"{}")
-                if not isinstance(request, dict):
-                    raise ValueError("expected a JSON object")
-                if self.path == "/v1/chat/completions":
-                    answer, sample_id = assistant.answer(request)
-                    self.send_json(200, answer, {"X-Canary-Sample-Id": sample_id})
-                elif self.path == "/v1/feedback":
-                    assistant.reporter.feedback(
-                        str(request.get("id", "")), request.get("correction_minutes"),
-                        request.get("label"), request.get("accepted"))
-                    self.send_json(202, {"queued": True})
-                else:
-                    self.send_json(404, {"error": "not found"})
-            except ValueError as exc:
-                self.send_json(400, {"error": str(exc)})
-
-    return Handler
+    """The handler class bound to ``assistant`` (the HTTP server takes a class)."""
+    return type("Handler", (_Handler,), {"assistant": assistant})
 
 
 def main() -> None:

@@ -15,6 +15,33 @@ from controller.cli.output import console, fail
 from controller.models import Phase
 
 
+class _Progress:
+    """What the demo shows while it runs: a live view on a terminal, else one line per
+    change of the rule (table output), else nothing (JSON output)."""
+
+    def __init__(self, live_view: bool, output: str) -> None:
+        self.live_view = live_view
+        self.output = output
+        self.live: Live | None = None
+        self.last = ""
+
+    def update(self, obj: dict[str, Any]) -> None:
+        if self.live_view:
+            if self.live is None:
+                self.live = Live(watch_view(obj), console=console(), refresh_per_second=4)
+                self.live.start()
+            self.live.update(watch_view(obj))
+        elif self.output == "table":
+            line = status_line(obj)
+            if line != self.last:
+                self.last = line
+                click.echo(line[:200], err=True)
+
+    def stop(self) -> None:
+        if self.live is not None:
+            self.live.stop()
+
+
 @click.command()
 @click.option("--scenario", type=click.Choice(["healthy", "regression", "fallback-spike"]),
               default="regression", show_default=True)
@@ -39,29 +66,15 @@ def demo(scenario: str, no_tty: bool, output: str, timeout: float, keep: Path | 
     def say(message: str) -> None:
         err.print(f"[dim]{message}[/]", highlight=False)
 
-    live: Live | None = None
-    last = [""]
-
-    def on_update(obj: dict[str, Any]) -> None:
-        nonlocal live
-        if live_view:
-            if live is None:
-                live = Live(watch_view(obj), console=console(), refresh_per_second=4)
-                live.start()
-            live.update(watch_view(obj))
-        elif output == "table":
-            line = status_line(obj)
-            if line != last[0]:
-                last[0] = line
-                click.echo(line[:200], err=True)
+    progress = _Progress(live_view, output)
 
     try:
-        result = run_demo(scenario, on_update=on_update, timeout=timeout, keep=keep, say=say)
+        result = run_demo(scenario, on_update=progress.update, timeout=timeout, keep=keep,
+                          say=say)
     except (RuntimeError, OSError) as exc:
         fail(f"demo could not run: {exc}", 1)
     finally:
-        if live is not None:
-            live.stop()
+        progress.stop()
     if output == "json":
         click.echo(json.dumps(summary(result), indent=2, default=str))
     if not result.phase.terminal:

@@ -22,10 +22,10 @@ from controller.conventions import JUDGE_KEY_LABEL
 
 from .kube.chart import load_chart_rbac
 from .kube.handle import EmulatorHandle
+from .net import free_port
 from .stack import (
     ControllerOptions,
     Stack,
-    free_port,
     start_controller,
     start_emulator,
     start_judge,

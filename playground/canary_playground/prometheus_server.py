@@ -12,7 +12,6 @@ import json
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import tempfile
 import time
@@ -24,6 +23,8 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+from .net import free_port
 
 JOB = "exporter"
 START_TIMEOUT = 30.0
@@ -40,12 +41,6 @@ def require_prometheus() -> str:
         return binary
     raise RuntimeError("the prometheus binary is not installed (apt-get install prometheus, "
                        "or set PROMETHEUS_BIN)")
-
-
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def render_config(targets: Sequence[str], *, scrape_interval: str = "1s", job: str = JOB) -> str:

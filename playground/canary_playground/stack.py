@@ -24,15 +24,10 @@ from pathlib import Path
 from typing import Any
 
 from .kube.handle import EmulatorHandle, child_env, handle_from_kubeconfig
+from .net import free_port
 from .prometheus_server import prometheus_binary, render_config
 
 START_TIMEOUT = 30.0
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def _alive(pid: int) -> bool:

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
 from canary_playground.kube import EmulatorHandle, running_emulator
@@ -14,8 +13,9 @@ from canary_playground.scripted_judge import ScriptedJudge
 
 from controller.actuator.client import Kube, connect
 from controller.conventions import JUDGE_KEY_LABEL
+from tests.support.controller import Controller, controller_processes
 
-from .harness import NS, SECRET_KEY, Controller
+from .harness import NS, SECRET_KEY
 
 
 @pytest.fixture(scope="module")
@@ -28,11 +28,8 @@ def emu(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EmulatorHandle]:
 
 @pytest.fixture(scope="module")
 def judge() -> Iterator[ScriptedJudge]:
-    server = ScriptedJudge(api_key=SECRET_KEY).start()
-    try:
+    with ScriptedJudge(api_key=SECRET_KEY) as server:
         yield server
-    finally:
-        server.stop()
 
 
 @pytest.fixture
@@ -52,18 +49,6 @@ def kube(emu: EmulatorHandle, judge: ScriptedJudge) -> Iterator[Kube]:
 @pytest.fixture
 def controllers(emu: EmulatorHandle, tmp_path: Path, judge: ScriptedJudge
                 ) -> Iterator[Callable[..., Controller]]:
-    started: list[Controller] = []
-
-    def start(**kw: Any) -> Controller:
-        c = Controller(emu, tmp_path, **{"judge_url": judge.base_url, **kw})
-        started.append(c)
-        return c
-
-    yield start
-    for c in started:
-        c.stop()
-    for c in started:
-        text = c.log_path.read_text(errors="replace")
-        assert SECRET_KEY not in text, "API key in logs"
-        assert 'forbidden: User \\"system:serviceaccount:' not in text, \
-            f"the chart's RBAC refused a call of the controller:\n{text[-3000:]}"
+    with controller_processes(emu, tmp_path, secret=SECRET_KEY,
+                              judge_url=judge.base_url) as start:
+        yield start

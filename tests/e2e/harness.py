@@ -1,26 +1,17 @@
-"""What the end-to-end tests share: the controller as its own process, the objects a
-scenario starts from, samples as an application posts them, and waiting for conditions.
-
-Every scenario runs the controller under the Helm chart's RBAC (the emulator enforces the
-chart's rendered ClusterRole and lease Role for the controller's ServiceAccount), so a
-call the chart does not grant fails the scenario with a 403.
+"""What the end-to-end scenarios share: the objects a scenario starts from, samples as an
+application posts them, and waiting for conditions. The controller process is
+:class:`tests.support.controller.Controller`, run under the Helm chart's RBAC (the emulator
+enforces the chart's rendered ClusterRole and lease Role for its ServiceAccount), so a call
+the chart does not grant fails the scenario with a 403.
 """
 
 from __future__ import annotations
 
-import json
-import os
-import signal
-import socket
-import subprocess
-import sys
 import time
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
-import httpx
 from canary_playground.kube import EmulatorHandle
 
 from controller.actuator import deployments as deps_api
@@ -28,91 +19,11 @@ from controller.actuator import events, rules
 from controller.actuator.client import Kube
 from controller.actuator.errors import NotFound
 from controller.conventions import REVISION_LABEL
+from tests.support import waiting
+from tests.support.controller import Controller
 
 NS = "default"
 SECRET_KEY = "sk-test-do-not-log-7f3a9c"
-FAST = ["--analysis-interval", "1s", "--resync", "2", "--poll-seconds", "0.3"]
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-class Controller:
-    """One ``python -m controller`` process and its HTTP port."""
-
-    def __init__(self, emu: EmulatorHandle, workdir: Path, *, name: str = "c1",
-                 leader_elect: bool = False, extra: list[str] | None = None,
-                 env: dict[str, str] | None = None, judge_url: str | None = None,
-                 insecure: bool = True, token: str | None = None) -> None:
-        self.port = free_port()
-        self.name = name
-        self.log_path = workdir / f"{name}.log"
-        self.store = workdir / f"{name}.db"
-        identity = emu.controller
-        kubeconfig = identity.kubeconfig if identity else emu.kubeconfig
-        args = [sys.executable, "-X", "faulthandler", "-m", "controller",
-                "--kubeconfig", kubeconfig, "--host", "127.0.0.1", "--port", str(self.port),
-                "--store", str(self.store), "--identity", name, "--log-level", "debug", *FAST]
-        if leader_elect:
-            args += ["--leader-elect", "--lease-seconds", "3", "--renew-seconds", "2",
-                     "--retry-seconds", "0.5"]
-            if identity:
-                args += ["--lease-namespace", identity.namespace,
-                         "--lease-name", identity.lease_name]
-        else:
-            args.append("--no-leader-elect")
-        self.headers = {"Authorization": f"Bearer {token}"} if token else {}
-        if insecure:  # the scenarios post as the application, on 127.0.0.1, without a token
-            args.append("--insecure-allow-unauthenticated-ingestion")
-        if judge_url:
-            args += ["--judge-allowed-url", judge_url]
-        args += extra or []
-        child = {k: v for k, v in os.environ.items() if k != "OPENAI_API_KEY"}
-        child.update(env or {})
-        self.log = self.log_path.open("ab")
-        self.proc = subprocess.Popen(args, stdout=self.log, stderr=subprocess.STDOUT, env=child)
-        self.url = f"http://127.0.0.1:{self.port}"
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                httpx.get(self.url + "/healthz", timeout=1)
-                break
-            except httpx.HTTPError:
-                if self.proc.poll() is not None or time.monotonic() > deadline:
-                    raise RuntimeError("controller did not start:\n" + self.logs()) from None
-                time.sleep(0.1)
-
-    def logs(self) -> str:
-        self.log.flush()
-        return self.log_path.read_text(errors="replace")
-
-    def post_samples(self, records: list[dict[str, Any]]) -> httpx.Response:
-        deadline = time.monotonic() + 20
-        while True:
-            r = httpx.post(self.url + "/v1/samples", content=json.dumps(records), timeout=10,
-                           headers=self.headers)
-            if r.status_code != 503 or time.monotonic() > deadline:
-                return r
-            time.sleep(0.2)
-
-    def kill(self) -> None:
-        self.proc.send_signal(signal.SIGKILL)
-        self.proc.wait(10)
-        self.log.close()
-
-    def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(15)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(5)
-        if not self.log.closed:
-            self.log.close()
 
 
 # --------------------------------------------------------------------------- objects
@@ -263,15 +174,9 @@ def actions(kube: Kube, name: str = "bot") -> list[str]:
 
 def wait_for(what: str, check: Callable[[], Any], c: Controller | None = None,
              timeout: float = 40.0, every: float = 0.1) -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        value = check()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            logs = c.logs()[-5000:] if c else ""
-            raise AssertionError(f"timed out waiting for {what}\n{logs}")
-        time.sleep(every)
+    """Until ``check()`` holds; a timeout shows the controller's log."""
+    return waiting.wait_for(check, timeout, what, every=every,
+                            logs=c.logs if c is not None else None)
 
 
 def step_reached(kube: Kube, step: int, c: Controller | None = None,

@@ -27,7 +27,8 @@ from hypothesis import strategies as st
 from controller.actuator import events, rules
 from controller.actuator.client import Kube, connect
 from controller.models import json_values
-from tests.support.controller import Controller
+from tests.support import waiting
+from tests.support.controller import Controller, controller_processes
 
 NS = "default"
 ACCOUNT = "bot-sa"
@@ -38,11 +39,8 @@ SECRET_KEY = "sk-test-hostile-2b71"
 def keyed_judge() -> Iterator[ScriptedJudge]:
     """The scripted judge, refusing any key but the Secret's (401 echoes it, like some
     servers): a key in the wrong place shows up in the logs checked below."""
-    server = ScriptedJudge(api_key=SECRET_KEY).start()
-    try:
+    with ScriptedJudge(api_key=SECRET_KEY) as server:
         yield server
-    finally:
-        server.stop()
 
 
 @pytest.fixture
@@ -83,22 +81,10 @@ def token(emu: EmulatorHandle, account: str = f"{NS}/{ACCOUNT}") -> str:
 @pytest.fixture
 def controllers(emu: EmulatorHandle, tmp_path: Path, judge: ScriptedJudge
                 ) -> Iterator[Callable[..., Controller]]:
-    started: list[Controller] = []
-
-    def start(**kw: Any) -> Controller:
-        kw.setdefault("token", token(emu))
-        c = Controller(emu.kubeconfig, tmp_path, judge_url=judge.base_url, insecure=False,
-                       **kw)
-        started.append(c)
-        return c
-
-    yield start
-    for c in started:
-        c.stop()
-    for c in started:
-        text = c.log_path.read_text(errors="replace")
-        assert SECRET_KEY not in text, "API key in logs"
-        assert c.token is None or c.token not in text, "bearer token in logs"
+    """Controllers whose clients authenticate with the target's ServiceAccount token."""
+    with controller_processes(emu, tmp_path, secret=SECRET_KEY, judge_url=judge.base_url,
+                              insecure=False, token=token(emu)) as start:
+        yield start
 
 
 def apply_rule(kube: Kube, judge: ScriptedJudge, *, name: str = "bot",
@@ -153,11 +139,7 @@ def status_of(kube: Kube, name: str = "bot") -> dict[str, Any]:
 
 def wait_for(what: str, check: Callable[[], bool], c: Controller, timeout: float = 60.0
              ) -> None:
-    deadline = time.monotonic() + timeout
-    while not check():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}\n{_tail(c)}")
-        time.sleep(0.2)
+    waiting.wait_for(check, timeout, what, every=0.2, logs=lambda: _tail(c))
 
 
 def _tail(c: Controller) -> str:

@@ -23,7 +23,6 @@ import json
 import os
 import re
 import signal
-import socket
 import stat
 import subprocess
 import sys
@@ -38,6 +37,7 @@ import httpx
 import pytest
 import yaml
 from canary_playground.kube import EmulatorHandle
+from canary_playground.net import free_port
 
 from controller.actuator import deployments as deps_api
 from controller.actuator import rules
@@ -343,12 +343,6 @@ def test_analyze_replays_like_the_host(container: Container, tmp_path: Path) -> 
     assert ("trusted-completion", "billing") in essence(r.stdout)["fails"]
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 def _controller_pids(port: int) -> list[int]:
     """The Python process(es) serving ``--port=PORT`` (not buildah, which shares the argv)."""
     pids = []
@@ -400,7 +394,7 @@ def test_controller_serves_and_reconciles_in_the_image(
 
     tmp, data = volumes(tmp_path)
     (tmp / "kubeconfig").write_text(Path(emulator.kubeconfig).read_text())
-    port = _free_port()
+    port = free_port()
     log = tmp_path / "controller.log"
     argv = ["canary-controller", "--kubeconfig=/tmp/kubeconfig", "--host=127.0.0.1",
             f"--port={port}", "--no-leader-elect", "--namespace=default", "--resync=2"]

@@ -18,7 +18,7 @@ import pytest
 from canary_playground.kube import EmulatorHandle, running_emulator, write_kubeconfig
 
 from controller.actuator import deployments as dp
-from controller.actuator import events, rules, secrets
+from controller.actuator import events, judge_key, rules
 from controller.actuator.client import Kube, connect, path_of
 from controller.actuator.errors import (
     AlreadyExists,
@@ -49,6 +49,7 @@ from controller.engine import (
     template_revision,
 )
 from controller.models import CanaryRule
+from tests.support.waiting import wait_for
 
 GV = "canary.llmops.dev/v1alpha1"
 UNAVAILABLE = "emulator.llmops.dev/unavailable"
@@ -70,16 +71,6 @@ def kube(emu: EmulatorHandle) -> Iterator[Kube]:
 @pytest.fixture
 def ns() -> str:
     return f"t-{uuid.uuid4().hex[:8]}"
-
-
-def wait_for(check: Callable[[], Any], timeout: float = 5.0) -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        value = check()
-        if value:
-            return value
-        assert time.monotonic() < deadline, "condition not met in time"
-        time.sleep(0.02)
 
 
 def make_target(kube: Kube, ns: str, replicas: int = 4, name: str = "web",
@@ -459,19 +450,19 @@ def test_read_secret_key(kube: Kube, ns: str) -> None:
     kube.request("POST", path_of("v1", "secrets", ns), body={
         "metadata": {"name": "judge", "labels": {JUDGE_KEY_LABEL: "true"}},
         "data": {"api-key": base64.b64encode(b"sk-test-123").decode()}})
-    assert secrets.read_secret_key(kube, ns, "judge", "api-key") == "sk-test-123"
+    assert judge_key.read_secret_key(kube, ns, "judge", "api-key") == "sk-test-123"
     kube.request("POST", path_of("v1", "secrets", ns), body={
         "metadata": {"name": "db-password"},
         "data": {"api-key": base64.b64encode(b"hunter2-db").decode()}})
     with pytest.raises(Forbidden) as refused:  # not marked for the judge: never used
-        secrets.read_secret_key(kube, ns, "db-password", "api-key")
+        judge_key.read_secret_key(kube, ns, "db-password", "api-key")
     assert "not marked for llm-canary" in str(refused.value)
     assert "hunter2" not in str(refused.value)
     with pytest.raises(NotFound) as exc:
-        secrets.read_secret_key(kube, ns, "judge", "other")
+        judge_key.read_secret_key(kube, ns, "judge", "other")
     assert exc.value.reason == "KeyMissing" and "sk-test" not in str(exc.value)
     with pytest.raises(NotFound):
-        secrets.read_secret_key(kube, ns, "missing", "api-key")
+        judge_key.read_secret_key(kube, ns, "missing", "api-key")
 
 
 # --------------------------------------------------------------------------- errors, connect
@@ -510,7 +501,7 @@ def test_connect_from_kubeconfig_env_and_unreachable(emu: EmulatorHandle, tmp_pa
     write_kubeconfig(dead, "http://127.0.0.1:9", None)
     with pytest.raises(Transient):
         connect(str(dead), timeout=(0.5, 1.0)).request("GET", "/api/v1/namespaces/x/secrets")
-    with pytest.raises(KubeError, match="cannot load"):
+    with pytest.raises(KubeError, match=r"no Kubernetes configuration: kubeconfig .*missing"):
         connect(str(tmp_path / "missing"))
 
 

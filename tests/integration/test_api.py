@@ -14,7 +14,7 @@ from typing import Any
 
 import httpx
 import pytest
-from canary_playground.kube_emulator import EmulatorHandle
+from canary_playground.kube import EmulatorHandle
 
 from controller.actuator.client import connect
 from controller.actuator.tokenreview import TokenReviewer

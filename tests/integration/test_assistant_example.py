@@ -8,7 +8,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -20,7 +19,8 @@ import httpx
 import kubernetes_validate  # type: ignore[import-untyped]
 import pytest
 import yaml
-from canary_playground.kube_emulator import EmulatorHandle
+from canary_playground.kube import EmulatorHandle
+from canary_playground.net import free_port
 
 from controller.api import ApiServer
 from controller.models import RuleKey
@@ -130,12 +130,6 @@ def controller_api(tmp_path: Path, emulator: EmulatorHandle
     store.close()
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 def _start_app(tmp_path: Path, name: str, env: dict[str, str]) -> tuple[subprocess.Popen[str],
                                                                         str]:
     """The ConfigMap's files in a directory, run with the stdlib only (``-S``)."""
@@ -143,7 +137,7 @@ def _start_app(tmp_path: Path, name: str, env: dict[str, str]) -> tuple[subproce
     app_dir.mkdir()
     for filename, text in yaml.safe_load(render_configmap())["data"].items():
         (app_dir / filename).write_text(text)
-    port = _free_port()
+    port = free_port()
     base = {k: v for k, v in os.environ.items() if not k.startswith("CANARY_")}
     proc = subprocess.Popen(
         [sys.executable, "-S", str(app_dir / "app.py")],
@@ -181,7 +175,7 @@ def test_the_app_reports_its_samples_and_feedback(
     canary, c_url = _start_app(tmp_path, "canary", {
         **common, "MODEL_NAME": "gpt-4.1-mini", "PROMPT_VERSION": "2026-11-15",
         "CANARY_COHORT": "canary", "CANARY_REVISION": "5d41402abc4b",
-        "UPSTREAM_URL": f"http://127.0.0.1:{_free_port()}/v1"})  # nothing listens: fallback
+        "UPSTREAM_URL": f"http://127.0.0.1:{free_port()}/v1"})  # nothing listens: fallback
     ids: dict[str, list[str]] = {"baseline": [], "canary": []}
     try:
         for i in range(6):

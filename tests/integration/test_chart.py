@@ -622,6 +622,46 @@ def test_dashboard_is_valid_standalone_json() -> None:
         assert topic in titles
 
 
+def _query_problems(where: str, expr: str, legend: str, exported: dict[str, set[str]],
+                    used: set[str]) -> list[str]:
+    """What is wrong with one panel query: unknown metrics, labels, groupings, legends
+    (the metrics it names are added to ``used``)."""
+    problems: list[str] = []
+    names = re.findall(r"\b(llmcanary_\w+)", expr)
+    if not names:
+        problems.append(f"{where}: no llmcanary metric in {expr!r}")
+    labels: set[str] = set(SCRAPE_LABELS)
+    for name in names:
+        if name not in exported:
+            problems.append(f"{where}: unknown metric {name}")
+            continue
+        used.add(name)
+        labels |= exported[name]
+    for name, selector in re.findall(r"\b(llmcanary_\w+)\{([^}]*)\}", expr):
+        for label in re.findall(r"(\w+)\s*(?:=~|!~|!=|=)", selector):
+            if label not in exported.get(name, set()):
+                problems.append(f"{where}: {name} has no label {label}")
+    return problems + _grouping_problems(where, expr, legend, labels, exported)
+
+
+def _grouping_problems(where: str, expr: str, legend: str, labels: set[str],
+                       exported: dict[str, set[str]]) -> list[str]:
+    """``by (...)`` labels, legend ``{{label}}`` and ``label_values`` the result has."""
+    problems: list[str] = []
+    grouped: set[str] = set()
+    for clause in re.findall(r"\bby\s*\(([^)]*)\)", expr):
+        grouped |= {s.strip() for s in clause.split(",") if s.strip()}
+    if grouped - labels:
+        problems.append(f"{where}: groups by unknown labels {grouped - labels}")
+    for label in re.findall(r"\{\{\s*(\w+)\s*\}\}", legend):
+        if label not in (grouped or labels):
+            problems.append(f"{where}: legend uses {label}, absent from the result")
+    label_values = re.fullmatch(r"label_values\((llmcanary_\w+).*,\s*(\w+)\)", expr)
+    if label_values and label_values.group(2) not in exported.get(label_values.group(1), ()):
+        problems.append(f"{where}: {label_values.group(1)} has no label {label_values.group(2)}")
+    return problems
+
+
 def test_dashboard_queries_only_exported_metrics_and_labels() -> None:
     exported = _exported_metrics()
     assert "llmcanary_decisions_total" in exported, "collectors not found"
@@ -629,33 +669,7 @@ def test_dashboard_queries_only_exported_metrics_and_labels() -> None:
     problems: list[str] = []
     used: set[str] = set()
     for where, expr, legend in _queries(dashboard):
-        names = re.findall(r"\b(llmcanary_\w+)", expr)
-        if not names:
-            problems.append(f"{where}: no llmcanary metric in {expr!r}")
-        labels: set[str] = set(SCRAPE_LABELS)
-        for name in names:
-            if name not in exported:
-                problems.append(f"{where}: unknown metric {name}")
-                continue
-            used.add(name)
-            labels |= exported[name]
-        for name, selector in re.findall(r"\b(llmcanary_\w+)\{([^}]*)\}", expr):
-            for label in re.findall(r"(\w+)\s*(?:=~|!~|!=|=)", selector):
-                if label not in exported.get(name, set()):
-                    problems.append(f"{where}: {name} has no label {label}")
-        grouped: set[str] = set()
-        for clause in re.findall(r"\bby\s*\(([^)]*)\)", expr):
-            grouped |= {s.strip() for s in clause.split(",") if s.strip()}
-        if grouped - labels:
-            problems.append(f"{where}: groups by unknown labels {grouped - labels}")
-        for label in re.findall(r"\{\{\s*(\w+)\s*\}\}", legend):
-            if label not in (grouped or labels):
-                problems.append(f"{where}: legend uses {label}, absent from the result")
-        label_values = re.fullmatch(r"label_values\((llmcanary_\w+).*,\s*(\w+)\)", expr)
-        if label_values and label_values.group(2) not in exported.get(label_values.group(1), ()):
-            problems.append(
-                f"{where}: {label_values.group(1)} has no label {label_values.group(2)}"
-            )
+        problems += _query_problems(where, expr, legend, exported, used)
     assert problems == []
     for needed in (
         "llmcanary_decisions_total",

@@ -19,6 +19,18 @@ from controller.models import Sample, Unjudged
 from controller.sources.samples_io import load_samples
 
 KEY = "sk-test-VERYSECRET-0123456789abcdef"
+RULE_HEAD = """\
+apiVersion: canary.llmops.dev/v1alpha1
+kind: CanaryRule
+metadata: {name: demo}
+spec:
+  targetRef: {name: demo}
+  canary: {image: demo:2}
+  steps: [{weight: 10}]
+  analysis:
+    guards: [{name: success, metric: taskSuccess, tolerance: -0.02}]
+  judge:
+"""
 
 
 @pytest.fixture
@@ -33,6 +45,13 @@ def write_jsonl(path: Path, records: list[dict[str, Any]]) -> Path:
 
 def read_jsonl(path: Path) -> list[dict[str, Any]]:
     return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+def rule_file(tmp_path: Path, judge_yaml: str) -> Path:
+    """A one-guard CanaryRule whose ``spec.judge`` is ``judge_yaml`` (indented 4)."""
+    rule = tmp_path / "rule.yaml"
+    rule.write_text(RULE_HEAD + judge_yaml.lstrip("\n") + "\n")
+    return rule
 
 
 def invoke(*args: str, env: dict[str, str] | None = None) -> Any:
@@ -74,25 +93,11 @@ class TestJudgeCommand:
         assert srv.calls == 3  # third run: all from the SQLite cache
 
     def test_rule_supplies_settings(self, srv: ScriptedJudge, tmp_path: Path) -> None:
-        rule = tmp_path / "rule.yaml"
-        rule.write_text(
-            f"""
-apiVersion: canary.llmops.dev/v1alpha1
-kind: CanaryRule
-metadata: {{name: demo}}
-spec:
-  targetRef: {{name: demo}}
-  canary: {{image: demo:2}}
-  steps: [{{weight: 10}}]
-  analysis:
-    guards: [{{name: success, metric: taskSuccess, tolerance: -0.02}}]
-  judge:
+        rule = rule_file(tmp_path, f"""
     model: gpt-4o-mini
     baseUrl: {srv.base_url}
     mode: thorough
-    policy: Never share secrets.
-"""
-        )
+    policy: Never share secrets.""")
         src = write_jsonl(tmp_path / "s.jsonl", [sample_record("a", "[[policy: violation]]")])
         out = tmp_path / "v.jsonl"
         result = invoke("--samples", str(src), "--out", str(out), "--rule", str(rule))
@@ -260,24 +265,10 @@ class TestHonestCost:
         assert soft["successes"] == 0  # 0.614 under the soft minimum
 
     def test_cost_budget_without_price_is_refused(self, srv: ScriptedJudge, tmp_path: Path) -> None:
-        rule = tmp_path / "rule.yaml"
-        rule.write_text(
-            f"""
-apiVersion: canary.llmops.dev/v1alpha1
-kind: CanaryRule
-metadata: {{name: demo}}
-spec:
-  targetRef: {{name: demo}}
-  canary: {{image: demo:2}}
-  steps: [{{weight: 10}}]
-  analysis:
-    guards: [{{name: success, metric: taskSuccess, tolerance: -0.02}}]
-  judge:
+        rule = rule_file(tmp_path, f"""
     model: qwen2.5-7b
     baseUrl: {srv.base_url}
-    budget: {{maxCostUsdPerInterval: 0.5}}
-"""
-        )
+    budget: {{maxCostUsdPerInterval: 0.5}}""")
         src = write_jsonl(tmp_path / "s.jsonl", [sample_record("a")])
         r = invoke("--samples", str(src), "--out", str(tmp_path / "v.jsonl"), "--rule", str(rule))
         assert r.exit_code == 2 and "maxCostUsdPerInterval" in r.stderr and "price" in r.stderr

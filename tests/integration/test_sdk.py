@@ -25,7 +25,7 @@ from typing import Any
 
 import pytest
 from aiohttp import web
-from canary_playground.kube_emulator import EmulatorHandle
+from canary_playground.kube import EmulatorHandle
 
 from controller.api import ApiServer
 from controller.models import RuleKey
@@ -34,20 +34,11 @@ from llm_canary import CanaryReporter
 from tests.support import ROOT
 from tests.support.aio import serve_in_thread
 from tests.support.api import directory, serving
+from tests.support.waiting import wait_for
 
 KEY = RuleKey("default", "bot")
 FAST = {"backoff_base_s": 0.01, "backoff_max_s": 0.05, "flush_interval_ms": 20,
         "timeout_s": 2.0}
-
-
-def wait_for(predicate: Any, timeout: float = 30.0) -> Any:
-    end = time.monotonic() + timeout
-    while time.monotonic() < end:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.02)
-    raise AssertionError("condition not met in time")
 
 
 # -- the real server ----------------------------------------------------------------------
@@ -326,7 +317,7 @@ def test_shutdown_ends_within_its_timeout_when_the_server_never_recovers(harsh: 
                               **FAST)
     for i in range(200):
         reporter.report(input="q", output="a", latency_ms=i)
-    wait_for(lambda: harsh.requests)
+    wait_for(lambda: harsh.requests, timeout=30)
     started = time.monotonic()
     reporter.close(timeout=1.0)
     elapsed = time.monotonic() - started

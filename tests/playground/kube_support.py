@@ -1,11 +1,9 @@
-"""Helpers shared by the emulator's tests: manifests, waiting, watching pods."""
+"""Helpers shared by the emulator's tests: manifests, errors, watching pods."""
 
 from __future__ import annotations
 
 import json
-import time
 import uuid
-from collections.abc import Callable
 from typing import Any
 
 from kubernetes import client, watch
@@ -14,16 +12,6 @@ from kubernetes.client.exceptions import ApiException
 
 def new_ns() -> str:
     return f"t-{uuid.uuid4().hex[:8]}"
-
-
-def wait_for(check: Callable[[], Any], timeout: float = 10.0, what: str = "condition") -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        value = check()
-        if value:
-            return value
-        assert time.monotonic() < deadline, f"{what} not met in {timeout}s"
-        time.sleep(0.02)
 
 
 def error_of(exc: ApiException) -> dict[str, Any]:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -21,6 +21,8 @@ from canary_playground.kube import (
 )
 from kubernetes import client, watch
 from kubernetes.client.exceptions import ApiException
+
+from tests.support.waiting import wait_for
 
 GROUP, VERSION, PLURAL = "canary.llmops.dev", "v1alpha1", "canaryrules"
 
@@ -39,16 +41,6 @@ def emu(kube_emulator: EmulatorHandle) -> EmulatorHandle:
 @pytest.fixture
 def custom(api: client.ApiClient) -> client.CustomObjectsApi:
     return client.CustomObjectsApi(api)
-
-
-def wait_for(check: Callable[[], Any], timeout: float = 5.0) -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        value = check()
-        if value:
-            return value
-        assert time.monotonic() < deadline, "condition not met in time"
-        time.sleep(0.02)
 
 
 def rule(name: str = "r1", image: str = "img:2") -> dict[str, Any]:

@@ -12,7 +12,8 @@ from canary_playground.kube import EmulatorHandle, running_emulator
 from kubernetes import client, watch
 from kubernetes.client.exceptions import ApiException
 
-from tests.playground.kube_support import deployment, error_of, rolled_out, wait_for
+from tests.playground.kube_support import deployment, error_of, rolled_out
+from tests.support.waiting import wait_for
 
 GROUP, VERSION, PLURAL = "canary.llmops.dev", "v1alpha1", "canaryrules"
 

@@ -11,7 +11,8 @@ import pytest
 from canary_playground.kube import EmulatorHandle, running_emulator
 from kubernetes import client
 
-from tests.playground.kube_support import deployment, new_ns, rolled_out, wait_for
+from tests.playground.kube_support import deployment, new_ns, rolled_out
+from tests.support.waiting import wait_for
 
 DESIRED = "emulator.llmops.dev/desired-replicas"
 

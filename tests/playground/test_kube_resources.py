@@ -13,7 +13,8 @@ from canary_playground.kube import EmulatorHandle, running_emulator
 from kubernetes import client
 from kubernetes.client.exceptions import ApiException
 
-from tests.playground.kube_support import deployment, new_ns, rolled_out, wait_for
+from tests.playground.kube_support import deployment, new_ns, rolled_out
+from tests.support.waiting import wait_for
 
 
 @pytest.fixture(scope="module")

@@ -19,8 +19,8 @@ from tests.playground.kube_support import (
     error_of,
     rolled_out,
     set_image,
-    wait_for,
 )
+from tests.support.waiting import wait_for
 
 
 @pytest.fixture(scope="module")

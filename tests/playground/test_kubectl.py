@@ -14,8 +14,8 @@ from pathlib import Path
 import pytest
 from canary_playground.kube import EmulatorHandle, running_emulator
 
-from tests.playground.kube_support import wait_for
 from tests.support import ROOT
+from tests.support.waiting import wait_for
 
 RULE = ROOT / "rules" / "support-assistant.yaml"
 pytestmark = pytest.mark.skipif(shutil.which("kubectl") is None, reason="kubectl not installed")

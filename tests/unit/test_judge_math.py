@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import math
-from datetime import UTC, datetime, timedelta
 
 import pytest
 from canary_playground.scripted_judge import sample_record
@@ -11,7 +10,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from controller.judge import (
-    Confusion,
+    JudgeHumanCounts,
     Price,
     aggregate,
     calibrate,
@@ -21,7 +20,6 @@ from controller.judge import (
     interleave,
     interleaved_order,
     judge_trusted,
-    parse_retry_after,
     price_for,
 )
 from controller.judge.aggregate import eval_lib_exponent, eval_lib_score, soft_min_score
@@ -152,18 +150,18 @@ class TestEvalLib:
 class TestCalibration:
     def test_kappa_textbook_example(self) -> None:
         # Wikipedia's worked example: 20 yes/yes, 5 yes/no, 10 no/yes, 15 no/no -> 0.4.
-        assert cohen_kappa(Confusion(tp=20, fp=5, fn=10, tn=15)) == pytest.approx(0.4)
+        assert cohen_kappa(JudgeHumanCounts(tp=20, fp=5, fn=10, tn=15)) == pytest.approx(0.4)
 
     def test_kappa_perfect_and_undefined(self) -> None:
-        assert cohen_kappa(Confusion(tp=3, tn=2)) == pytest.approx(1.0)
-        assert cohen_kappa(Confusion(tp=5)) is None  # both raters constant
-        assert cohen_kappa(Confusion()) is None
+        assert cohen_kappa(JudgeHumanCounts(tp=3, tn=2)) == pytest.approx(1.0)
+        assert cohen_kappa(JudgeHumanCounts(tp=5)) is None  # both raters constant
+        assert cohen_kappa(JudgeHumanCounts()) is None
 
     @given(st.lists(st.tuples(st.booleans(), st.booleans()), min_size=1, max_size=60))
     def test_kappa_matches_definition(self, pairs: list[tuple[bool, bool]]) -> None:
         judge = [j for j, _ in pairs]
         human = [h for _, h in pairs]
-        c = Confusion.from_pairs(judge, human)
+        c = JudgeHumanCounts.from_pairs(judge, human)
         n = len(pairs)
         po = sum(j == h for j, h in pairs) / n
         pj, ph = sum(judge) / n, sum(human) / n
@@ -181,7 +179,7 @@ class TestCalibration:
         judge_scores = [0.9, 0.8, 0.2, None, 0.5, 1.0]
         human_scores = [1.0, 0.0, 0.0, 1.0, None, 1.0]
         cal = calibrate(judge, human, judge_scores, human_scores)
-        assert cal.confusion == Confusion(tp=2, fp=1, fn=1, tn=1)
+        assert cal.confusion == JudgeHumanCounts(tp=2, fp=1, fn=1, tn=1)
         assert cal.unjudged == 1 and cal.unjudged_rate == pytest.approx(1 / 6)
         assert cal.agreement == pytest.approx(3 / 5)
         assert cal.precision == pytest.approx(2 / 3)
@@ -232,15 +230,6 @@ class TestParsingAndCost:
         assert extract_json('Sure!\n```json\n{"a": {"b": 2}}\n```') == {"a": {"b": 2}}
         with pytest.raises(ValueError, match="not valid JSON"):
             extract_json('{"a": 1')
-
-    def test_retry_after(self) -> None:
-        assert parse_retry_after({"retry-after": "2"}) == 2.0
-        assert parse_retry_after({"retry-after-ms": "250"}) == 0.25
-        assert parse_retry_after({}) is None
-        assert parse_retry_after({"retry-after": "soon"}) is None
-        when = (datetime.now(UTC) + timedelta(seconds=30)).strftime("%a, %d %b %Y %H:%M:%S GMT")
-        got = parse_retry_after({"retry-after": when})
-        assert got is not None and 25 <= got <= 31
 
     def test_prices_only_where_known(self) -> None:
         hosted = price_for("gpt-4o-mini-2024-07-18", None)  # longest prefix, OpenAI's API
