@@ -165,6 +165,7 @@ class Manager:
         self._claims: dict[Key, tuple[str, Claim]] = {}  # rule -> (target, claim)
         self._failures: dict[Key, int] = {}
         self._retry_at: dict[Key, float] = {}  # a failed rule's next attempt (monotonic)
+        self._seen: dict[Key, tuple[Any, bool]] = {}  # rule -> (generation, deleting)
         self._lock = threading.Lock()
         self.synced = threading.Event()
         deps.claims = self.claims
@@ -316,6 +317,12 @@ class Manager:
             return
         spec = obj.get("spec") or {}
         meta = obj.get("metadata") or {}
+        seen = (meta.get("generation"), bool(meta.get("deletionTimestamp")))
+        with self._lock:
+            if self._seen.get(key, seen) != seen:  # the user changed or deleted the rule:
+                self._failures.pop(key, None)  # act on it now, not after a failure's backoff
+                self._retry_at.pop(key, None)
+            self._seen[key] = seen
         target = (spec.get("targetRef") or {}).get("name")
         if target:
             phase = str((obj.get("status") or {}).get("phase") or "Pending")
@@ -344,6 +351,7 @@ class Manager:
             self._claims.pop(key, None)
             self._failures.pop(key, None)
             self._retry_at.pop(key, None)
+            self._seen.pop(key, None)
         if self._scheduler is not None:
             with contextlib.suppress(JobLookupError):  # was never scheduled
                 self._scheduler.remove_job(str(key))
@@ -389,8 +397,11 @@ class Manager:
             return
         with self._lock:
             retry_at = self._retry_at.get(key, 0.0)
-        if analyze and time.monotonic() < retry_at:
-            return  # a failing rule's ticks wait for its backoff too (no hot loop)
+        wait = retry_at - time.monotonic()
+        if wait > 0:  # a failing rule waits for its backoff, whatever woke it (no hot loop:
+            if not analyze:  # its own status write and Event would wake it at once)
+                self.queue.put_after(key, wait)
+            return
         try:
             result = reconcile(self.deps, key.namespace, key.name, analyze=analyze)
         except NotLeader:

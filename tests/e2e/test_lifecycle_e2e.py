@@ -233,12 +233,14 @@ def test_a_forbidden_operation_is_visible_and_retried(
                       and condition(kube, "Synced"), c)
     assert synced["reason"] == "Forbidden" and "cannot create resource" in synced["message"]
     wait_for("the Event", lambda: "OperationFailed" in event_reasons(kube), c)
-    before = len([r for r in emu.requests() if r["method"] == "POST"
-                  and r["path"].endswith("/deployments")])
-    time.sleep(2.5)
-    after = len([r for r in emu.requests() if r["method"] == "POST"
-                 and r["path"].endswith("/deployments")])
-    assert 1 <= after - before <= 4, "retried with backoff, not in a hot loop"
+    def attempts() -> list[float]:
+        return [r["at"] for r in emu.requests() if r["method"] == "POST"
+                and r["path"].endswith("/deployments")]
+
+    times = wait_for("five attempts", lambda: (t := attempts())[4:] and t, c, timeout=90)
+    # capped exponential backoff (1 s, 2 s, 4 s, ... +-25%): five attempts take >= 11 s;
+    # a hot loop would make them within a second (load can only stretch the spacing)
+    assert times[4] - times[0] >= 5.0, f"retried in a hot loop: {times[:5]}"
     emu.clear_faults()
     wait_for("recovered", lambda: condition(kube, "Synced").get("status") == "True", c,
              timeout=60)

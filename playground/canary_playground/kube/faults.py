@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import re
 import threading
+import time
 from dataclasses import dataclass
 
 from .errors import JSON, REASONS, ApiError
@@ -71,6 +72,7 @@ class FaultsAndLog:
         with self.lock:
             self.request_seq += 1
             entry["seq"] = self.request_seq
+            entry.setdefault("at", time.monotonic())
             self.requests.append(entry)
             del self.requests[:-20_000]
 
