@@ -57,7 +57,7 @@ def create(kube: Kube, i: int) -> None:
         "metadata": {"name": name, "namespace": NS},
         "spec": {"targetRef": {"name": name}, "canary": {"image": "app:2"},
                  "steps": [{"weight": 25}, {"weight": 50}],
-                 "analysis": {"minSamplesPerCohort": 100, "guards": [
+                 "analysis": {"minSamplesPerCohort": 100, "settle": "1s", "guards": [
                      {"name": "fallback", "metric": "fallbackRate", "tolerance": 0.02,
                       "groupBy": ["queue"]}]}}})
 
@@ -92,11 +92,26 @@ def histogram(text: str, name: str) -> dict[str, float]:
 
 
 def bad_samples(rule: str, n: int) -> list[dict[str, Any]]:
+    """``n`` canary samples falling back half the time and, as the first step's pods serve
+    (1 canary pod of 4: 25%), three times as many healthy baseline samples. (With no
+    baseline fallback a canary must expect 5 fallbacks at the 2-point tolerance before
+    the guard may fail: 250 samples.)"""
     now = datetime.now().astimezone().isoformat()
+    sizes = {"baseline": 3 * n, "canary": n}
     return [{"id": f"{rule}-{c}-{i}", "rule": rule, "cohort": c, "ts": now, "input": "q",
              "output": "a", "latency_ms": 1, "cost_usd": 0,
-             "fallback": c == "canary" and i % 2 == 0} for i in range(n)
-            for c in ("baseline", "canary")]
+             "fallback": c == "canary" and i % 2 == 0}
+            for c in ("baseline", "canary") for i in range(sizes[c])]
+
+
+def wait_until_analysable(kube: Kube, rule: str, deadline: float) -> None:
+    """Until the rule's first step has all its pods available and its settle time (1 s)
+    has passed: canary samples count from then (earlier ones are the step before's)."""
+    while not (rules.get_rule(kube, NS, rule).get("status") or {}).get("stepReadyAt"):
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"{rule}: the first step's pods never became available")
+        time.sleep(0.05)
+    time.sleep(1.5)
 
 
 def measure(n_rules: int, interval: float, steady: float, workdir: Path) -> dict[str, Any]:
@@ -126,10 +141,12 @@ def measure(n_rules: int, interval: float, steady: float, workdir: Path) -> dict
             lateness = histogram(metrics, "llmcanary_tick_lateness_seconds")
             duration = histogram(metrics, "llmcanary_tick_duration_seconds")
             # rollback latency for one rule
-            httpx.post(url + "/v1/samples", content=json.dumps(bad_samples("svc-0", 150)),
-                       timeout=30)
+            wait_until_analysable(kube, "svc-0", time.monotonic() + 60)
+            answer = httpx.post(url + "/v1/samples",
+                                content=json.dumps(bad_samples("svc-0", 300)), timeout=30)
+            answer.raise_for_status()
             rolled_at = None
-            deadline = time.monotonic() + 120
+            deadline = time.monotonic() + 60
             while time.monotonic() < deadline:
                 try:
                     dep = deployments.get_deployment(kube, NS, "svc-0-canary")
@@ -141,10 +158,12 @@ def measure(n_rules: int, interval: float, steady: float, workdir: Path) -> dict
                 time.sleep(0.02)
             history = (rules.get_rule(kube, NS, "svc-0").get("status") or {}).get("history", [])
             decided = next((h["time"] for h in history if h["action"] == "rollback"), None)
-            latency = None
-            if rolled_at and decided:
-                latency = (rolled_at - datetime.fromisoformat(decided.replace("Z", "+00:00"))
-                           ).total_seconds()
+            if rolled_at is None or decided is None:
+                st = rules.get_rule(kube, NS, "svc-0").get("status") or {}
+                raise RuntimeError("svc-0 was not rolled back within 60 s of its bad "
+                                   f"samples: {st.get('phase')}: {st.get('message')}")
+            latency = (rolled_at - datetime.fromisoformat(decided.replace("Z", "+00:00"))
+                       ).total_seconds()
         finally:
             proc.send_signal(signal.SIGTERM)
             proc.wait(30)
@@ -153,7 +172,7 @@ def measure(n_rules: int, interval: float, steady: float, workdir: Path) -> dict
     return {"rules": n_rules, "interval_s": interval,
             "startup_s": round(startup, 2), "rules_per_s": round(n_rules / startup, 1),
             "tick_lateness": lateness, "tick_duration": duration,
-            "decision_to_rollback_patch_s": None if latency is None else round(latency, 3)}
+            "decision_to_rollback_patch_s": round(latency, 3)}
 
 
 def main(argv: list[str] | None = None) -> None:

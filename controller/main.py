@@ -117,7 +117,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p.add_argument("--context", default=None)
     p.add_argument("--resync", type=float, default=300.0, help="Seconds between full resyncs.")
     p.add_argument("--poll-seconds", type=float, default=5.0,
-                   help="While a rollout waits on pods, reconcile it this often.")
+                   help="While a rollout waits on pods, reconcile it at most this far apart "
+                        "(from 0.25 s, doubling).")
     p.add_argument("--exclude-label", action="append", default=None,
                    help="A label of the target Deployment never copied to the canary "
                         "(repeatable; env CANARY_EXCLUDE_LABELS, comma-separated). Default: "

@@ -3,8 +3,9 @@
 - **Watches** (one supervised thread each): CanaryRules, and only the Deployments the
   controller made (label selector ``app.kubernetes.io/managed-by=llm-canary``: the
   canaries and holdbacks; an event names its rule by ``canary.llmops.dev/rule``). The
-  targets are not watched: a rollout waiting on the cluster is reconciled again every
-  ``poll_seconds``, and drift is checked at every reconcile before any analysis. A watch
+  targets are not watched: a rollout waiting on the cluster is reconciled again after
+  :data:`FIRST_POLL_SECONDS`, then at doubling intervals up to ``poll_seconds``, and drift
+  is checked at every reconcile before any analysis. A watch
   resumes from its last resourceVersion after any error and relists only after 410 Gone,
   so an API hiccup never turns into a list of every Deployment in the cluster. Watches
   only *enqueue keys*; reconciling is level-triggered, so a missed or duplicated event
@@ -58,6 +59,9 @@ from .ticks import TickLedger
 log = logging.getLogger(__name__)
 
 WATCH_TIMEOUT_SECONDS = 60
+FIRST_POLL_SECONDS = 0.25
+"""The first re-check of a rollout waiting on pods (a rollback waits for the target's pods
+before it removes the canary: most are ready within a second or two)."""
 ListFn = Callable[[], str]
 WatchFn = Callable[[str | None, Callable[[Callable[[], None]], None]],
                    Iterator[tuple[str, dict[str, Any]]]]
@@ -166,6 +170,7 @@ class Manager:
         self._failures: dict[Key, int] = {}
         self._retry_at: dict[Key, float] = {}  # a failed rule's next attempt (monotonic)
         self._seen: dict[Key, tuple[Any, bool]] = {}  # rule -> (generation, deleting)
+        self._waits: dict[Key, int] = {}  # consecutive reconciles that waited on pods
         self._lock = threading.Lock()
         self.synced = threading.Event()
         deps.claims = self.claims
@@ -352,6 +357,7 @@ class Manager:
             self._failures.pop(key, None)
             self._retry_at.pop(key, None)
             self._seen.pop(key, None)
+            self._waits.pop(key, None)
         if self._scheduler is not None:
             with contextlib.suppress(JobLookupError):  # was never scheduled
                 self._scheduler.remove_job(str(key))
@@ -423,8 +429,12 @@ class Manager:
         with self._lock:
             self._failures.pop(key, None)
             self._retry_at.pop(key, None)
-        if result.waiting:
-            self.queue.put_after(key, self.poll_seconds)
+        with self._lock:
+            waits = self._waits.pop(key, 0)
+            if result.waiting:
+                self._waits[key] = waits + 1
+        if result.waiting:  # soon at first (pods are often ready in a second), then less
+            self.queue.put_after(key, min(self.poll_seconds, FIRST_POLL_SECONDS * 2 ** waits))
 
     def _resync_loop(self) -> None:
         stop = self._stop

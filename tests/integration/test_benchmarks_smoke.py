@@ -52,6 +52,8 @@ def test_controller_ticks_quick(tmp_path: Path) -> None:
         assert {"startup_s", "rules_per_s", "tick_lateness", "tick_duration",
                 "decision_to_rollback_patch_s"} <= set(data[key])
     assert data["loaded"]["rules"] == 5
+    for key in ("reference", "loaded"):  # the bad canary was rolled back, and measured
+        assert 0 <= data[key]["decision_to_rollback_patch_s"] < 60
 
 
 def test_ingest_load_quick(tmp_path: Path) -> None:
