@@ -84,6 +84,7 @@ from __future__ import annotations
 
 import copy
 import json
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, NamedTuple
@@ -763,55 +764,72 @@ class RuleStatistics:
             remap[gdim] = {OTHER: OTHER, NO_TASK: NO_TASK}
             for v in values:
                 remap[gdim][v] = out._slot(gdim, v, assign=True)
+
         def new_key(key: str) -> str:
             sdim, value = parse_slice(key)
             return key if sdim is None else slice_key(
                 sdim, remap.get(sdim, {}).get(str(value), OTHER))
 
+        out._merge_cells_of(other, remap, new_key)
+        out._merge_strata_of(other, new_key)
+        out._merge_mix_of(other, remap)
+        for c in COHORTS:
+            out.n_samples[c] += other.n_samples[c]
+        if other.step is not None and other.step == out.step:
+            out._merge_step_of(other)
+        for g, cnt in other.counts.items():
+            mine_c = out.counts.get(g)
+            out.counts[g] = cnt if mine_c is None else _add_counts(mine_c, cnt)
+        return out
+
+    def _merge_cells_of(self, other: RuleStatistics, remap: dict[str, dict[str, str]],
+                        new_key: Callable[[str], str]) -> None:
+        """``other``'s cumulative cells into ours, its group slots renamed to ours."""
         for measure, by_key in other.cells.items():
             for key, by_cohort in by_key.items():
                 for cohort, cell in by_cohort.items():
                     if isinstance(cell, TaskConfusions):
                         cell = cell.regrouped(remap.get("task", {}))
-                    mine = out._cell(measure, new_key(key), cohort, type(cell))
-                    out.cells[measure][new_key(key)][cohort] = _merge_cells(mine, cell)
+                    mine = self._cell(measure, new_key(key), cohort, type(cell))
+                    self.cells[measure][new_key(key)][cohort] = _merge_cells(mine, cell)
+
+    def _merge_strata_of(self, other: RuleStatistics, new_key: Callable[[str], str]) -> None:
+        """``other``'s per-step strata into ours."""
         for sk, by_measure in other.strata.items():
             for measure, by_key_m in by_measure.items():
                 for key, by_cohort_m in by_key_m.items():
-                    dest = out.strata.setdefault(sk, {}).setdefault(measure, {}).setdefault(
+                    dest = self.strata.setdefault(sk, {}).setdefault(measure, {}).setdefault(
                         new_key(key), {})
                     for cohort, mom in by_cohort_m.items():
                         dest[cohort] = (dest[cohort] if cohort in dest else Moments()).merge(mom)
+
+    def _merge_mix_of(self, other: RuleStatistics, remap: dict[str, dict[str, str]]) -> None:
+        """``other``'s traffic-mix counts into ours."""
         for dim, rows in other.mix.items():
             for value, (nb, nc) in rows.items():
                 slot = value if dim == TOTAL else remap.get(dim, {}).get(value, OTHER)
-                row = out.mix.setdefault(dim, {}).setdefault(slot, [0, 0])
+                row = self.mix.setdefault(dim, {}).setdefault(slot, [0, 0])
                 row[0] += nb
                 row[1] += nc
+
+    def _merge_step_of(self, other: RuleStatistics) -> None:
+        """``other``'s current-step window (and, for the same step start, the change
+        detector's buckets) into ours; both are at the same step."""
+        for wmeasure, wcells in other.window.items():
+            for wcohort, wcell in wcells.items():
+                mine_w = self.window.setdefault(wmeasure, {}).get(wcohort)
+                self.window[wmeasure][wcohort] = _merge_cells(
+                    type(wcell)() if mine_w is None else mine_w, wcell)
         for c in COHORTS:
-            out.n_samples[c] += other.n_samples[c]
-        if other.step is not None and other.step == out.step:
-            for wmeasure, wcells in other.window.items():
-                for wcohort, wcell in wcells.items():
-                    mine_w = out.window.setdefault(wmeasure, {}).get(wcohort)
-                    out.window[wmeasure][wcohort] = _merge_cells(
-                        type(wcell)() if mine_w is None else mine_w, wcell)
-            for c in COHORTS:
-                out.window_samples[c] += other.window_samples[c]
-            if other.step_started == out.step_started:
-                for b, by_measure_b in other.buckets.items():
-                    for measure, cells_b in by_measure_b.items():
-                        dest_b = out.buckets.setdefault(b, {}).setdefault(measure, {})
-                        for cohort, mom in cells_b.items():
-                            dest_b[cohort] = (dest_b[cohort] if cohort in dest_b
-                                              else Moments()).merge(mom)
-        for g, cnt in other.counts.items():
-            mine_c = out.counts.get(g)
-            if mine_c is None:
-                out.counts[g] = cnt
-            else:
-                out.counts[g] = _add_counts(mine_c, cnt)
-        return out
+            self.window_samples[c] += other.window_samples[c]
+        if other.step_started != self.step_started:
+            return
+        for b, by_measure_b in other.buckets.items():
+            for measure, cells_b in by_measure_b.items():
+                dest_b = self.buckets.setdefault(b, {}).setdefault(measure, {})
+                for cohort, mom in cells_b.items():
+                    dest_b[cohort] = (dest_b[cohort] if cohort in dest_b
+                                      else Moments()).merge(mom)
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-serialisable state (for ``status.statistics``)."""

@@ -151,7 +151,6 @@ PROPORTIONS = frozenset(
     {Metric.TRUSTED_COMPLETION, Metric.TASK_SUCCESS, Metric.FALLBACK_RATE,
      Metric.POLICY_FAILURE_RATE}
 )
-CONTINUOUS = frozenset({Metric.CORRECTION_BURDEN, Metric.LATENCY, Metric.COST})
 TEST_NAMES = {
     "proportion": "normal-mixture CS, Bernoulli score (mSPRT), stratified by step",
     "mean": "normal-mixture CS, plug-in variance, stratified by step",

@@ -49,8 +49,6 @@ from scipy.special import betainc, betaln
 from .sequential import CS, beta_binomial_prior
 from .stats import FloatArray, Histogram, bin_edges
 
-IntArray = npt.NDArray[np.int64]
-
 
 def log_e_at_most(s: FloatArray, t: FloatArray, p: float, a: float, b: float) -> FloatArray:
     """log of the truncated beta-binomial mixture e-value against "rate ≤ p"."""
