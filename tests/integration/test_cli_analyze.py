@@ -259,7 +259,9 @@ def test_judge_url_judges_unjudged_samples_before_the_replay(tmp_path: Path,
     for line in lines:
         r = json.loads(line)
         verdict = "fully" if r.pop("judge")["score"] >= 0.7 else "none"
-        r["output"] = f"{r['output']} [[judge: {verdict}]]"
+        # the id keeps every answer distinct: repeated answers could be served from the
+        # verdict cache or not, depending on which finishes first
+        r["output"] = f"{r['output']} ({r['id']}) [[judge: {verdict}]]"
         stripped.append(json.dumps(r))
     path = tmp_path / "unjudged.jsonl"
     path.write_text("\n".join(stripped) + "\n")
