@@ -36,6 +36,7 @@ __all__ = [
     "ChangeBatch",
     "Cluster",
     "CountsProvider",
+    "DirectoryUnavailable",
     "EvidenceLog",
     "FeedbackWindows",
     "JudgePort",
@@ -149,6 +150,11 @@ class TokenReviewer(Protocol):
     """Who holds a bearer token, as the cluster's API server says (TokenReview)."""
 
     def review(self, token: str, audiences: Sequence[str]) -> TokenReviewResult: ...
+
+
+class DirectoryUnavailable(Exception):
+    """The directory cannot tell who may report for a rule yet (the API server could not be
+    asked): ingestion answers 503 with Retry-After, never a guess."""
 
 
 class RuleDirectory(Protocol):

@@ -46,6 +46,7 @@ from controller.health import Health
 from controller.models.identity import Caller
 from controller.models.schema import SCHEMA_MEDIA_TYPE, schema_bytes
 from controller.observability import HTTP_REQUESTS, REGISTRY
+from controller.ports import DirectoryUnavailable
 
 from .auth import Authenticator, AuthUnavailable, Unauthenticated
 from .ingestion import Answer, Ingestion
@@ -285,8 +286,11 @@ class ApiServer:
                 raise RequestError(503, str(exc), headers=retry, close=True) from None
             body = await read_body(request, self.limits)
             ctype = request.headers.get("Content-Type", "")
-            answer = await asyncio.get_running_loop().run_in_executor(
-                self._executor, fn, body, caller, ctype)
+            try:
+                answer = await asyncio.get_running_loop().run_in_executor(
+                    self._executor, fn, body, caller, ctype)
+            except DirectoryUnavailable as exc:
+                raise RequestError(503, str(exc), headers=retry, close=True) from None
         if answer.body is not None:
             return web.Response(status=answer.status, body=answer.body,
                                 headers={**answer.headers, "Content-Type": answer.content_type})

@@ -20,6 +20,7 @@ validation still resolves (its status says why it does not progress).
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -29,6 +30,7 @@ from pydantic import ValidationError
 from controller.models import RuleKey
 from controller.models.identity import ServiceAccountRef
 from controller.models.rule import ModelPrice
+from controller.ports import DirectoryUnavailable
 
 if TYPE_CHECKING:
     from controller.engine import Observed
@@ -36,7 +38,11 @@ if TYPE_CHECKING:
 
 AccountLookup = Callable[[str, str], "str | None"]
 """(namespace, Deployment) -> the ServiceAccount its pods run as; None when it does not
-exist. May raise (the caller answers 503: the directory cannot tell yet)."""
+exist. May raise: :meth:`Directory.reporters` then raises :class:`DirectoryUnavailable`."""
+
+MISSING_RECHECK_SECONDS = 10.0
+"""A target found missing is not looked up again for this long (a batch of records for a
+rule whose target does not exist yet costs one GET, not one per record)."""
 
 
 @dataclass(frozen=True)
@@ -100,6 +106,7 @@ class Directory:
         self._rules: dict[RuleKey, _Rule] = {}
         self._accounts: dict[tuple[str, str], str] = {}  # (ns, deployment) -> SA name
         self._lookup = lookup
+        self._missing: dict[tuple[str, str], float] = {}  # target -> when found missing
         self._rules_listed = False
 
     @property
@@ -114,14 +121,34 @@ class Directory:
                 return None
             found = set(rule.listed)
             account = self._accounts.get((key.namespace, rule.target or ""))
-        if rule.target and account is None and self._lookup is not None:
-            account = self._lookup(key.namespace, rule.target)  # outside the lock
-            if account is not None:
-                with self._lock:
-                    self._accounts[(key.namespace, rule.target)] = account
+        if rule.target and account is None:
+            account = self._look_up(key.namespace, rule.target)
         if account is not None:
             found.add(ServiceAccountRef(key.namespace, account))
         return frozenset(found)
+
+    def _look_up(self, namespace: str, target: str) -> str | None:
+        """The target's account from the API server (outside the lock), remembered; a
+        missing target is asked again only after :data:`MISSING_RECHECK_SECONDS`."""
+        where = (namespace, target)
+        with self._lock:
+            missing_since = self._missing.get(where)
+        if self._lookup is None or (missing_since is not None and
+                                    time.monotonic() - missing_since < MISSING_RECHECK_SECONDS):
+            return None
+        try:
+            account = self._lookup(namespace, target)
+        except Exception as exc:
+            raise DirectoryUnavailable(
+                f"cannot read Deployment {namespace}/{target} to authorize its reporters "
+                f"({type(exc).__name__}); retry") from None
+        with self._lock:
+            if account is None:
+                self._missing[where] = time.monotonic()
+            else:
+                self._missing.pop(where, None)
+                self._accounts[where] = account
+        return account
 
     def pricing(self, key: RuleKey) -> tuple[ModelPrice, ...]:
         with self._lock:
@@ -153,19 +180,24 @@ class Directory:
         with self._lock:
             if observed.target is None:
                 self._accounts.pop(where, None)
+                self._missing[where] = time.monotonic()
             else:
                 self._accounts[where] = account_of_template(observed.target_template)
+                self._missing.pop(where, None)
 
     def _keep_targets(self) -> None:
         """Forget accounts of Deployments no rule names (bounded by the rules)."""
         wanted = {(k.namespace, r.target) for k, r in self._rules.items() if r.target}
         for where in [w for w in self._accounts if w not in wanted]:
             del self._accounts[where]
+        for where in [w for w in self._missing if w not in wanted]:
+            del self._missing[where]
 
     def reset(self) -> None:
         """Forget everything (this replica stopped leading: nothing is watched)."""
         with self._lock:
             self._rules.clear()
             self._accounts.clear()
+            self._missing.clear()
             self._rules_listed = False
 

@@ -45,12 +45,12 @@ def rules() -> Directory:
 class Running:
     def __init__(self, path: Path, *, auth: Authenticator | None = None,
                  metrics_port: int | None = None, store: SampleStore | None = None,
-                 **limits: Any) -> None:
+                 rule_directory: Directory | None = None, **limits: Any) -> None:
         self.store = store or SampleStore(path)
         self.leader = threading.Event()
         self.leader.set()
         self.health = Health()
-        self.directory = rules()
+        self.directory = rule_directory or rules()
         self.server = ApiServer(Ingestion(self.store, self.directory), auth or Insecure(),
                                 health=self.health, host="127.0.0.1", port=0,
                                 metrics_port=metrics_port, is_leader=self.leader.is_set,
@@ -324,6 +324,26 @@ def test_a_standby_is_ready_and_answers_ingestion_503_with_retry_after(api: Runn
     assert api.store.count() == 0
     api.leader.set()
     assert httpx.get(api.url + "/readyz").json()["leader"] is True
+
+
+def test_when_the_target_cannot_be_read_ingestion_is_503_not_a_guess(tmp_path: Path) -> None:
+    """The API server is down when a rule's first record arrives: who may report for it
+    cannot be known, so the answer is 503 + Retry-After (never 500, never a guess)."""
+
+    def unreachable(namespace: str, name: str) -> str | None:
+        raise ConnectionError("connection refused")
+
+    d = Directory(lookup=unreachable)
+    d.replace_rules([{"metadata": {"name": "bot", "namespace": "default"},
+                      "spec": {"targetRef": {"name": "bot"}}}])
+    api = Running(tmp_path / "s.db", rule_directory=d)
+    try:
+        r = post(api, "/v1/samples", json.dumps([rec(1)]))
+        assert r.status_code == 503 and int(r.headers["Retry-After"]) > 0
+        assert "default/bot" in r.json()["error"]
+        assert api.store.count() == 0
+    finally:
+        api.close()
 
 
 def test_a_dead_background_thread_fails_liveness_and_readiness(api: Running) -> None:
