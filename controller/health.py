@@ -11,7 +11,6 @@ scheduler thread died instead of leaving a zombie that answers probes. Parts tha
 purpose call :meth:`Health.unwatch` first. Threads run under the
 :class:`~controller.supervisor.Supervisor` (restarted after a crash) are reported through
 :meth:`Health.include`: one that is dead or keeps crashing fails the probes by name.
-:meth:`Health.problem` records a condition that should only stop traffic (readiness).
 """
 
 from __future__ import annotations
@@ -31,7 +30,6 @@ class Health:
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._checks: dict[str, Callable[[], bool]] = {}
-        self._problems: dict[str, str] = {}
         self._sources: list[Callable[[], list[str]]] = []
 
     def watch(self, name: str, alive: Callable[[], bool]) -> None:
@@ -51,14 +49,6 @@ class Health:
         with self._lock:
             self._checks.pop(name, None)
 
-    def problem(self, name: str, problem: str | None) -> None:
-        """Set (or clear, with None) a condition that makes the process not ready."""
-        with self._lock:
-            if problem is None:
-                self._problems.pop(name, None)
-            else:
-                self._problems[name] = problem
-
     def liveness(self) -> Report:
         with self._lock:
             checks = list(self._checks.items())
@@ -72,11 +62,9 @@ class Health:
         return Report(not dead, tuple(dead))
 
     def readiness(self) -> Report:
-        live = self.liveness()
-        with self._lock:
-            problems = tuple(sorted(self._problems))
-        failing = live.failing + problems
-        return Report(not failing, failing)
+        """Ready exactly when live: leadership and loading are answered per request (503
+        with Retry-After), never by taking a replica out of its Service."""
+        return self.liveness()
 
 
 def _safe(check: Callable[[], bool]) -> bool:

@@ -50,7 +50,7 @@ from controller.ports import DirectoryUnavailable
 
 from .auth import Authenticator, AuthUnavailable, Unauthenticated
 from .ingestion import Answer, Ingestion
-from .limits import Admission, Limits, RequestError, read_body
+from .limits import Admission, Limits, RequestError, read_body, too_large
 
 log = logging.getLogger(__name__)
 
@@ -273,8 +273,7 @@ class ApiServer:
                                headers=retry, close=True)
         declared = request.content_length
         if declared is not None and declared > self.limits.max_body_bytes:
-            raise RequestError(413, f"body over {self.limits.max_body_bytes} bytes; send "
-                                    "smaller batches", close=True)
+            raise too_large(self.limits.max_body_bytes)  # before taking an admission slot
         with self.admission.admit(declared):
             try:
                 caller = await self.authenticator.authenticate(

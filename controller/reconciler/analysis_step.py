@@ -162,8 +162,13 @@ def judge_pending(
     if spec is None:
         return JudgeReport(upto)
     waiting = samples.awaiting_verdict(key, upto=upto, since=evidence_since(evidence))
-    awaiting = [a for a in waiting if evidence.admit(a.sample) is not None]
-    ignored = [a.sample.id for a in waiting if evidence.admit(a.sample) is None]
+    awaiting: list[AwaitingVerdict] = []
+    ignored: list[str] = []
+    for a in waiting:
+        if evidence.admit(a.sample) is None:
+            ignored.append(a.sample.id)
+        else:
+            awaiting.append(a)
     if ignored:
         samples.set_verdicts(key, [(i, Unjudged(reason=UnjudgedReason.NOT_COUNTED))
                                    for i in ignored])

@@ -182,10 +182,8 @@ def _judge_step(deps: Deps, namespace: str, name: str) -> JudgeReport | None:
     except NotFound:
         return None
     rule, status, _ = _parse(obj)
-    if rule is None or status.canary_spec_hash != engine.spec_hash(rule.spec.canary):
-        return None
-    window = engine.evidence(status)
-    if window is None:
+    window = None if rule is None else _analysis_window(rule, status)
+    if rule is None or window is None:
         return None
     judge, unavailable = deps.judge_for(rule)
     close_feedback_windows(deps.samples, rule, deps.clock())
@@ -193,6 +191,14 @@ def _judge_step(deps: Deps, namespace: str, name: str) -> JudgeReport | None:
     _check_leader(deps)
     return judge_pending(deps.samples, rule, window, judge, upto=upto,
                          unavailable=unavailable)
+
+
+def _analysis_window(rule: CanaryRule, status: CanaryRuleStatus) -> engine.Evidence | None:
+    """The evidence window of the rollout in status, if it is this rule's canary and the
+    window is open (one test for the judge step and the analysis, so both see the same)."""
+    if status.canary_spec_hash != engine.spec_hash(rule.spec.canary):
+        return None
+    return engine.evidence(status)
 
 
 def _float(text: str | None) -> float | None:
@@ -304,9 +310,8 @@ def _analyse(
 ) -> AnalysisResult | None:
     """This interval's analysis, when the judge step ran for the rollout now in status
     and the evidence window is open."""
-    window = engine.evidence(status)
-    if judged is None or window is None or \
-            status.canary_spec_hash != engine.spec_hash(rule.spec.canary):
+    window = _analysis_window(rule, status)
+    if judged is None or window is None:
         return None
     share = None if status.effective_weight is None else status.effective_weight / 100
     result = analyse(

@@ -8,7 +8,7 @@ reason) instead of an exception.
 from __future__ import annotations
 
 import sys
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable
 from pathlib import Path
 
 from controller.models.manifest import (
@@ -25,19 +25,6 @@ MANIFEST_SUFFIXES = (".yaml", ".yml", ".json")
 def _manifest_files(directory: Path) -> list[Path]:
     return sorted(f for f in directory.rglob("*")
                   if f.is_file() and f.suffix in MANIFEST_SUFFIXES)
-
-
-def expand_paths(paths: Iterable[str]) -> Iterator[Path | None]:
-    """Files named directly, and manifest files under directories (sorted). ``-`` is stdin."""
-    for p in paths:
-        if p == "-":
-            yield None
-            continue
-        path = Path(p)
-        if path.is_dir():
-            yield from _manifest_files(path)
-        else:
-            yield path
 
 
 def _other_kind(doc: object) -> tuple[str, str] | None:

@@ -229,8 +229,11 @@ def _why(exc: BaseException) -> str:
 
 
 def _stored_body(sample: Sample, key: RuleKey) -> str:
-    """The record as stored: its namespace made explicit, so a read gives the same key."""
-    return sample.model_copy(update={"namespace": key.namespace}).model_dump_json()
+    """The record as stored: its namespace made explicit, so a read gives the same key
+    (ingestion has already placed it: no copy then)."""
+    if sample.namespace != key.namespace:
+        sample = sample.model_copy(update={"namespace": key.namespace})
+    return sample.model_dump_json()
 
 
 class SampleStore:
